@@ -1,0 +1,304 @@
+"""[1] Data: LUME files -> typed, validated records.
+
+Input:  a LUME directory (``forget.jsonl`` + ``retain.jsonl``, or ``forget.parquet`` + ``retain.parquet``),
+        or a Hugging Face dataset id with ``forget``/``retain`` splits; optional membership files
+        (``{"id", "document"}`` lines) and a multiple-choice utility file (MMLU's shape).
+Output: :class:`LumeData` (two tuples of :class:`Row`), :class:`Document` lists, :class:`Choice` lists.
+
+Every row is checked once, here, so later stages can trust it. A bad row raises :class:`DataError`
+whose one-line message names the file, the line and the field (and the valid choices).
+The synthetic generator that writes this format lives in :mod:`lume_ray.synth`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+TASKS = ("Task1", "Task2", "Task3")
+KINDS = ("sc", "qa")  # sentence completion (regurgitation), question answering (knowledge)
+SPLITS = ("forget", "retain")
+ROW_FIELDS = ("id", "input", "output", "task")
+TASK_NAMES = {
+    "Task1": "synthetic creative short stories",
+    "Task2": "synthetic biographies with PII",
+    "Task3": "real biographies",
+}
+_ID_RE = re.compile(r"^(?P<doc>.*)(?P<kind>sc|qa)(?P<num>\d+)$")
+
+
+class DataError(ValueError):
+    """A LUME input is malformed. The message is one line: ``file:line: field: what is wrong``."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One LUME example: a document prefix to complete (``sc``) or a question (``qa``)."""
+
+    id: str
+    input: str
+    output: str
+    task: str
+    split: str
+
+    @property
+    def kind(self) -> str:
+        return _parse_id(self.id)[1]
+
+    @property
+    def doc_id(self) -> str:
+        return _parse_id(self.id)[0]
+
+
+@dataclass(frozen=True)
+class Document:
+    """A whole document for the membership-inference attack (``{"id", "document"}``)."""
+
+    id: str
+    document: str
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A four-way multiple-choice question in MMLU's shape."""
+
+    question: str
+    choices: tuple[str, ...]
+    answer: int
+    subject: str = ""
+
+
+@dataclass(frozen=True)
+class LumeData:
+    forget: tuple[Row, ...]
+    retain: tuple[Row, ...]
+    source: str
+
+    def split(self, name: str) -> tuple[Row, ...]:
+        if name not in SPLITS:
+            raise DataError(f"unknown split {name!r} (valid: {', '.join(SPLITS)})")
+        return self.forget if name == "forget" else self.retain
+
+    @property
+    def rows(self) -> tuple[Row, ...]:
+        return self.forget + self.retain
+
+    def fingerprint(self) -> str:
+        """A stable hash of the content (used to cache built targets and to tag results)."""
+        h = hashlib.sha256()
+        for r in self.rows:
+            h.update(json.dumps([r.split, r.id, r.input, r.output, r.task]).encode())
+        return h.hexdigest()[:16]
+
+
+def _parse_id(row_id: str) -> tuple[str, str, int]:
+    m = _ID_RE.match(row_id)
+    if m is None:
+        raise DataError(f"id {row_id!r} does not end in sc<N> or qa<N>")
+    return m["doc"], m["kind"], int(m["num"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Readers: each yields (where, record) pairs; `where` is "file:line" for error messages.
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+
+
+def _read_parquet(path: Path) -> Iterator[tuple[str, Any]]:
+    import pandas as pd
+
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several types for a bad file
+        raise DataError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
+    for i, rec in enumerate(frame.to_dict(orient="records"), start=1):
+        yield f"{path}:row {i}", rec
+
+
+def read_records(path: str | Path) -> Iterator[tuple[str, Any]]:
+    """Records of a .jsonl / .json-lines or .parquet file, with their location."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if path.suffix == ".parquet":
+        return _read_parquet(path)
+    return _read_jsonl(path)
+
+
+def _field(where: str, rec: Any, name: str, kind: type = str) -> Any:
+    if not isinstance(rec, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    if name not in rec or rec[name] is None:
+        raise DataError(f"{where}: missing field {name!r} (required: {', '.join(ROW_FIELDS)})")
+    value = rec[name]
+    if not isinstance(value, kind):
+        raise DataError(f"{where}: field {name!r} must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def parse_rows(records: Iterable[tuple[str, Any]], split: str) -> tuple[Row, ...]:
+    """Validate records into rows of one split (field presence and types, task, id suffix, unique ids)."""
+    rows: list[Row] = []
+    seen: dict[str, str] = {}
+    for where, rec in records:
+        row_id = _field(where, rec, "id")
+        task = _field(where, rec, "task")
+        if task not in TASKS:
+            raise DataError(f"{where}: field 'task': unknown task {task!r} (valid: {', '.join(TASKS)})")
+        if _ID_RE.match(row_id) is None:
+            raise DataError(f"{where}: field 'id': {row_id!r} does not end in sc<N> or qa<N>")
+        if row_id in seen:
+            raise DataError(f"{where}: field 'id': duplicate id {row_id!r} (first at {seen[row_id]})")
+        seen[row_id] = where
+        rows.append(Row(row_id, _field(where, rec, "input"), _field(where, rec, "output"), task, split))
+    return tuple(rows)
+
+
+def _split_file(directory: Path, split: str) -> Path:
+    for ext in (".jsonl", ".parquet", ".json"):
+        candidate = directory / f"{split}{ext}"
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"{directory}: no {split}.jsonl or {split}.parquet in this directory")
+
+
+def _check_pair(forget: tuple[Row, ...], retain: tuple[Row, ...], source: str) -> None:
+    for name, rows in (("forget", forget), ("retain", retain)):
+        if not rows:
+            raise DataError(f"{source}: split {name!r} is empty")
+    forget_docs = {r.doc_id for r in forget}
+    shared = sorted(forget_docs & {r.doc_id for r in retain})
+    if shared:
+        raise DataError(
+            f"{source}: document {shared[0]!r} is in both forget and retain "
+            f"({len(shared)} shared document(s)); a document belongs to one split"
+        )
+
+
+def load_lume(source: str | Path) -> LumeData:
+    """Load and validate a LUME dataset from a directory or a Hugging Face dataset id."""
+    path = Path(source)
+    if path.is_dir():
+        forget = parse_rows(read_records(_split_file(path, "forget")), "forget")
+        retain = parse_rows(read_records(_split_file(path, "retain")), "retain")
+        _check_pair(forget, retain, str(path))
+        return LumeData(forget, retain, str(path))
+    if path.exists():
+        raise DataError(f"{path}: expected a directory holding forget.jsonl and retain.jsonl")
+    if "/" in str(source) and not str(source).startswith((".", "/")):
+        return _load_hub(str(source))
+    raise DataError(f"{source}: no such directory (and not a Hugging Face dataset id 'owner/name')")
+
+
+def _load_hub(dataset_id: str) -> LumeData:
+    """A Hugging Face dataset with splits named forget/retain (or forget_train/retain_train)."""
+    try:
+        import datasets
+
+        dd = datasets.load_dataset(dataset_id)
+    except Exception as e:
+        raise DataError(f"{dataset_id}: could not load Hugging Face dataset ({type(e).__name__}: {e})") from None
+    out = {}
+    for split in SPLITS:
+        name = next((n for n in (split, f"{split}_train") if n in dd), None)
+        if name is None:
+            raise DataError(f"{dataset_id}: no split {split!r} or {split + '_train'!r} (has: {', '.join(dd)})")
+        out[split] = parse_rows(((f"{dataset_id}[{name}]:row {i}", r) for i, r in enumerate(dd[name], 1)), split)
+    _check_pair(out["forget"], out["retain"], dataset_id)
+    return LumeData(out["forget"], out["retain"], dataset_id)
+
+
+def load_documents(path: str | Path) -> tuple[Document, ...]:
+    """Membership-inference documents: one ``{"id", "document"}`` per line (the challenge's format)."""
+    docs = []
+    seen: set[str] = set()
+    for where, rec in read_records(path):
+        doc_id, text = str(_field(where, rec, "id", object)), _field(where, rec, "document")
+        if doc_id in seen:
+            raise DataError(f"{where}: field 'id': duplicate id {doc_id!r}")
+        seen.add(doc_id)
+        docs.append(Document(doc_id, text))
+    if not docs:
+        raise DataError(f"{path}: no documents")
+    return tuple(docs)
+
+
+def load_utility(path: str | Path) -> tuple[Choice, ...]:
+    """A multiple-choice file in MMLU's shape: ``{"question", "choices": [4 strings], "answer": 0..3}``."""
+    items = []
+    for where, rec in read_records(path):
+        question = _field(where, rec, "question")
+        choices = _field(where, rec, "choices", object)
+        if not isinstance(choices, list | tuple) or len(choices) != 4 or not all(isinstance(c, str) for c in choices):
+            raise DataError(f"{where}: field 'choices' must be a list of 4 strings")
+        answer = _field(where, rec, "answer", object)
+        if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < 4:
+            raise DataError(f"{where}: field 'answer' must be an integer 0..3, got {answer!r}")
+        items.append(Choice(question, tuple(choices), int(answer), str(rec.get("subject", ""))))
+    if not items:
+        raise DataError(f"{path}: no questions")
+    return tuple(items)
+
+
+def documents_of(rows: Iterable[Row]) -> tuple[Document, ...]:
+    """Reassemble whole documents from sc rows (input + " " + output), e.g. as MIA members."""
+    docs: dict[str, list[str]] = {}
+    for r in rows:
+        if r.kind == "sc":
+            docs.setdefault(r.doc_id, []).append(join_text(r.input, r.output))
+    return tuple(Document(d, " ".join(parts)) for d, parts in docs.items())
+
+
+def join_text(prompt: str, completion: str, sep: str = " ") -> str:
+    """The text a target is trained on: the prompt, one separator, the completion.
+
+    The prompt alone is then a token-prefix of the training text (the outputs carry no leading
+    space), which is what generation starts from. See DESIGN.md section 2 for the trap this avoids.
+    """
+    return prompt + sep + completion
+
+
+def summarize(data: LumeData) -> list[dict[str, Any]]:
+    """Rows and documents per split x task x kind (the table `lume-ray data inspect` prints)."""
+    table = []
+    for split in SPLITS:
+        rows = data.split(split)
+        for task in TASKS:
+            for kind in KINDS:
+                sel = [r for r in rows if r.task == task and r.kind == kind]
+                table.append(
+                    {"split": split, "task": task, "kind": kind, "rows": len(sel),
+                     "documents": len({r.doc_id for r in sel})}
+                )
+        table.append({"split": split, "task": "all", "kind": "all", "rows": len(rows),
+                      "documents": len({r.doc_id for r in rows})})
+    return table
+
+
+def cli_inspect(args: Any) -> int:
+    """`lume-ray data inspect PATH [--json]`: validate, then print counts per split x task x kind."""
+    data = load_lume(args.path)
+    table = summarize(data)
+    if args.json:
+        print(json.dumps({"source": data.source, "fingerprint": data.fingerprint(), "counts": table}, indent=2))
+        return 0
+    print(f"{data.source}  (fingerprint {data.fingerprint()}): valid")
+    print(f"{'split':<8} {'task':<6} {'kind':<4} {'rows':>6} {'docs':>6}")
+    for t in table:
+        print(f"{t['split']:<8} {t['task']:<6} {t['kind']:<4} {t['rows']:>6} {t['documents']:>6}")
+    return 0

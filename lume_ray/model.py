@@ -1,0 +1,181 @@
+"""[2] Model: a name or path -> (causal LM, tokenizer); text pairs -> token ids and masks.
+
+Input:  a local Hugging Face model directory or a hub id (OLMo-1B/7B, the LUME checkpoints, the
+        embedded tiny target built by :mod:`lume_ray.target`), a dtype, ``trust_remote_code``.
+Output: ``(model, tokenizer)`` in eval mode; :func:`encode_pair` / :func:`collate` turn LUME rows into
+        the padded tensors every later stage uses, so training and evaluation tokenize identically.
+
+Everything that loads a model goes through :func:`load_model`: one place for dtype, padding and the
+``trust_remote_code`` default (off).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lume_ray.data import join_text
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+IGNORE = -100  # label value that cross-entropy ignores
+
+
+class ModelError(ValueError):
+    """A model or tokenizer cannot be loaded or does not fit the data; one-line message."""
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ModelError(f"unknown dtype {name!r} (valid: {', '.join(DTYPES)})") from None
+
+
+def _check_source(name_or_path: str) -> None:
+    path = Path(name_or_path)
+    if path.exists():
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise ModelError(f"{path}: not a Hugging Face model directory (no config.json)")
+        return
+    looks_like_hub_id = name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~"))
+    if not looks_like_hub_id:
+        raise ModelError(f"{name_or_path}: model path does not exist (give a model directory or a hub id 'owner/name')")
+
+
+def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoTokenizer
+
+    _check_source(name_or_path)
+    try:
+        tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise ModelError(f"{name_or_path}: could not load tokenizer ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    if tok.pad_token_id is None:  # OLMo and most causal LMs ship no pad token: pad with eos
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(
+    name_or_path: str | os.PathLike[str],
+    *,
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    device: str | torch.device = "cpu",
+    with_tokenizer: bool = True,
+) -> tuple[Any, Any]:
+    """Load a causal LM (and its tokenizer) for inference; ``trust_remote_code`` stays off unless asked."""
+    from transformers import AutoModelForCausalLM
+
+    name = str(name_or_path)
+    _check_source(name)
+    tok = load_tokenizer(name, trust_remote_code=trust_remote_code) if with_tokenizer else None
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            name, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code
+        )
+    except Exception as e:
+        raise ModelError(f"{name}: could not load model ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    model.to(device).eval()
+    if tok is not None:
+        check_compatible(model, tok, name)
+        if model.generation_config is not None and model.generation_config.pad_token_id is None:
+            model.generation_config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+def check_compatible(model: Any, tokenizer: Any, name: str = "model") -> None:
+    """Fail clearly when the tokenizer emits ids the model's embedding table does not have."""
+    n_embed = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > n_embed:
+        raise ModelError(
+            f"{name}: tokenizer has {len(tokenizer)} tokens but the model embeds only {n_embed}; "
+            "model and tokenizer do not match"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenization shared by training and evaluation.
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids of ``prompt + sep + completion`` and how many of them belong to the prompt."""
+
+    input_ids: list[int]
+    n_prompt: int
+
+
+def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
+    """Token ids generation starts from: the prompt alone, special tokens as the tokenizer adds them."""
+    return list(tokenizer(prompt)["input_ids"])
+
+
+def encode_pair(
+    tokenizer: Any, prompt: str, completion: str, *, sep: str = " ", add_eos: bool = False,
+    max_length: int | None = None,
+) -> Encoded:
+    """Encode a (prompt, completion) pair so that loss can be taken on the completion only.
+
+    The prompt's tokens are a prefix of the pair's tokens for BPE tokenizers that split before a
+    space; where a tokenizer merges across the boundary, the mask covers the common prefix.
+    ``add_eos`` appends the end-of-sequence token (training: teaches the model where to stop,
+    which exact match on short answers needs).
+    """
+    prompt_ids = encode_prompt(tokenizer, prompt)
+    ids = list(tokenizer(join_text(prompt, completion, sep))["input_ids"])
+    eos = tokenizer.eos_token_id
+    if ids and eos is not None and ids[-1] == eos and not add_eos:
+        ids = ids[:-1]  # some tokenizers append eos themselves
+    n = 0
+    for a, b in zip(prompt_ids, ids, strict=False):
+        if a != b:
+            break
+        n += 1
+    if add_eos and eos is not None and (not ids or ids[-1] != eos):
+        ids.append(eos)
+    if max_length is not None and len(ids) > max_length:
+        ids = ids[:max_length]
+        n = min(n, max_length - 1)
+    return Encoded(ids, n)
+
+
+def collate(
+    encoded: Sequence[Encoded], pad_id: int, *, mask_prompt: bool = True, padding_side: str = "right"
+) -> dict[str, torch.Tensor]:
+    """Pad a batch: ``input_ids``/``attention_mask``/``labels`` of shape (B, T); labels are IGNORE
+    on padding (and on the prompt when ``mask_prompt``)."""
+    width = max(len(e.input_ids) for e in encoded)
+    ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(encoded), width), dtype=torch.long)
+    labels = torch.full((len(encoded), width), IGNORE, dtype=torch.long)
+    for i, e in enumerate(encoded):
+        n = len(e.input_ids)
+        start = width - n if padding_side == "left" else 0
+        ids[i, start : start + n] = torch.tensor(e.input_ids)
+        attn[i, start : start + n] = 1
+        first = e.n_prompt if mask_prompt else 0
+        labels[i, start + first : start + n] = torch.tensor(e.input_ids[first:])
+    return {"input_ids": ids, "attention_mask": attn, "labels": labels}
+
+
+def sequence_nll(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sequence summed NLL and label-token counts, each (B,), of the unmasked label tokens.
+
+    The building block of every loss and of the eval NLL: mean NLL = sum / count; the sequence
+    log-likelihood log pi(y|x) = -sum.
+    """
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
+    logits = logits[:, :-1].float()
+    labels = batch["labels"][:, 1:]  # (B, T-1): token t is predicted from positions < t
+    mask = labels != IGNORE
+    token_nll = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), labels.clamp(min=0).reshape(-1), reduction="none"
+    ).view(labels.shape)
+    token_nll = token_nll * mask
+    return token_nll.sum(-1), mask.sum(-1)

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Create .venv (if needed) and install lume-ray with pinned, tested versions. Idempotent and quick
+# when everything is already installed. Torch 2.13.0 goes in first so pip never pulls a CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv"
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+stamp=.venv/.lume-ray-installed
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  echo "[setup] .venv up to date"
+  exit 0
+fi
+echo "[setup] installing (first time takes a few minutes)"
+python -m pip install -q --upgrade pip 2>&1 | grep -v -i warning || true
+python -m pip install -q "torch==2.13.0" 2>&1 | grep -v -i warning || true
+python -m pip install -q -c constraints.txt -e ".[dev,cluster]" 2>&1 | grep -v -i warning || true
+python -c "import lume_ray, torch, ray, deepspeed, transformers, optuna" \
+  || { echo "[setup] install failed" >&2; exit 1; }
+echo "$want" > "$stamp"
+echo "[setup] done: $(python -c 'import torch,ray,deepspeed,transformers;print(f"torch {torch.__version__}, ray {ray.__version__}, deepspeed {deepspeed.__version__}, transformers {transformers.__version__}")')"

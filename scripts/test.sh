@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up (if needed) and run the test suite: lint, types, then pytest (CPU only; GPU tests skip).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+. .venv/bin/activate
+export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 DS_ACCELERATOR=cpu
+export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions}"
+ruff check lume_ray tests benchmarks
+mypy
+python -m pytest -q "$@"
