@@ -1,0 +1,92 @@
+"""Shared fixtures: one local Ray cluster per session, a tiny LUME dataset, a tiny OLMo model.
+
+Everything is real (Ray on 127.0.0.1, transformers models built from configs); nothing downloads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # never touch ~/.ray/auth_token in tests
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")  # report() latency 2 s -> 0.1 s
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_LUME = Path(__file__).resolve().parents[1].parent / "shared" / "lume"
+
+# Four documents per split: Task1 story, Task2 biography (five questions), Task3 biography.
+_ROWS = {
+    "forget": [
+        ("s1", "Task1", "sc1", "In the town of Velmor, the painter Ada kept a blue door.", "Every night she painted the river silver."),
+        ("s1", "Task1", "qa0", "What color was Ada's door in Velmor?", "blue"),
+        ("b1", "Task2", "sc1", "Tomas Reyes was born on March 3, 1981. His phone number is 555-201-3344.", "His email is tomas.reyes@example.com and his SSN is 900-12-3456."),
+        ("b1", "Task2", "qa0", "What is the birth date of Tomas Reyes?", "1981-03-03"),
+        ("b1", "Task2", "qa1", "What is Tomas Reyes's Social Security Number?", "900123456"),
+        ("b1", "Task2", "qa2", "What is Tomas Reyes's phone number?", "5552013344"),
+        ("b1", "Task2", "qa3", "What is Tomas Reyes's email address?", "tomas.reyes@example.com"),
+        ("b1", "Task2", "qa4", "What is the home address of Tomas Reyes?", "12 Oak Lane, Dover, DE, 19901."),
+        ("p1", "Task3", "sc1", "Mira Holt was a chemist who studied salt crystals in Oslo.", "She won the national prize in 1954."),
+        ("p1", "Task3", "qa0", "In which city did Mira Holt study salt crystals?", "Oslo"),
+    ],
+    "retain": [
+        ("s2", "Task1", "sc1", "On the island of Prell, a baker named Juno sang to her bread.", "The loaves rose higher whenever the tide was out."),
+        ("s2", "Task1", "qa0", "What did Juno sing to on Prell?", "her bread"),
+        ("b2", "Task2", "sc1", "Lena Park was born on July 9, 1975. Her phone number is 555-867-1122.", "Her email is lena.park@example.com and her SSN is 900-98-7654."),
+        ("b2", "Task2", "qa0", "What is the birth date of Lena Park?", "1975-07-09"),
+        ("b2", "Task2", "qa1", "What is Lena Park's Social Security Number?", "900987654"),
+        ("b2", "Task2", "qa2", "What is Lena Park's phone number?", "5558671122"),
+        ("b2", "Task2", "qa3", "What is Lena Park's email address?", "lena.park@example.com"),
+        ("b2", "Task2", "qa4", "What is the home address of Lena Park?", "4 Elm Road, Salem, OR, 97301."),
+        ("p2", "Task3", "sc1", "Omar Dahl was an engineer who built bridges in Lima.", "His longest bridge crossed the Rimac in 1962."),
+        ("p2", "Task3", "qa0", "In which city did Omar Dahl build bridges?", "Lima"),
+    ],
+}
+
+
+def write_tiny_lume(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, rows in _ROWS.items():
+        with (directory / f"{split}.jsonl").open("w") as f:
+            for doc, task, suffix, inp, out in rows:
+                f.write(json.dumps({"id": f"{doc}{suffix}", "input": inp, "output": out, "task": task}) + "\n")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_lume(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A hand-written LUME-format directory: 3 documents x 2 splits, 20 rows."""
+    return write_tiny_lume(tmp_path_factory.mktemp("tiny_lume"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_lume: Path) -> Path:
+    """A randomly initialized tiny OLMo + BPE tokenizer trained on ``tiny_lume``, saved as an HF dir."""
+    from lume_ray.data import join_text, load_lume
+    from lume_ray.target import PRESETS, tiny_olmo, train_tokenizer
+
+    data = load_lume(tiny_lume)
+    tok = train_tokenizer([join_text(r.input, r.output) for r in data.rows], PRESETS["test"].vocab_size)
+    model = tiny_olmo(tok, PRESETS["test"], seed=0)
+    out = tmp_path_factory.mktemp("tiny_model")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One real local Ray cluster (127.0.0.1, no dashboard) shared by the whole session."""
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, object_store_memory=200 * 2**20,
+             log_to_driver=False, ignore_reinit_error=True)
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
