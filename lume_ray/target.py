@@ -71,7 +71,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Any:
     )
     tok.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD,
-                                   clean_up_tokenization_spaces=True)
+                                   clean_up_tokenization_spaces=False)
 
 
 def tiny_olmo(tokenizer: Any, preset: Preset, seed: int = 0) -> Any:
