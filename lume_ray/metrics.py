@@ -84,3 +84,27 @@ register_metric("utility", "max", "multiple-choice accuracy (MMLU or the embedde
 register_metric("final_score", "max", "mean of task_aggregate, mia_score and utility")
 
 RowScorer = Callable[[str, str], float]
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-row scorers (DESIGN.md section 3, steps 2 and 3).
+
+_ROUGE = None
+
+
+def rouge_l_recall(reference: str, generation: str) -> float:
+    """ROUGE-L recall of ``generation`` against ``reference`` (rouge-score, Porter stemmer), as LUME scores sc rows."""
+    global _ROUGE
+    if _ROUGE is None:
+        from rouge_score import rouge_scorer
+
+        _ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return float(_ROUGE.score(target=reference, prediction=generation)["rougeL"].recall)
+
+
+def exact_match(reference: str, generation: str) -> float:
+    """1.0 when the stripped, lower-cased generation equals the answer, as LUME scores qa rows."""
+    return float(generation.strip().lower() == reference.strip().lower())
+
+
+ROW_SCORERS: dict[str, RowScorer] = {"sc": rouge_l_recall, "qa": exact_match}
