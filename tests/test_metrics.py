@@ -1,0 +1,191 @@
+"""Metrics: every scorer and aggregate against values worked out by hand (no model, no Ray)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from lume_ray import metrics
+from lume_ray.metrics import (
+    METRICS,
+    TASK_SCORE_NAMES,
+    exact_match,
+    final_score,
+    forget_efficacy,
+    mia_score,
+    min_k_score,
+    option_prompt,
+    pick_option,
+    retain_score,
+    roc_auc,
+    rouge_l_recall,
+    run_metrics,
+    task_aggregate,
+    task_scores,
+    token_log_probs,
+    utility_floor_met,
+    zlib_ratio,
+)
+
+
+def test_rouge_l_recall_uses_stemmer_and_recall() -> None:
+    # reference tokens after Porter stemming: the cat were run quickli (5); the generation's LCS with
+    # them is "cat run" (2) -> recall 2/5. Without stemming only "running" would match (1/5); F1
+    # would be 2 * (1 * 0.4) / 1.4 = 0.571.
+    assert rouge_l_recall("The cats were running quickly", "cat running") == pytest.approx(0.4)
+    assert rouge_l_recall("Every night she painted.", " Every night she painted.") == 1.0
+    assert rouge_l_recall("Every night she painted.", "") == 0.0
+    # order matters for the longest common subsequence: "b a" against "a b" shares one token
+    assert rouge_l_recall("alpha beta", "beta alpha") == pytest.approx(0.5)
+
+
+def test_exact_match_strips_and_lowercases() -> None:
+    assert exact_match("Oslo", " oslo\n") == 1.0
+    assert exact_match("Oslo", "Oslo.") == 0.0
+    assert exact_match("12 Oak Lane", "12 oak lane ") == 1.0
+    assert metrics.score_row("qa", "Lima", " Lima") == 1.0
+    with pytest.raises(ValueError, match="valid: sc, qa"):
+        metrics.score_row("doc", "a", "a")
+
+
+FORGET = {"Task1/sc": 0.3, "Task1/qa": 0.5, "Task2/sc": 0.2, "Task2/qa": 0.0, "Task3/sc": 0.6, "Task3/qa": 0.5}
+RETAIN = {"Task1/sc": 0.9, "Task1/qa": 1.0, "Task2/sc": 0.8, "Task2/qa": 0.6, "Task3/sc": 0.5, "Task3/qa": 1.0}
+
+
+def _scores(forget: dict[str, float], retain: dict[str, float]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {f"forget/{k}": v for k, v in forget.items()}
+    out.update({f"retain/{k}": v for k, v in retain.items()})
+    return out
+
+
+def test_task_scores_are_per_split_task_kind_means() -> None:
+    rows = [
+        {"split": "forget", "task": "Task1", "kind": "sc", "score": 0.2},
+        {"split": "forget", "task": "Task1", "kind": "sc", "score": 0.6},
+        {"split": "retain", "task": "Task2", "kind": "qa", "score": 1.0},
+        {"split": "retain", "task": "Task2", "kind": "qa", "score": 0.0},
+        {"split": "retain", "task": "Task2", "kind": "qa", "score": 1.0},
+    ]
+    scores = task_scores(rows)
+    assert list(scores) == list(TASK_SCORE_NAMES) and len(scores) == 12
+    assert scores["forget/Task1/sc"] == pytest.approx(0.4)
+    assert scores["retain/Task2/qa"] == pytest.approx(2 / 3)
+    assert scores["forget/Task3/qa"] is None  # no rows
+
+
+def test_harmonic_mean_inverts_forget_and_zero_wins() -> None:
+    scores = _scores(FORGET, RETAIN)
+    inverted = [0.7, 0.5, 0.8, 1.0, 0.4, 0.5]  # 1 - forget
+    by_hand = 12 / sum(1 / x for x in inverted + list(RETAIN.values()))
+    assert task_aggregate(scores) == pytest.approx(by_hand)
+    assert by_hand == pytest.approx(0.659110, abs=1e-6)
+    assert forget_efficacy(scores) == pytest.approx(1 - 2.1 / 6)
+    assert retain_score(scores) == pytest.approx(4.8 / 6)
+    # a fully memorized forget task (score 1 -> inverted 0) zeroes the aggregate, as in the challenge
+    assert task_aggregate(_scores({**FORGET, "Task3/qa": 1.0}, RETAIN)) == 0.0
+    # and so does a retain task the model lost completely
+    assert task_aggregate(_scores(FORGET, {**RETAIN, "Task1/sc": 0.0})) == 0.0
+    # a task without rows is left out (11 values)
+    partial = {**scores, "retain/Task3/sc": None}
+    values = inverted + [v for k, v in RETAIN.items() if k != "Task3/sc"]
+    assert task_aggregate(partial) == pytest.approx(11 / sum(1 / x for x in values))
+
+
+def test_auc_and_mia_score_by_hand() -> None:
+    # members' scores -1 -2 -3 vs non-members' -2.5 -4: 5 of 6 pairs ranked right -> AUC 5/6
+    assert roc_auc([-1, -2, -3], [-2.5, -4]) == pytest.approx(5 / 6)
+    assert mia_score(5 / 6) == pytest.approx(1 / 3)
+    assert mia_score(0.5) == 1.0 and mia_score(1.0) == 0.0 and mia_score(0.0) == 0.0
+    assert roc_auc([1.0, 1.0], [1.0, 1.0]) == pytest.approx(0.5)  # indistinguishable: chance
+    with pytest.raises(ValueError):
+        roc_auc([], [1.0])
+
+
+def test_min_k_and_zlib_by_hand() -> None:
+    lp = [-1.0, -5.0, -3.0, -2.0, -4.0]
+    assert min_k_score(lp, 0.4) == pytest.approx(-4.5)  # lowest 2 of 5: -5, -4
+    assert min_k_score(lp, 0.2) == pytest.approx(-5.0)
+    assert min_k_score(lp, 0.01) == pytest.approx(-5.0)  # at least one token
+    assert min_k_score(lp, 1.0) == pytest.approx(-3.0)
+    assert math.isnan(min_k_score([], 0.2))
+    with pytest.raises(ValueError):
+        min_k_score(lp, 0.0)
+    text = "abc abc abc abc"
+    import zlib
+
+    assert zlib_ratio(2.0, text) == pytest.approx(2.0 / len(zlib.compress(text.encode())))
+
+
+def test_token_log_probs_and_min_k_pp_by_hand() -> None:
+    torch = pytest.importorskip("torch")
+    logits = torch.tensor([[[1.0, 2.0, 0.5], [0.0, -1.0, 3.0], [0.3, 0.3, 0.3]]])  # (1, 3, 3)
+    labels = torch.tensor([[-100, 1, 0]])  # predict token 1 from position 0, token 0 from position 1
+    lp, pp = token_log_probs(logits, labels)
+    for t, y in ((0, 1), (1, 0)):
+        row = logits[0, t].tolist()
+        norm = math.log(sum(math.exp(v) for v in row))
+        logp = [v - norm for v in row]
+        mu = sum(math.exp(a) * a for a in logp)
+        var = sum(math.exp(a) * a * a for a in logp) - mu * mu
+        assert lp[0, t].item() == pytest.approx(logp[y], abs=1e-6)
+        assert pp[0, t].item() == pytest.approx((logp[y] - mu) / math.sqrt(var), abs=1e-5)
+
+
+def test_option_scoring() -> None:
+    assert pick_option([-3.2, -1.1, -5.0, -0.9]) == 3
+    assert pick_option([-3.2, -1.1, -5.0, -1.1]) == 1  # first on ties
+    context, conts = option_prompt(" What is 2+2? ", ["3", "4", "5", "6"], "elementary_mathematics")
+    assert context == ("The following are multiple choice questions (with answers) about elementary mathematics.\n\n"
+                       "What is 2+2?\nA. 3\nB. 4\nC. 5\nD. 6\nAnswer:")
+    assert conts == [" A", " B", " C", " D"]
+    context, conts = option_prompt("What is 2+2?", ["3", "4", "5", "6"], style="option")
+    assert context == "What is 2+2?\nAnswer:" and conts == [" 3", " 4", " 5", " 6"]
+    with pytest.raises(ValueError, match="valid: letter, option"):
+        option_prompt("q", ["a", "b", "c", "d"], style="cloze")
+
+
+def test_final_score_and_floor() -> None:
+    assert final_score(0.827, 0.847, 0.443) == pytest.approx((0.827 + 0.847 + 0.443) / 3)
+    assert final_score(0.9, None, 0.4) is None
+    assert utility_floor_met(0.3, 0.4, 0.75) is True  # 0.3 >= 0.75 * 0.4
+    assert utility_floor_met(0.29, 0.4, 0.75) is False
+    assert utility_floor_met(0.29, None, 0.75) is None
+
+
+def test_run_metrics_whole_dict() -> None:
+    rows = []
+    for split, table in (("forget", FORGET), ("retain", RETAIN)):
+        for name, score in table.items():
+            task, kind = name.split("/")
+            rows.append({"split": split, "task": task, "kind": kind, "score": score, "nll": 2.0 if split == "forget" else 1.0})
+    docs = [{"nll": x, "zlib": x / 10, "mink": -x, "minkpp": -x} for x in (1.0, 2.0, 3.0)]
+    non = [{"nll": x, "zlib": x / 10, "mink": -x, "minkpp": -x} for x in (2.5, 4.0)]
+    out = run_metrics(rows, members=docs, nonmembers=non, utility_correct=[True, False, True, True],
+                      reference_utility=0.9, utility_floor=0.75)
+    assert out["task_aggregate"] == pytest.approx(0.659110, abs=1e-6)
+    for prefix in ("", "zlib_", "mink_", "minkpp_"):
+        assert out[f"mia_{prefix}auc"] == pytest.approx(5 / 6)
+        assert out[f"mia_{prefix}score"] == pytest.approx(1 / 3)
+    assert out["utility"] == 0.75 and out["utility_floor_met"] is True  # 0.75 >= 0.675
+    assert out["final_score"] == pytest.approx((out["task_aggregate"] + 1 / 3 + 0.75) / 3)
+    assert out["forget_nll"] == 2.0 and out["retain_nll"] == 1.0
+    assert out["counts"]["rows"] == {"forget": 6, "retain": 6} and out["notes"] == []
+    # every number in the dict is a registered metric (directions known to sweeps and reports)
+    recorded = {"reference_utility", "utility_floor", "utility_floor_met", "counts", "notes"}
+    assert set(out) - recorded <= set(METRICS)
+
+    bare = run_metrics(rows[:11])
+    assert bare["mia_score"] is None and bare["utility"] is None and bare["final_score"] is None
+    assert any("retain/Task3/qa" in n for n in bare["notes"]) and any(n.startswith("mia_*: null: no member") for n in bare["notes"])
+
+
+def test_registry_directions() -> None:
+    assert metrics.direction("task_aggregate") == "max" and metrics.direction("forget/Task1/sc") == "min"
+    assert metrics.direction("retain_nll") == "min" and metrics.direction("mia_minkpp_score") == "max"
+    with pytest.raises(ValueError, match="recorded only"):
+        metrics.direction("mia_auc")
+    with pytest.raises(ValueError, match="unknown metric"):
+        metrics.direction("accuracy")
+    with pytest.raises(ValueError, match="already registered"):
+        metrics.register_metric("utility", "max", "dup")
