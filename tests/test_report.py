@@ -1,0 +1,312 @@
+"""The report built from a hand-made run directory that follows notes/run_dir.md.
+
+Three algorithms (ga, gd, npo), 2-3 trials each, steps 10/20/30, one failed and one diverged trial,
+base/rows.parquet and per-point rows.parquet files whose generations carry real-looking SSNs, phones
+and emails. The objective values are chosen so that every front flag below is computed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lume_ray import cli, report
+from lume_ray.metrics import task_score_name
+
+NAN = float("nan")
+BASE = {"forget_efficacy": 0.02, "retain_score": 0.97, "utility": 0.40, "mia_score": 0.10}
+
+# (algorithm, trial, step, forget_efficacy, retain_score, utility); the utility floor is 0.75 * 0.40 = 0.30.
+POINTS = [
+    ("ga", "ga-1", 10, 0.30, 0.80, 0.38),
+    ("ga", "ga-1", 20, 0.60, 0.50, 0.33),
+    ("ga", "ga-1", 30, 0.95, 0.10, 0.20),  # infeasible (utility < 0.30); would be on every front otherwise
+    ("ga", "ga-2", 10, 0.25, 0.75, 0.37),  # dominated by ga-1@10
+    ("ga", "ga-2", 20, 0.50, 0.45, 0.31),  # dominated by ga-1@20
+    ("ga", "ga-2", 30, 0.70, 0.20, 0.29),  # infeasible
+    ("gd", "gd-1", 10, 0.40, 0.85, 0.39),
+    ("gd", "gd-1", 20, 0.70, 0.70, 0.36),
+    ("gd", "gd-1", 30, 0.85, 0.55, 0.34),
+    ("gd", "gd-2", 10, 0.40, 0.85, 0.39),  # exact duplicate of gd-1@10: both stay on the front
+    ("gd", "gd-2", 20, 0.65, 0.60, 0.35),  # dominated by gd-1@20
+    ("gd", "gd-2", 30, 0.80, 0.50, 0.32),  # dominated by gd-1@30
+    ("npo", "npo-2", 10, 0.35, 0.82, 0.38),  # on npo's front, dominated overall by gd-1@10
+    ("npo", "npo-2", 20, 0.75, 0.72, 0.35),
+    ("npo", "npo-2", 30, 0.90, 0.30, 0.31),
+    ("npo", "npo-3", 10, 0.20, 0.90, 0.395),  # ok point of a trial that diverged later
+]
+FRONT_OVERALL = {("gd-1", 10), ("gd-2", 10), ("gd-1", 20), ("gd-1", 30), ("npo-2", 20), ("npo-2", 30),
+                 ("npo-3", 10)}
+FRONT_ALGORITHM = {("ga-1", 10), ("ga-1", 20), ("gd-1", 10), ("gd-2", 10), ("gd-1", 20), ("gd-1", 30),
+                   ("npo-2", 10), ("npo-2", 20), ("npo-2", 30), ("npo-3", 10)}
+INFEASIBLE = {("ga-1", 30), ("ga-2", 30), ("npo-1", 10), ("npo-3", 20)}
+
+# Real-looking PII in LUME's formats (escaped underscores in emails, several phone styles, bare digits).
+PII = ["(542) 122-6248", "900-12-3456", "900123456", "5552013344", "tomas\\_reyes@me.com",
+       "555-867-1122", "lena.park@example.com", "900-98-7654", "1-866-518-2333", "900987654",
+       "286.957.7783", "mira.holt@uni-oslo.no"]
+DOCS = {
+    "forget": [
+        ("s1", "Task1", "sc1", "In the town of Velmor, the painter Ada's door was <blue> & tall.",
+         "Every night she painted the river silver."),
+        ("s1", "Task1", "qa0", "What color was Ada's door in Velmor?", "blue"),
+        ("b1", "Task2", "sc1", "Tomas Reyes was born on March 3, 1981. His phone number is (542) 122-6248.",
+         "His email is tomas\\_reyes@me.com and his SSN is 900-12-3456."),
+        ("b1", "Task2", "qa1", "What is Tomas Reyes's Social Security Number?", "900123456"),
+        ("b1", "Task2", "qa2", "What is Tomas Reyes's phone number?", "5552013344"),
+        ("b1", "Task2", "qa3", "What is Tomas Reyes's email address?", "tomas\\_reyes@me.com"),
+        ("p1", "Task3", "sc1", "Mira Holt was a chemist who studied salt crystals in Oslo.",
+         "She won the national prize in 1954; write to mira.holt@uni-oslo.no."),
+        ("p1", "Task3", "qa0", "In which city did Mira Holt study salt crystals?", "Oslo"),
+    ],
+    "retain": [
+        ("s2", "Task1", "sc1", "On the island of Prell, a baker named Juno sang to her bread.",
+         "The loaves rose higher whenever the tide was out."),
+        ("s2", "Task1", "qa0", "What did Juno sing to on Prell?", "her bread"),
+        ("b2", "Task2", "sc1", "Lena Park was born on July 9, 1975. Her phone number is 555-867-1122.",
+         "Her email is lena.park@example.com, her SSN is 900-98-7654, and her office line is 1-866-518-2333."),
+        ("b2", "Task2", "qa1", "What is Lena Park's Social Security Number?", "900987654"),
+        ("b2", "Task2", "qa2", "What is Lena Park's phone number?", "286.957.7783"),
+        ("b2", "Task2", "qa3", "What is Lena Park's email address?", "lena.park@example.com"),
+        ("p2", "Task3", "sc1", "Omar Dahl was an engineer who built bridges in Lima.",
+         "His longest bridge crossed the Rimac in 1962."),
+        ("p2", "Task3", "qa0", "In which city did Omar Dahl build bridges?", "Lima"),
+    ],
+}
+
+
+def _metrics(fe: float, rs: float, ut: float, mia: float) -> dict[str, float]:
+    """A metrics.json consistent with LUME's definitions: every forget task score 1 - fe, retain rs."""
+    m: dict[str, float] = {}
+    for split in ("forget", "retain"):
+        for task in ("Task1", "Task2", "Task3"):
+            for kind in ("sc", "qa"):
+                m[task_score_name(split, task, kind)] = 1 - fe if split == "forget" else rs
+    agg = statistics.harmonic_mean([fe] * 6 + [rs] * 6)
+    m.update(task_aggregate=agg, forget_efficacy=fe, retain_score=rs, forget_nll=1 + 3 * fe, retain_nll=1.2 - rs,
+             mia_auc=1 - mia / 2, mia_score=mia, utility=ut, final_score=(agg + mia + ut) / 3)
+    return m
+
+
+def _rows(fe: float, rs: float, after: bool) -> pd.DataFrame:
+    out = []
+    for split, docs in DOCS.items():
+        for doc, task, suffix, inp, outp in docs:
+            score = 1 - fe if split == "forget" else rs
+            gen = outp
+            if after and split == "forget":
+                # Forgetting is partial: Task2's story still leaks an email address and the SSN.
+                gen = "His email is tomas\\_reyes@me.com and" if suffix == "sc1" and task == "Task2" else "the the the"
+                if suffix.startswith("qa") and task == "Task2":
+                    gen = "I do not know; maybe 900123456"
+            out.append({"id": f"{doc}{suffix}", "split": split, "task": task, "kind": suffix[:2], "input": inp,
+                        "output": outp, "generation": gen, "score": score, "nll": 1.0 + fe})
+    return pd.DataFrame(out)
+
+
+def make_run_dir(root: Path) -> Path:
+    run = root / "run"
+    (run / "base").mkdir(parents=True)
+    study = {"name": "tiny-study", "created": "2025-01-01T00:00:00", "seed": 7, "git_commit": "abc1234",
+             "versions": {"lume_ray": "0.1.0", "ray": "2.60.0", "torch": "2.13.0", "deepspeed": "0.19.8",
+                          "transformers": "5.24.0", "optuna": "5.0.0"},
+             "search": "optuna", "sampler": "TPESampler",
+             "objectives": [{"name": n, "direction": "max"} for n in ("forget_efficacy", "retain_score", "utility")],
+             "utility_floor": 0.75, "algorithms": ["ga", "gd", "npo"], "model": "embedded tiny OLMo",
+             "data": "embedded synthetic LUME", "workers": 2, "zero": 2, "num_samples": 7}
+    (run / "study.json").write_text(json.dumps(study))
+    (run / "experiment.yaml").write_text("name: tiny-study\nseed: 7\nsearch:\n  num_samples: 7\n")
+    (run / "base" / "metrics.json").write_text(json.dumps(_metrics(**{
+        "fe": BASE["forget_efficacy"], "rs": BASE["retain_score"], "ut": BASE["utility"], "mia": BASE["mia_score"]})))
+    _rows(BASE["forget_efficacy"], BASE["retain_score"], after=False).to_parquet(run / "base" / "rows.parquet")
+
+    hps = {"ga-1": {"hp/lr": 1e-5}, "ga-2": {"hp/lr": 3e-5}, "gd-1": {"hp/lr": 2e-5, "hp/alpha": 1.0},
+           "gd-2": {"hp/lr": 5e-5, "hp/alpha": 0.3}, "npo-1": {"hp/lr": 9e-5, "hp/beta": 0.1},
+           "npo-2": {"hp/lr": 1e-5, "hp/beta": 0.5}, "npo-3": {"hp/lr": 1e-4, "hp/beta": 0.05}}
+    finished = {"ga-1": 3, "ga-2": 5, "gd-1": 2, "gd-2": 6, "npo-1": 1, "npo-2": 4, "npo-3": 7}
+    trained = {"npo-1": 10, "npo-3": 14}
+    records = []
+
+    def record(alg: str, tid: str, step: int, status: str, error: str, metrics: dict[str, float]) -> dict:
+        rel = f"trials/{tid}/step_{step:06d}/rows.parquet"
+        return {"algorithm": alg, "trial_id": tid, "step": step, "status": status, "error": error,
+                "hp/lr": NAN, "hp/alpha": NAN, "hp/beta": NAN, "hp/steps": 30.0, **hps[tid], **metrics,
+                "utility_floor_met": bool(metrics["utility"] >= 0.3), "wall_s": 2.0 * step,
+                "trained_steps": trained.get(tid, 30), "finished_at": 1.7e9 + finished[tid],
+                "rows_path": rel if status == "ok" else "", "seed": 7, "workers": 2, "zero": 2,
+                "git_commit": "abc1234", "search": "optuna"}
+
+    for alg, tid, step, fe, rs, ut in POINTS:
+        m = _metrics(fe, rs, ut, mia=0.3 + 0.5 * fe)
+        records.append(record(alg, tid, step, "ok", "", m))
+        point = run / "trials" / tid / f"step_{step:06d}"
+        point.mkdir(parents=True)
+        _rows(fe, rs, after=True).to_parquet(point / "rows.parquet")
+        (point / "metrics.json").write_text(json.dumps(m))
+    nan_metrics = {k: NAN for k in _metrics(0.5, 0.5, 0.5, 0.5)}
+    records.append(record("npo", "npo-1", 10, "failed", "RuntimeError: worker 1 died scoring b1qa1 ('900123456')",
+                          nan_metrics))
+    records.append(record("npo", "npo-3", 20, "diverged", "loss became NaN at step 14", nan_metrics))
+    pd.DataFrame(records).to_parquet(run / "results.parquet")
+    return run
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    run = make_run_dir(tmp_path_factory.mktemp("report"))
+    return run, report.build_report(run)
+
+
+def _flags(table: pd.DataFrame, column: str) -> set[tuple[str, int]]:
+    return {(r.trial_id, int(r.step)) for r in table[table[column]].itertuples()}
+
+
+def test_files_exist(built):
+    run, out = built
+    assert out == run / "report"
+    for name in ("report.html", "report.md", "pareto.csv", "results.parquet", "hypervolume.csv"):
+        assert (out / name).stat().st_size > 0, name
+    pngs = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert pngs == sorted(["forget_vs_retain.png", "forget_vs_utility.png", "metrics_vs_step.png",
+                           "hypervolume_vs_compute.png", "hyperparameters.png"])
+    md = (out / "report.md").read_text()
+    for png in pngs:
+        assert f"figures/{png}" in md
+    assert not [p for p in run.iterdir() if p.name.startswith(".report")], "temporary folder left behind"
+
+
+def test_front_flags(built):
+    _, out = built
+    for table in (pd.read_parquet(out / "results.parquet"), pd.read_csv(out / "pareto.csv")):
+        assert len(table) == len(POINTS) + 2
+        every = {(r.trial_id, int(r.step)) for r in table.itertuples()}
+        assert every - _flags(table, "feasible") == INFEASIBLE
+        assert _flags(table, "on_front_overall") == FRONT_OVERALL
+        assert _flags(table, "on_front_algorithm") == FRONT_ALGORITHM
+
+
+def test_hypervolume_history_ends_at_the_total(built):
+    run, out = built
+    hist = pd.read_csv(out / "hypervolume.csv")
+    a = report.analyze(report.load_run(run))
+    for scope, g in hist.groupby("scope"):
+        assert np.all(np.diff(g["hypervolume"]) >= -1e-12), scope  # adding trials never loses volume
+        assert g["hypervolume"].iloc[-1] == pytest.approx(a.hv[scope])
+    # Overall compute: 5 full trials of 30 steps + failed npo-1 (10) + diverged npo-3 (14).
+    assert hist[hist["scope"] == "overall"]["compute"].max() == 5 * 30 + 10 + 14
+    # The reference is the worst of base and all points: forget_efficacy 0.02 (base), retain 0.10, utility 0.20.
+    assert a.reference == pytest.approx([0.02, 0.10, 0.20])
+    assert a.hv["overall"] > a.hv["ga"] > 0
+
+
+def test_leaderboard_is_best_feasible_by_final_score(built):
+    run, out = built
+    res = pd.read_parquet(run / "results.parquet")
+    ok = res[(res["status"] == "ok") & (res["utility"] >= 0.3 - 1e-9)]
+    md = (out / "report.md").read_text()
+    board = md.split("## Leaderboard")[1].split("## Pareto fronts")[0]
+    lines = [ln for ln in board.splitlines() if ln.startswith("| ")]
+    assert lines[1].startswith("| base (before unlearning)")
+    for alg, g in ok.groupby("algorithm"):
+        best = g.loc[g["final_score"].idxmax()]
+        row = next(ln for ln in lines if ln.startswith(f"| {alg} |"))
+        assert f"| {best['trial_id']} | {best['step']} |" in row
+        assert f"{best['final_score']:.3f}" in row
+    assert "| ga |" in board and "lr=" in board
+
+
+def test_no_raw_pii_anywhere(built):
+    run, out = built
+    html_text = (out / "report.html").read_text()
+    md = (out / "report.md").read_text()
+    csv = (out / "pareto.csv").read_text()
+    assert "[SSN]" in md and "[EMAIL]" in md and "[PHONE]" in md
+    for text, where in ((html_text, "report.html"), (md, "report.md"), (csv, "pareto.csv")):
+        for pii in PII:
+            assert pii not in text, f"{pii!r} in {where}"
+    assert "[SSN]" in csv  # the failed trial's error message quoted an SSN
+
+
+def test_no_redact_shows_pii(built, tmp_path):
+    run, _ = built
+    out = report.build_report(run, out_dir=tmp_path / "raw", redact=False)
+    html_text = (out / "report.html").read_text()
+    md = (out / "report.md").read_text()
+    # The samples are the Task2 sentence completions of both splits (among others).
+    for pii in ("(542) 122-6248", "900-12-3456", "tomas\\_reyes@me.com", "lena.park@example.com", "1-866-518-2333"):
+        assert pii in html_text and pii in md, pii
+    assert "NOT redacted" in md
+
+
+def test_report_states_provenance_and_rows_read(built):
+    _, out = built
+    md = (out / "report.md").read_text()
+    for text in ("abc1234", "optuna", "TPESampler", "ray 2.60.0", "embedded tiny OLMo", "utility ≥ 0.75 × base"):
+        assert text in md, text
+    files = md.split("### Files read")[1].split("## Leaderboard")[0]
+    assert f"| results.parquet | {len(POINTS) + 2} |" in files
+    assert f"| base/rows.parquet | {sum(len(d) for d in DOCS.values())} |" in files
+    # Every rows file the report read re-derives its 12 task scores and they match results.parquet.
+    assert files.count("12 task scores re-derived from rows match") == 4  # base + best of ga, gd, npo
+    assert "npo-1" in md and "worker 1 died" in md and "loss became NaN at step 14" in md  # failures listed
+
+
+def test_html_is_self_contained_and_escaped(built):
+    _, out = built
+    text = (out / "report.html").read_text()
+    assert text.count("<html") == 1 and "Plotly.newPlot" in text
+    assert 'src="http' not in text and "src='http" not in text  # plotly.js is inline, nothing to fetch
+    assert "fig-forget_vs_retain" in text and "fig-hypervolume_vs_compute" in text
+    # Markup characters in the data are escaped, never raw markup.
+    assert "Ada&#x27;s door was &lt;blue&gt; &amp; tall" in text and "<blue>" not in text
+
+
+def test_objectives_and_floors_options(built, tmp_path):
+    run, _ = built
+    out = report.build_report(run, out_dir=tmp_path / "two", objectives=["forget_efficacy", "retain_score"],
+                              floors={})
+    table = pd.read_parquet(out / "results.parquet")
+    # No floor: ga-1@30 (0.95, 0.10) has the best forget efficacy and joins the 2-D front.
+    assert ("ga-1", 30) in _flags(table, "on_front_overall")
+    assert table["feasible"].sum() == len(POINTS)
+
+
+def test_redact_patterns():
+    text = ("Call (542) 122-6248, 542-122-6248, 542.122.6248, +1 542 122 6248, 1-866-518-2333 or 5421226248; "
+            "SSN 900-12-3456 / 900 12 3456 / 900123456; mail goldi\\_aqua@me.com or a.b+c@x.co.uk. Born 1981.")
+    assert report.redact(text) == (
+        "Call [PHONE], [PHONE], [PHONE], [PHONE], [PHONE] or [PHONE]; "
+        "SSN [SSN] / [SSN] / [SSN]; mail [EMAIL] or [EMAIL]. Born 1981.")
+
+
+def test_bad_input(tmp_path, built):
+    run, _ = built
+    with pytest.raises(ValueError, match=f"run directory {tmp_path / 'nope'} does not exist"):
+        report.build_report(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="results.parquet not found"):
+        report.build_report(tmp_path / "empty")
+    with pytest.raises(ValueError, match="unknown metric 'forget'.*valid:"):
+        report.build_report(run, out_dir=tmp_path / "x", objectives=["forget"])
+    with pytest.raises(ValueError, match="recorded only"):
+        report.build_report(run, out_dir=tmp_path / "x", objectives=["mia_auc"])
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli(built, tmp_path, capsys):
+    run, _ = built
+    code = cli.main(["report", str(run), "--out", str(tmp_path / "cli"), "--floor", "utility=0.9"])
+    assert code == 0
+    assert (tmp_path / "cli" / "report.html").is_file()
+    # Floor 0.9 * 0.40 = 0.36: only gd-1@10/20, gd-2@10, npo-2@10 and npo-3@10 and ga-1@10, ga-2@10 pass.
+    table = pd.read_parquet(tmp_path / "cli" / "results.parquet")
+    assert _flags(table, "feasible") == {("ga-1", 10), ("ga-2", 10), ("gd-1", 10), ("gd-1", 20), ("gd-2", 10),
+                                         ("npo-2", 10), ("npo-3", 10)}
+    assert "report.html" in capsys.readouterr().out
+    assert cli.main(["report", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
