@@ -426,15 +426,15 @@ def hypervolume_history(a: Analysis) -> pd.DataFrame:
     out: list[dict[str, Any]] = []
     for scope in ["overall", *a.algorithms]:
         trials = per_trial if scope == "overall" else per_trial[per_trial["algorithm"] == scope]
-        seen: set[str] = set()
+        front = values[:0]  # (K, M): the front so far; dominated points never add volume, so keep only it
         total = 0.0
         out.append({"scope": scope, "trials": 0, "compute": 0.0, "hypervolume": 0.0})
-        for t in trials.itertuples(index=False):
-            seen.add(str(t.trial_id))
+        for n, t in enumerate(trials.itertuples(index=False), start=1):
             total += float(t.compute)
-            sel = feasible & np.isin(trial_of, list(seen))
-            out.append({"scope": scope, "trials": len(seen), "compute": total,
-                        "hypervolume": hypervolume(values[sel], a.directions, a.reference)})
+            pts = np.vstack([front, values[feasible & (trial_of == t.trial_id)]])
+            front = pts[pareto_mask(pts, a.directions)]
+            out.append({"scope": scope, "trials": n, "compute": total,
+                        "hypervolume": hypervolume(front, a.directions, a.reference)})
     return pd.DataFrame(out)
 
 
@@ -463,6 +463,18 @@ def hp_importance(a: Analysis) -> pd.DataFrame:
                 out.append({"algorithm": alg, "hyperparameter": hp.removeprefix("hp/"), "objective": obj,
                             "spearman": rho if how == "max" else -rho, "n": int(both.sum())})
     return pd.DataFrame(out, columns=["algorithm", "hyperparameter", "objective", "spearman", "n"])
+
+
+def importance_table(a: Analysis, imp: pd.DataFrame) -> pd.DataFrame:
+    """The long importance frame as one row per (algorithm, hyperparameter) and one column per objective."""
+    if imp.empty:
+        return imp
+    wide = imp.pivot_table(index=["algorithm", "hyperparameter"], columns="objective", values="spearman",
+                           sort=False)
+    n = imp.groupby(["algorithm", "hyperparameter"], sort=False)["n"].max()
+    wide = wide.reindex(columns=[o for o in a.objectives if o in wide.columns])
+    wide.columns = [f"ρ {o}" for o in wide.columns]
+    return wide.assign(n=n).reset_index()
 
 
 def leaderboard(run: Run, a: Analysis) -> pd.DataFrame:
@@ -550,7 +562,8 @@ def _label(metric: str, how: str | None = None) -> str:
 
 
 def _html_table(df: pd.DataFrame, cls: str = "") -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    # A zero-width space after each "/" lets long metric names ("forget/Task1/sc") wrap in narrow columns.
+    head = "".join(f"<th>{html.escape(str(c)).replace('/', '/&#8203;')}</th>" for c in df.columns)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
         for row in df.itertuples(index=False, name=None))
@@ -775,10 +788,11 @@ def fig_importance(a: Analysis, imp: pd.DataFrame) -> Figure | None:
                         color="white" if abs(v) > 0.6 else "black")  # readable on the dark ends of RdBu
         ax.set_title(alg)
     if image is not None:
-        mf.colorbar(image, ax=list(axes), label="Spearman ρ (+: larger value, better objective)", shrink=0.9)
+        mf.colorbar(image, ax=list(axes), label="signed Spearman ρ (+: larger is better)", shrink=0.9)
     title = "Which hyperparameters mattered (Spearman rank correlation)"
     mf.suptitle(title, fontsize=10)
     pf.update_layout(title=title, height=380, template="plotly_white")
+    pf.update_yaxes(autorange="reversed")  # first hyperparameter on top, as in the PNG
     caption = ("Spearman ρ of each hyperparameter (and the evaluated step) with each objective over the "
                "algorithm's ok points, signed so that + means a larger value goes with a better objective. "
                "Points of one trial share hyperparameters, so read small samples with care (n in the table).")
@@ -873,6 +887,7 @@ table{border-collapse:collapse;font-size:.85em} td,th{border:1px solid #ddd;padd
 vertical-align:top} th{background:#f5f5f5} .scroll{overflow-x:auto} .caption{color:#555;font-size:.9em}
 .sample{border:1px solid #ddd;border-radius:6px;padding:.5em 1em;margin:1em 0} .sample pre{white-space:pre-wrap;
 background:#f8f8f8;padding:.4em;margin:.2em 0 .6em} .warn{color:#a00} nav a{margin-right:1em}
+.ba{display:grid;grid-template-columns:1fr 1fr;gap:1em}
 """
 
 
@@ -912,7 +927,7 @@ def write_html(path: Path, run: Run, a: Analysis, lb: pd.DataFrame, figs: list[F
         parts.append(f.plotly.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{f.name}"))
         parts.append(f"<p class='caption'>{e(f.caption)}</p>")
         if f.name == "hyperparameters":
-            parts.append(_html_table(imp))
+            parts.append(_html_table(importance_table(a, imp)))
     if "hyperparameters" not in by_name:
         parts.append("<h2 id='hp'>Which hyperparameters mattered</h2><p>No numeric hyperparameter varied "
                      "across at least 3 ok points of one algorithm.</p>")
@@ -922,8 +937,8 @@ def write_html(path: Path, run: Run, a: Analysis, lb: pd.DataFrame, figs: list[F
         parts.append(
             f"<div class='sample'><b>{e(s.split)} · {e(s.task)} · {e(s.kind)} · {e(s.row_id)}</b>"
             f"<div>prompt</div><pre>{e(s.prompt)}</pre><div>reference</div><pre>{e(s.reference)}</pre>"
-            f"<div>before (base), score {e(_fmt(s.before_score))}</div><pre>{e(s.before)}</pre>"
-            f"<div>after, score {e(_fmt(s.after_score))}</div><pre>{e(s.after)}</pre></div>")
+            f"<div class='ba'><div><div>before (base), score {e(_fmt(s.before_score))}</div><pre>{e(s.before)}</pre></div>"
+            f"<div><div>after, score {e(_fmt(s.after_score))}</div><pre>{e(s.after)}</pre></div></div></div>")
     parts.append("<h2 id='failures'>Failed and diverged trials</h2>")
     parts.append(_html_table(fails) if not fails.empty else "<p>None.</p>")
     parts.append(f"<p class='caption'>Generated by lume-ray report at {e(time.strftime('%Y-%m-%d %H:%M:%S'))} "
@@ -943,7 +958,7 @@ def write_md(path: Path, run: Run, a: Analysis, lb: pd.DataFrame, figs: list[Fig
     for f in figs:
         out.append(f"### {f.title}\n\n![{f.title}](figures/{f.name}.png)\n\n{_md_cell(f.caption)}\n")
         if f.name == "hyperparameters":
-            out.append(_md_table(imp))
+            out.append(_md_table(importance_table(a, imp)))
     out += ["## Sample generations before and after unlearning\n", _md_cell(samples_note) + "\n"]
     for s in samples:
         out.append(f"**{_md_cell(s.split)} · {_md_cell(s.task)} · {_md_cell(s.kind)} · {_md_cell(s.row_id)}**\n")
