@@ -184,9 +184,20 @@ def _check_types(obj: Any, where: str) -> None:
             raise ConfigError(f"{where}.{f.name}: expected {ftype}, got {value!r}")
 
 
+def _num(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-4`` (no dot) as a string: take numeric strings as numbers."""
+    if isinstance(value, str):
+        try:
+            return int(value) if value.strip().lstrip("-").isdigit() else float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _param_spec(raw: Any, where: str) -> ParamSpec:
     if not isinstance(raw, dict):
-        return ParamSpec("fixed", (raw,))
+        return ParamSpec("fixed", (_num(raw),))
+    raw = {k: [_num(v) for v in vs] if isinstance(vs, list) else vs for k, vs in raw.items()}
     grid = raw.get("grid")
     dists = [k for k in raw if k != "grid"]
     if len(dists) != 1 or dists[0] not in DISTRIBUTIONS:
