@@ -279,15 +279,13 @@ def _read_rows(run_dir: Path, rel: str, read: list[tuple[str, int | None, str]],
 
 
 def task_scores_from_rows(rows: pd.DataFrame) -> dict[str, float]:
-    """The LUME task scores re-derived from a per-row table: mean ``score`` per split x task x kind."""
-    need = {"split", "task", "kind", "score"}
-    if not need <= set(rows.columns):
+    """The LUME task scores re-derived from a per-row table by :func:`lume_ray.metrics.task_scores`."""
+    from lume_ray.metrics import task_scores
+
+    if not {"split", "task", "kind", "score"} <= set(rows.columns):
         return {}
-    scores = pd.to_numeric(rows["score"], errors="coerce")
-    out: dict[str, float] = {}
-    for (split, task, kind), idx in rows.groupby(["split", "task", "kind"]).groups.items():
-        out[task_score_name(str(split), str(task), str(kind))] = float(scores.loc[idx].mean())
-    return out
+    records = rows[["split", "task", "kind", "score"]].to_dict("records")
+    return {k: v for k, v in task_scores(records).items() if v is not None}
 
 
 def _check_rows(stored: Mapping[str, Any], rows: pd.DataFrame | None) -> str:
@@ -325,6 +323,11 @@ class Analysis:
 
 def _num(df: pd.DataFrame, col: str) -> np.ndarray:
     return pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
+
+
+def _has_values(df: pd.DataFrame, col: str) -> bool:
+    """The column exists and holds a finite number (utility is None throughout when no utility set is given)."""
+    return col in df.columns and bool(np.isfinite(_num(df, col)).any())
 
 
 def resolve_objectives(objectives: Sequence[str] | None, study: Mapping[str, Any], df: pd.DataFrame) -> list[str]:
@@ -385,7 +388,8 @@ def analyze(run: Run, objectives: Sequence[str] | None = None,
         sel = (df["algorithm"] == alg).to_numpy() & feasible
         hv[alg] = hypervolume(values[sel], dirs, reference)
 
-    rank_metric = "final_score" if "final_score" in df.columns else objs[0]
+    # final_score when the sweep recorded it (it needs a utility set), else the first objective.
+    rank_metric = next((m for m in ("final_score", *objs) if _has_values(df, m)), objs[0])
     rank = _num(df, rank_metric) * (1.0 if direction(rank_metric) == "max" else -1.0)
     ok = (df["status"] == "ok").to_numpy()
 
@@ -496,7 +500,9 @@ def leaderboard(run: Run, a: Analysis) -> pd.DataFrame:
         r = df.loc[i]
         rows.append({"algorithm": alg, "trial": r["trial_id"], "step": int(r["step"]),
                      "hyperparameters": _hp_text(r, hp_cols), **{c: r.get(c, np.nan) for c in metric_cols}})
-    return pd.DataFrame(rows)
+    board = pd.DataFrame(rows)
+    empty = [c for c in metric_cols if not _has_values(board, c)]  # e.g. utility without a utility set
+    return board.drop(columns=empty)
 
 
 def _hp_text(row: pd.Series, hp_cols: Sequence[str]) -> str:
@@ -681,12 +687,13 @@ def fig_tradeoff(run: Run, a: Analysis, x: str, y: str, name: str, title: str) -
 
 def _step_metrics(a: Analysis) -> list[str]:
     extra = ["mia_score", "final_score"]
-    return [m for m in dict.fromkeys([*a.objectives, *extra]) if m in a.table.columns]
+    return [m for m in dict.fromkeys([*a.objectives, *extra]) if _has_values(a.table, m)]
 
 
 def fig_steps(run: Run, a: Analysis) -> Figure | None:
     """Metrics against the evaluated step for each algorithm's best trial."""
     import plotly.graph_objects as go
+    from matplotlib.ticker import MaxNLocator
     from plotly.subplots import make_subplots
 
     df = a.table
@@ -716,6 +723,7 @@ def fig_steps(run: Run, a: Analysis) -> Figure | None:
             ax.axhline(float(base), ls=":", c="black", lw=1, label="base" if k == 0 else None)
         ax.set_title(_label(m), fontsize=9)
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     for k in range(len(metrics), nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)
@@ -731,6 +739,7 @@ def fig_steps(run: Run, a: Analysis) -> Figure | None:
 
 def fig_hypervolume(a: Analysis, history: pd.DataFrame) -> Figure:
     import plotly.graph_objects as go
+    from matplotlib.ticker import MaxNLocator
 
     colors = _colors(a.algorithms)
     pf = go.Figure()
@@ -748,6 +757,7 @@ def fig_hypervolume(a: Analysis, history: pd.DataFrame) -> Figure:
     ylabel = "hypervolume of feasible points (" + ", ".join(a.objectives) + ")"
     pf.update_layout(title=title, xaxis_title=xlabel, yaxis_title="hypervolume", height=450, template="plotly_white")
     ax.set_xlabel(xlabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("hypervolume")
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -1029,10 +1039,10 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, objecti
     history = hypervolume_history(a)
     imp = hp_importance(a)
     figs: list[Figure] = []
-    if {"forget_efficacy", "retain_score"} <= set(a.table.columns):
+    if _has_values(a.table, "forget_efficacy") and _has_values(a.table, "retain_score"):
         figs.append(fig_tradeoff(run, a, "forget_efficacy", "retain_score", "forget_vs_retain",
                                  "Forget efficacy vs retain score"))
-    if {"forget_efficacy", "utility"} <= set(a.table.columns):
+    if _has_values(a.table, "forget_efficacy") and _has_values(a.table, "utility"):
         figs.append(fig_tradeoff(run, a, "forget_efficacy", "utility", "forget_vs_utility",
                                  "Forget efficacy vs utility"))
     figs += [f for f in (fig_steps(run, a), fig_hypervolume(a, history), fig_importance(a, imp)) if f is not None]
