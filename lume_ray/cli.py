@@ -161,8 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.func(args)
-    except KeyboardInterrupt:
-        print("lume-ray: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"lume-ray: interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
         return 130
     except (ValueError, FileNotFoundError, NotADirectoryError, FileExistsError, PermissionError) as e:
         if os.environ.get("LUME_RAY_DEBUG"):

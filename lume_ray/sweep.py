@@ -201,13 +201,8 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         _write_json(trial_dir / "trial.json", info)
         raise
     provenance = {"trained_steps": result.steps_done, "status": result.status, "error": result.reason or ""}
-    if result.status != "completed":
-        info.update(provenance, finished_at=time.time(), wall_s=time.time() - t0)
-        _write_json(trial_dir / "trial.json", info)
-        nan = {name: float("nan") for name in exp.sweep.objectives}
-        tune.report({**nan, "step": result.steps_done, **provenance, "wall_s": time.time() - t0})
-        return
     settings = eval_settings(exp)
+    # Points saved before a divergence hold finite weights: they are evaluated like any other.
     for point in result.points:
         point_dir = trial_dir / STEP_DIR.format(point.step)
         if (point_dir / "metrics.json").is_file():  # evaluated before an interruption: keep it
@@ -221,6 +216,9 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
                      "train_forget_loss": point.forget_loss, "train_retain_loss": point.retain_loss})
     info.update(provenance, finished_at=time.time(), wall_s=time.time() - t0)
     _write_json(trial_dir / "trial.json", info)
+    if result.status != "completed":  # the last word Optuna hears: this setting fails (NaN objectives)
+        nan = {name: float("nan") for name in exp.sweep.objectives}
+        tune.report({**nan, "step": result.steps_done, **provenance, "wall_s": time.time() - t0})
 
 
 def eval_settings(exp: Experiment) -> Any:
@@ -333,7 +331,18 @@ def run_algorithm(exp: Experiment, algorithm: str, run_dir: Path, base_utility: 
                 failure_config=tune.FailureConfig(max_failures=exp.sweep.max_failures),
             ),
         )
-    return tuner.fit()
+    grid = tuner.fit()
+    # After Ctrl-C, Tune's fit() returns normally with unfinished trials: stop the whole sweep here.
+    if grid.num_terminated + grid.num_errors < planned:
+        raise SweepInterrupted(
+            f"sweep interrupted during {algorithm} ({grid.num_terminated + grid.num_errors}/{planned} trials "
+            f"finished); continue with: lume-ray sweep ... --resume"
+        )
+    return grid
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """The driver was interrupted; everything finished so far is on disk and --resume continues."""
 
 
 def collect_results(run_dir: Path, exp: Experiment, search: str) -> Any:
@@ -352,16 +361,13 @@ def collect_results(run_dir: Path, exp: Experiment, search: str) -> Any:
                 "trained_steps": info.get("trained_steps", 0), "finished_at": info.get("finished_at"),
                 **provenance}
         status, error = info.get("status", "running"), info.get("error", "")
-        points = sorted(trial_dir.glob("step_*/metrics.json"))
-        if status == "completed" and points:
-            for metrics_path in points:
-                metrics = json.loads(metrics_path.read_text())
-                rows.append({**base, "step": int(metrics_path.parent.name.split("_")[1]),
-                             "status": "ok", "error": "", **_numeric(metrics),
-                             "wall_s": info.get("wall_s"),
-                             "rows_path": str(metrics_path.parent.relative_to(run_dir) / "rows.parquet")})
-        else:
-            reason = error or ("interrupted before it finished" if status == "running" else "no evaluation point")
+        for metrics_path in sorted(trial_dir.glob("step_*/metrics.json")):
+            metrics = json.loads(metrics_path.read_text())
+            rows.append({**base, "step": int(metrics_path.parent.name.split("_")[1]),
+                         "status": "ok", "error": "", **_numeric(metrics), "wall_s": info.get("wall_s"),
+                         "rows_path": str(metrics_path.parent.relative_to(run_dir) / "rows.parquet")})
+        if status != "completed":  # one more row says why the trial ended early (diverged, failed, ...)
+            reason = error or "interrupted before it finished"
             rows.append({**base, "step": info.get("trained_steps", 0),
                          "status": "diverged" if status == "diverged" else "failed",
                          "error": reason, "wall_s": info.get("wall_s"), "rows_path": ""})
