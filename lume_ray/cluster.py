@@ -26,6 +26,7 @@ import os
 import re
 import secrets
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -757,7 +758,7 @@ class LocalRayCluster:
         pids.discard(os.getpid())
         return pids
 
-    def stop(self, grace_s: float = 15.0) -> None:
+    def stop(self, grace_s: float = 15.0, keep_temp: bool = False) -> None:
         import psutil
 
         self._pids = self._ours()
@@ -784,6 +785,8 @@ class LocalRayCluster:
             if proc.poll() is None:
                 proc.wait(timeout=10)
         self.procs = []
+        if not keep_temp:  # session logs, sockets, spilled objects: ours alone, by construction
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def alive_pids(self) -> list[int]:
         """Processes started by this cluster that still run (empty after ``stop``)."""

@@ -208,6 +208,11 @@ def test_submission_packages_the_working_dir() -> None:
 
 # -- a real local multi-node cluster ---------------------------------------------------------------
 
+# The quickstart cut to a test budget: 4 documents per task, a 3-epoch target, one 2-step GA trial.
+SMALL_SWEEP = ["sweep.num_samples=1", "sweep.algorithms=[ga]", "sweep.eval_points=1", "algorithms.ga.steps=2",
+               "data.synth.docs_per_task=4", "target.build.preset=test", "target.build.epochs=3",
+               "eval.max_new_tokens=8"]
+
 STAND_IN = """
 import json, os, sys, ray
 ray.init(address="auto")
@@ -240,7 +245,7 @@ def test_submit_to_a_local_two_node_cluster(tmp_path: Path, capsys: pytest.Captu
         if SWEEP_READY:
             run_dir = tmp_path / "run"
             rc = cli.main(["submit", str(QUICKSTART), "--address", addr, "--set", f"output_dir={run_dir}",
-                           "sweep.num_samples=1", "sweep.algorithms=[ga]"])
+                           *SMALL_SWEEP])
             out = capsys.readouterr().out
             assert rc == 0, out[-3000:]
             job = _job_id(out)
