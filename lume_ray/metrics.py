@@ -246,8 +246,10 @@ UTILITY_STYLES = ("letter", "option")
 def option_prompt(question: str, choices: Sequence[str], subject: str = "", style: str = "letter") -> tuple[str, list[str]]:
     """The context and the four continuations whose log-likelihoods are compared.
 
-    ``letter`` is lm-evaluation-harness' zero-shot ``mmlu`` task (the prompt lists the options, the
-    continuations are " A".." D"); ``option`` compares the option texts themselves after "Answer:".
+    ``letter``: lm-evaluation-harness' zero-shot ``mmlu`` task (the prompt lists the options, the
+    continuations are " A".." D"), for the real MMLU. ``option``: the question alone, continued by
+    " " + each option's text, i.e. ``join_text(question, choice)``: the text the embedded target
+    memorizes its utility questions as (:func:`lume_ray.target.training_texts`).
     """
     if style == "letter":
         about = f" about {subject.replace('_', ' ')}" if subject else ""
@@ -255,7 +257,7 @@ def option_prompt(question: str, choices: Sequence[str], subject: str = "", styl
         listed = "".join(f"\n{letter}. {c}" for letter, c in zip(OPTION_LETTERS, choices, strict=True))
         return f"{head}{question.strip()}{listed}\nAnswer:", [f" {letter}" for letter in OPTION_LETTERS]
     if style == "option":
-        return f"{question.strip()}\nAnswer:", [f" {c}" for c in choices]
+        return question, [f" {c}" for c in choices]
     raise ValueError(f"unknown utility style {style!r} (valid: {', '.join(UTILITY_STYLES)})")
 
 

@@ -140,7 +140,7 @@ def test_option_scoring() -> None:
                        "What is 2+2?\nA. 3\nB. 4\nC. 5\nD. 6\nAnswer:")
     assert conts == [" A", " B", " C", " D"]
     context, conts = option_prompt("What is 2+2?", ["3", "4", "5", "6"], style="option")
-    assert context == "What is 2+2?\nAnswer:" and conts == [" 3", " 4", " 5", " 6"]
+    assert context == "What is 2+2?" and conts == [" 3", " 4", " 5", " 6"]  # join_text(question, option)
     with pytest.raises(ValueError, match="valid: letter, option"):
         option_prompt("q", ["a", "b", "c", "d"], style="cloze")
 

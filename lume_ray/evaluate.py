@@ -1,0 +1,567 @@
+"""[5] Evaluation: a model + LUME rows (+ MIA documents, + a multiple-choice set) -> per-row scores and metrics.json.
+
+Input:  a model directory or hub id; a LUME directory or :class:`~lume_ray.data.LumeData`; optional
+        member / non-member documents and a utility set (MMLU's shape, or ``"mmlu"``).
+Output: the metrics dict (exactly what ``metrics.json`` holds) and, with ``out_dir``, ``rows.parquet``
+        (id, split, task, kind, input, output, generation, score, nll) and ``metrics.json``.
+
+The protocol is SemEval-2025 Task 4 (DESIGN.md section 3), reproduced exactly:
+- generation: greedy from the tokenized ``input`` alone, ``max_new_tokens=256``, decoded new tokens only
+  with special tokens skipped. Decoding applies no extra ``clean_up_tokenization_spaces`` pass: the
+  official scorer asked for it, but transformers 5 ignores that flag for BPE tokenizers (OLMo's) and
+  the embedded tokenizer turns it off, so both decode the same way;
+- sc rows: ROUGE-L recall (stemmer); qa rows: strip/lower exact match; per split x task x kind means,
+  forget inverted, harmonic mean of the 12; MIA on whole-document mean NLL; final = mean of three.
+Where the protocol is silent we chose: a split x task x kind without rows is null and left out of the
+harmonic mean (noted in metrics.json); for the real MMLU, lm-evaluation-harness' zero-shot ``mmlu``
+prompt with the answer letters' summed log-likelihoods compared; for a utility file, the summed
+log-likelihood of ``" " + option`` after the question (how the embedded target learns it).
+
+:func:`evaluate` runs it as a Ray Data pipeline: items (rows, documents, options) sorted by token
+length -> ``map_batches(_Scorer, ActorPoolStrategy)``: each actor loads the model once, generates a
+batch greedily with left padding (:func:`lume_ray.model.generate_greedy`), scores it, and takes the
+losses in a second batched pass -> aggregation (:func:`lume_ray.metrics.run_metrics`).
+:func:`evaluate_reference` is the plain loop the challenge ran (one prompt at a time, in process); the
+tests and ``benchmarks/bench_eval.py`` check that both give the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lume_ray import metrics
+from lume_ray.data import (
+    KINDS,
+    Choice,
+    Document,
+    LumeData,
+    Row,
+    documents_of,
+    load_documents,
+    load_lume,
+    load_utility,
+)
+from lume_ray.model import (
+    IGNORE,
+    ModelError,
+    collate,
+    encode_pair,
+    encode_prompt,
+    generate_greedy,
+    load_model,
+    load_tokenizer,
+    resolve_dtype,
+    sequence_nll,
+)
+
+ROW_COLUMNS = ("id", "split", "task", "kind", "input", "output", "generation", "score", "nll")
+MMLU_ID = "cais/mmlu"
+
+
+class EvalError(ValueError):
+    """Evaluation inputs do not fit together; one-line message naming what and the valid choices."""
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How to evaluate. The defaults reproduce the challenge's scorer."""
+
+    max_new_tokens: int = 256
+    batch_size: int = 16
+    workers: int = 1  # model actors in the Ray Data pool
+    # CPUs each actor reserves. None: min(1, (cluster CPUs - 1) / workers), so the actors never take
+    # every CPU (a pool holding all CPUs starves Ray Data's other tasks and hangs silently).
+    cpus_per_actor: float | None = None
+    use_gpu: bool | None = False  # one GPU per actor; None: use GPUs when the cluster has any
+    utility_floor: float = 0.75  # utility must stay >= this fraction of the reference model's
+    limit: int | None = None  # first N rows per split only (smoke runs)
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+    mia_k: float = 0.2  # fraction of tokens for Min-K% / Min-K%++
+    # metrics.option_prompt: "auto" = "letter" (lm-eval's MMLU prompt) for utility="mmlu", else "option"
+    utility_style: str = "auto"
+    progress: bool = True  # log lines and a progress bar on stderr
+
+    def __post_init__(self) -> None:
+        def bad(name: str, rule: str) -> EvalError:
+            return EvalError(f"eval setting {name}={getattr(self, name)!r}: must be {rule}")
+
+        for name in ("max_new_tokens", "batch_size", "workers"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise bad(name, "an integer >= 1")
+        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
+            raise bad("limit", "None or an integer >= 1")
+        if self.cpus_per_actor is not None and not self.cpus_per_actor > 0:
+            raise bad("cpus_per_actor", "None or > 0")
+        if not 0 < self.mia_k <= 1:
+            raise bad("mia_k", "in (0, 1]")
+        if not self.utility_floor >= 0:
+            raise bad("utility_floor", ">= 0")
+        if self.utility_style not in ("auto", *metrics.UTILITY_STYLES):
+            raise bad("utility_style", f"one of auto, {', '.join(metrics.UTILITY_STYLES)}")
+        resolve_dtype(self.dtype)  # raises ModelError naming the valid dtypes
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning: every input resolved and checked before any model runs.
+
+# None: the data directory's default; False or an empty sequence: none.
+DocsArg = str | os.PathLike[str] | Sequence[Document] | bool | None
+UtilityArg = str | os.PathLike[str] | Sequence[Choice] | bool | None
+
+
+@dataclass
+class _Plan:
+    model: str
+    source: str
+    rows: tuple[Row, ...]
+    members: tuple[Document, ...]
+    nonmembers: tuple[Document, ...]
+    utility: tuple[Choice, ...]
+    utility_style: str
+    items: list[dict[str, Any]] = field(default_factory=list)  # what the model actors see
+
+
+def _resolve_docs(arg: DocsArg, default: Path | None) -> tuple[Document, ...] | None:
+    if arg is None:
+        return load_documents(default) if default is not None and default.is_file() else None
+    if arg is False or arg is True:
+        return () if arg is False else None
+    if isinstance(arg, str | os.PathLike):
+        return load_documents(Path(arg))
+    return tuple(arg)
+
+
+def load_mmlu() -> tuple[Choice, ...]:
+    """All 57 MMLU subjects, test split, through ``datasets`` (needs the dataset cached or a network)."""
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(MMLU_ID, "all", split="test")
+    except Exception as e:
+        raise EvalError(
+            f"utility 'mmlu': cannot load {MMLU_ID} through datasets ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}); offline, pass a multiple-choice jsonl instead"
+        ) from None
+    return tuple(Choice(r["question"], tuple(r["choices"]), int(r["answer"]), r["subject"]) for r in ds)
+
+
+def _resolve_utility(arg: UtilityArg, default: Path | None) -> tuple[Choice, ...]:
+    if arg is None or arg is True:
+        return load_utility(default) if default is not None and default.is_file() else ()
+    if arg is False:
+        return ()
+    if isinstance(arg, str) and arg.lower() == "mmlu":
+        return load_mmlu()
+    if isinstance(arg, str | os.PathLike):
+        return load_utility(Path(arg))
+    return tuple(arg)
+
+
+def _check_disjoint(members: Sequence[Document], nonmembers: Sequence[Document]) -> None:
+    """Non-members the target saw would make the attack's labels wrong: refuse any shared id or text."""
+    ids = {d.id for d in members} & {d.id for d in nonmembers}
+    texts = {d.document.strip() for d in members} & {d.document.strip() for d in nonmembers}
+    if ids:
+        raise EvalError(f"non-member documents overlap the members: id {sorted(ids)[0]!r} is in both "
+                        f"({len(ids)} shared); non-members must be documents the target never saw")
+    if texts:
+        text = sorted(texts)[0]
+        raise EvalError(f"non-member documents overlap the members: the text {text[:60]!r}... is in both "
+                        f"({len(texts)} shared); non-members must be documents the target never saw")
+
+
+def _check_model(model: str, tokenizer: Any, trust_remote_code: bool) -> None:
+    """Model/tokenizer mismatch from the config alone (before any actor loads weights)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise ModelError(f"{model}: could not load config ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    vocab = getattr(config, "vocab_size", None)
+    if vocab is not None and len(tokenizer) > vocab:
+        raise ModelError(f"{model}: tokenizer has {len(tokenizer)} tokens but the model embeds only {vocab}; "
+                         "model and tokenizer do not match")
+
+
+def _plan(
+    model: str | os.PathLike[str], data: LumeData | str | os.PathLike[str], settings: EvalSettings,
+    members: DocsArg, nonmembers: DocsArg, utility: UtilityArg,
+) -> tuple[_Plan, list[str]]:
+    """Load and check every input; build the length-sorted work items. Returns the plan and notes."""
+    lume = data if isinstance(data, LumeData) else load_lume(Path(data))
+    data_dir = Path(lume.source) if Path(lume.source).is_dir() else None
+    forget, retain = lume.forget[: settings.limit], lume.retain[: settings.limit]
+    rows = forget + retain
+    if not rows:
+        raise EvalError(f"{lume.source}: no rows to evaluate (forget and retain are empty)")
+    notes = []
+    mem = _resolve_docs(members, data_dir / "member.jsonl" if data_dir else None)
+    if mem is None:
+        mem = documents_of(forget)
+        notes.append("members: the forget documents rebuilt from sc rows (input + ' ' + output)")
+    non = _resolve_docs(nonmembers, data_dir / "nonmember.jsonl" if data_dir else None) or ()
+    _check_disjoint(mem, non)
+    choices = _resolve_utility(utility, data_dir / "utility.jsonl" if data_dir else None)
+    style = settings.utility_style
+    if style == "auto":
+        style = "letter" if isinstance(utility, str) and utility.lower() == "mmlu" else "option"
+
+    tok = load_tokenizer(str(model), trust_remote_code=settings.trust_remote_code)
+    _check_model(str(model), tok, settings.trust_remote_code)
+    plan = _Plan(str(model), lume.source, rows, tuple(mem), tuple(non), choices, style)
+    items: list[dict[str, Any]] = []
+    for r in rows:
+        items.append({"key": f"{r.split}:{r.id}", "kind": r.kind, "prompt": r.input, "completion": r.output})
+    for split, docs in (("member", plan.members), ("nonmember", plan.nonmembers)):
+        for d in docs:
+            items.append({"key": f"{split}:{d.id}", "kind": "doc", "prompt": "", "completion": d.document})
+    for q, c in enumerate(choices):
+        context, continuations = metrics.option_prompt(c.question, c.choices, c.subject, style)
+        for j, cont in enumerate(continuations):
+            items.append({"key": f"mc:{q}:{j}", "kind": "mc", "prompt": context, "completion": cont})
+    # Sort by stage, then token length: batches of similar length pad little, and generation
+    # (the expensive stage) comes first so its batches never share a call with cheap loss items.
+    stage = {"sc": 0, "qa": 0, "doc": 1, "mc": 2}
+    lengths = tok([it["prompt"] if it["kind"] in KINDS else it["prompt"] + it["completion"] for it in items])["input_ids"]
+    order = sorted(range(len(items)), key=lambda i: (stage[items[i]["kind"]], len(lengths[i])))
+    plan.items = [items[i] for i in order]
+    return plan, notes
+
+
+# ---------------------------------------------------------------------------------------------
+# The model work, shared by the Ray actors and the reference loop.
+
+
+def _separator(kind: str) -> str:
+    # Rows are trained as input + " " + output; documents and option continuations are taken whole.
+    return " " if kind in KINDS else ""
+
+
+def _losses(model: Any, tokenizer: Any, items: Sequence[dict[str, Any]], *, batch_size: int, mia_k: float) -> list[dict[str, float]]:
+    """Summed NLL and token count of each item's completion (rows, options: prompt masked; documents:
+    nothing masked), plus Min-K% / Min-K%++ / zlib features for documents. Batched, length-sorted."""
+    import torch
+
+    device = next(model.parameters()).device
+    out: list[dict[str, float]] = [{} for _ in items]
+    for is_doc in (False, True):
+        idx = [i for i, it in enumerate(items) if (it["kind"] == "doc") == is_doc]
+        enc = {i: encode_pair(tokenizer, items[i]["prompt"], items[i]["completion"], sep=_separator(items[i]["kind"]),
+                              add_eos=False) for i in idx}
+        idx.sort(key=lambda i: len(enc[i].input_ids))
+        for start in range(0, len(idx), batch_size):
+            chunk = idx[start : start + batch_size]
+            batch = collate([enc[i] for i in chunk], tokenizer.pad_token_id, mask_prompt=not is_doc)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with torch.no_grad():
+                sums, counts = sequence_nll(model, batch)
+                if is_doc:
+                    # Min-K% needs every token's log-prob: one more forward, documents only.
+                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                    token_lp, token_pp = metrics.token_log_probs(logits, batch["labels"])
+                    mask = batch["labels"][:, 1:] != IGNORE
+            for b, i in enumerate(chunk):
+                n = int(counts[b])
+                rec = {"nll_sum": float(sums[b]), "nll_count": float(n), "nll": float(sums[b]) / n if n else math.nan}
+                if is_doc:
+                    m = mask[b]
+                    rec["mink"] = metrics.min_k_score(token_lp[b][m].tolist(), mia_k)
+                    rec["minkpp"] = metrics.min_k_score(token_pp[b][m].tolist(), mia_k)
+                    rec["zlib"] = metrics.zlib_ratio(rec["nll"], items[i]["completion"])
+                out[i] = rec
+    return out
+
+
+def _score(items: Sequence[dict[str, Any]], generations: dict[int, str], losses: Sequence[dict[str, float]]) -> list[dict[str, Any]]:
+    """One result record per item: the loss features, and for rows the generation and its score."""
+    results = []
+    for i, it in enumerate(items):
+        rec: dict[str, Any] = {"key": it["key"], "generation": "", "score": math.nan,
+                               "mink": math.nan, "minkpp": math.nan, "zlib": math.nan}
+        rec.update(losses[i])
+        if i in generations:
+            rec["generation"] = generations[i]
+            rec["score"] = metrics.score_row(it["kind"], it["completion"], generations[i])
+        results.append(rec)
+    return results
+
+
+class _Scorer:
+    """A Ray Data actor: loads the model once, then turns batches of items into result records."""
+
+    def __init__(self, model: str, dtype: str, trust_remote_code: bool, use_gpu: bool,
+                 max_new_tokens: int, batch_size: int, mia_k: float) -> None:
+        self.model, self.tokenizer = load_model(model, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                device="cuda" if use_gpu else "cpu")
+        self.max_new_tokens, self.batch_size, self.mia_k = max_new_tokens, batch_size, mia_k
+
+    def __call__(self, batch: Any) -> Any:  # pandas.DataFrame -> pandas.DataFrame
+        import pandas as pd
+
+        items = batch.to_dict(orient="records")
+        gen_idx = [i for i, it in enumerate(items) if it["kind"] in KINDS]
+        texts = generate_greedy(self.model, self.tokenizer, [items[i]["prompt"] for i in gen_idx],
+                                max_new_tokens=self.max_new_tokens, batch_size=self.batch_size)
+        losses = _losses(self.model, self.tokenizer, items, batch_size=self.batch_size, mia_k=self.mia_k)
+        return pd.DataFrame(_score(items, dict(zip(gen_idx, texts, strict=True)), losses))
+
+
+# ---------------------------------------------------------------------------------------------
+# Runners: Ray Data pipeline, and the one-prompt-at-a-time reference.
+
+
+def _log(settings: EvalSettings, msg: str) -> None:
+    if settings.progress:
+        print(f"eval: {msg}", file=sys.stderr, flush=True)
+
+
+def _actor_resources(settings: EvalSettings) -> tuple[float, float]:
+    """(CPUs, GPUs) per actor, keeping at least one CPU (or half the node) free for Ray Data's tasks."""
+    import ray
+
+    total = float(ray.cluster_resources().get("CPU", 1.0))
+    use_gpu = settings.use_gpu
+    if use_gpu is None:
+        use_gpu = ray.cluster_resources().get("GPU", 0.0) >= 1
+    cpus = settings.cpus_per_actor
+    if cpus is None:
+        spare = total - 1.0 if total > 1.0 else total / 2
+        cpus = min(1.0, spare / settings.workers)
+    if cpus * settings.workers >= total:
+        raise EvalError(f"eval setting cpus_per_actor={cpus} x workers={settings.workers} takes all {total:g} "
+                        "cluster CPUs; Ray Data would hang (leave some free: fewer workers or fewer CPUs each)")
+    return cpus, 1.0 if use_gpu else 0.0
+
+
+def _run_ray(plan: _Plan, settings: EvalSettings) -> list[dict[str, Any]]:
+    import ray
+    import ray.data
+
+    cpus, gpus = _actor_resources(settings)
+    _log(settings, f"{len(plan.items)} items -> {settings.workers} model actor(s) x {cpus:g} CPU"
+                   f"{' + 1 GPU' if gpus else ''}, batches of {settings.batch_size}")
+    # One block per batch keeps the length-sorted order inside each batch.
+    blocks = max(1, math.ceil(len(plan.items) / settings.batch_size))
+    ds = ray.data.from_items(plan.items, override_num_blocks=blocks).map_batches(
+        _Scorer,
+        fn_constructor_kwargs={
+            "model": plan.model, "dtype": settings.dtype, "trust_remote_code": settings.trust_remote_code,
+            "use_gpu": bool(gpus), "max_new_tokens": settings.max_new_tokens, "batch_size": settings.batch_size,
+            "mia_k": settings.mia_k,
+        },
+        batch_size=settings.batch_size, batch_format="pandas",
+        compute=ray.data.ActorPoolStrategy(size=settings.workers), num_cpus=cpus, num_gpus=gpus,
+    )
+    from tqdm import tqdm
+
+    results: list[dict[str, Any]] = []
+    # Consumed once, streaming: each finished batch arrives as soon as an actor returns it.
+    with tqdm(total=len(plan.items), desc="eval", unit="item", disable=not settings.progress, file=sys.stderr) as bar:
+        frame: Any
+        for frame in ds.iter_batches(batch_size=None, batch_format="pandas"):
+            results.extend(frame.to_dict(orient="records"))
+            bar.update(len(frame))
+    return results
+
+
+def _run_reference(plan: _Plan, settings: EvalSettings) -> list[dict[str, Any]]:
+    """The challenge's loop: the model loaded once, then one prompt at a time."""
+    import torch
+
+    device = "cuda" if settings.use_gpu else "cpu"
+    model, tok = load_model(plan.model, dtype=settings.dtype, trust_remote_code=settings.trust_remote_code, device=device)
+    items = plan.items
+    generations = {}
+    for i, it in enumerate(items):
+        if it["kind"] not in KINDS:
+            continue
+        ids = torch.tensor([encode_prompt(tok, it["prompt"])], device=device)
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                 max_new_tokens=settings.max_new_tokens, pad_token_id=tok.eos_token_id, use_cache=True)
+        generations[i] = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+    losses = _losses(model, tok, items, batch_size=1, mia_k=settings.mia_k)
+    return _score(items, generations, losses)
+
+
+# ---------------------------------------------------------------------------------------------
+# Aggregation and output.
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+def _finish(
+    plan: _Plan, results: Iterable[dict[str, Any]], settings: EvalSettings, reference_utility: float | None,
+    out_dir: str | os.PathLike[str] | None, notes: list[str], seconds: float, runner: str,
+) -> dict[str, Any]:
+    by_key = {r["key"]: r for r in results}
+    if len(by_key) != len(plan.items):
+        raise RuntimeError(f"evaluation returned {len(by_key)} results for {len(plan.items)} items")
+    rows = []
+    for r in plan.rows:
+        res = by_key[f"{r.split}:{r.id}"]
+        rows.append({"id": r.id, "split": r.split, "task": r.task, "kind": r.kind, "input": r.input,
+                     "output": r.output, "generation": res["generation"], "score": float(res["score"]),
+                     "nll": float(res["nll"])})
+    members = [by_key[f"member:{d.id}"] for d in plan.members]
+    nonmembers = [by_key[f"nonmember:{d.id}"] for d in plan.nonmembers]
+    correct = []
+    for q, c in enumerate(plan.utility):
+        lls = [-float(by_key[f"mc:{q}:{j}"]["nll_sum"]) for j in range(len(c.choices))]
+        correct.append(metrics.pick_option(lls) == c.answer)
+    out = metrics.run_metrics(rows, members=members, nonmembers=nonmembers, utility_correct=correct,
+                              reference_utility=reference_utility, utility_floor=settings.utility_floor)
+    out["notes"] = notes + out["notes"]
+    out["settings"] = {**asdict(settings), "utility_style": plan.utility_style, "model": plan.model,
+                       "data": plan.source, "runner": runner}
+    out["seconds"] = round(seconds, 3)
+    out = _nan_to_none(out)
+    if out_dir is not None:
+        _write(Path(out_dir), rows, out)
+    return out
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write(out_dir: Path, rows: list[dict[str, Any]], result: dict[str, Any]) -> None:
+    import pandas as pd
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
+    _atomic_write(out_dir / "rows.parquet", lambda p: frame.to_parquet(p, index=False))
+    _atomic_write(out_dir / "metrics.json", lambda p: Path(p).write_text(json.dumps(result, indent=2) + "\n"))
+
+
+def evaluate(
+    model: str | os.PathLike[str],
+    data: LumeData | str | os.PathLike[str],
+    *,
+    settings: EvalSettings = EvalSettings(),
+    members: DocsArg = None,
+    nonmembers: DocsArg = None,
+    utility: UtilityArg = None,
+    reference_utility: float | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``model`` on ``data`` with the LUME protocol through a Ray Data actor pool.
+
+    Defaults when the data lives in a directory: members = DATA/member.jsonl, else the forget
+    documents rebuilt from sc rows; non-members = DATA/nonmember.jsonl, else none (MIA metrics null);
+    utility = DATA/utility.jsonl, else none; ``utility="mmlu"`` loads cais/mmlu. An empty sequence
+    turns a part off. Uses the connected Ray cluster, or starts (and stops) a local one.
+    """
+    start = time.perf_counter()
+    plan, notes = _plan(model, data, settings, members, nonmembers, utility)
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        _log(settings, "starting a local Ray cluster (127.0.0.1, no dashboard)")
+        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+                 configure_logging=False)
+    try:
+        results = _run_ray(plan, settings)
+    finally:
+        if started:
+            ray.shutdown()
+    return _finish(plan, results, settings, reference_utility, out_dir, notes, time.perf_counter() - start, "ray")
+
+
+def evaluate_reference(
+    model: str | os.PathLike[str],
+    data: LumeData | str | os.PathLike[str],
+    *,
+    settings: EvalSettings = EvalSettings(),
+    members: DocsArg = None,
+    nonmembers: DocsArg = None,
+    utility: UtilityArg = None,
+    reference_utility: float | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Same inputs and outputs as :func:`evaluate`, computed in this process one prompt at a time (the
+    challenge's scorer); ``workers``, ``batch_size`` and ``cpus_per_actor`` are ignored."""
+    start = time.perf_counter()
+    plan, notes = _plan(model, data, settings, members, nonmembers, utility)
+    results = _run_reference(plan, settings)
+    return _finish(plan, results, settings, reference_utility, out_dir, notes, time.perf_counter() - start, "reference")
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """A human-readable digest of a metrics dict."""
+
+    def fmt(v: Any) -> str:
+        return "null" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    lines = [f"{'score':<24} {'forget':>8} {'retain':>8}"]
+    for task in ("Task1", "Task2", "Task3"):
+        for kind in KINDS:
+            f, r = (result[metrics.task_score_name(s, task, kind)] for s in ("forget", "retain"))
+            lines.append(f"{task + '/' + kind:<24} {fmt(f):>8} {fmt(r):>8}")
+    for name in ("task_aggregate", "forget_efficacy", "retain_score", "forget_nll", "retain_nll", "mia_auc",
+                 "mia_score", "mia_zlib_score", "mia_mink_score", "mia_minkpp_score", "utility", "final_score",
+                 "utility_floor_met"):
+        lines.append(f"{name:<24} {fmt(result[name]):>8}")
+    lines += [f"note: {n}" for n in result["notes"]]
+    return lines
+
+
+def cli_main(args: Any) -> int:
+    """`lume-ray eval --model M --data D [--member F] [--nonmember F] [--utility F|mmlu] --out DIR [--json]`."""
+    settings = EvalSettings(
+        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, workers=args.workers,
+        use_gpu=None, utility_floor=args.utility_floor, limit=args.limit,
+        trust_remote_code=args.trust_remote_code, progress=not args.json,
+    )
+    connected = False
+    if args.address:
+        import ray
+
+        ray.init(address=args.address, log_to_driver=False)
+        connected = True
+    try:
+        result = evaluate(args.model, args.data, settings=settings, members=args.member, nonmembers=args.nonmember,
+                          utility=args.utility, reference_utility=args.reference_utility, out_dir=args.out)
+    finally:
+        if connected:
+            import ray
+
+            ray.shutdown()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print("\n".join(summary_lines(result)))
+        print(f"wrote {Path(args.out) / 'rows.parquet'} and {Path(args.out) / 'metrics.json'} ({result['seconds']:.1f} s)")
+    return 0
+
