@@ -94,7 +94,10 @@ class UnlearnConfig:
             if not isinstance(value, str) or not value.strip():
                 fail(key, value, "must be a non-empty path or id")
         # validate_params raises for an unknown algorithm (naming the registered ones) or parameter.
-        object.__setattr__(self, "params", validate_params(self.algorithm, self.params))
+        try:
+            object.__setattr__(self, "params", validate_params(self.algorithm, self.params))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             fail("lr", self.lr, "must be a finite number > 0")
         object.__setattr__(self, "lr", float(self.lr))
