@@ -140,6 +140,10 @@ def make_searcher(exp: Experiment, algorithm: str, search: str) -> Any:
 # One trial (runs inside a Ray Tune function trainable, on the cluster)
 
 
+class TrialFailed(RuntimeError):
+    """An unlearning job ended in failure (not divergence): Tune retries the trial up to max_failures."""
+
+
 @dataclass(frozen=True)
 class TrialContext:
     """Everything a trial needs, passed explicitly (tune.with_parameters): no globals."""
@@ -195,7 +199,9 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     )
     try:
         result = run_unlearning(cfg, storage_path=str(trial_dir / "ray"), run_name=f"train-{trial_id}")
-    except Exception as e:  # recorded, then re-raised so Tune retries the trial from its checkpoint
+        if result.status == "failed":  # e.g. a worker died
+            raise TrialFailed(result.reason or "the unlearning job failed")
+    except Exception as e:  # recorded, then re-raised: Tune retries the trial, which resumes its checkpoint
         info.update(status="failed", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500],
                     finished_at=time.time(), wall_s=time.time() - t0)
         _write_json(trial_dir / "trial.json", info)
