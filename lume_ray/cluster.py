@@ -714,7 +714,10 @@ class LocalRayCluster:
             self._wait_started(self._start(head_args, "head"), "head")
             for i in range(self.workers):
                 tag = f"worker{i}"
-                self._wait_started(self._start([f"--address={self.gcs_address}", *common, *_node_ports()], tag), tag)
+                # Each node its own temp root, as on real machines: a shared one lets a node's runtime-env
+                # agent garbage-collect the unpacked working dir another node's job driver runs in.
+                own = [a for a in common if not a.startswith("--temp-dir=")] + [f"--temp-dir={self.temp_dir}/{tag}"]
+                self._wait_started(self._start([f"--address={self.gcs_address}", *own, *_node_ports()], tag), tag)
             self._wait_nodes(1 + self.workers)
         except BaseException:
             self.stop()

@@ -236,7 +236,9 @@ def _job_id(text: str) -> str:
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_submit_to_a_local_two_node_cluster(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_submit_to_a_local_two_node_cluster(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LUME_RAY_DEBUG", raising=False)  # cli.main must answer with exit codes, not tracebacks
     cluster = LocalRayCluster(workers=1, cpus_per_node=2, env={"RAY_AUTH_MODE": "disabled"})
     try:
         cluster.start()
