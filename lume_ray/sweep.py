@@ -71,6 +71,7 @@ def init_ray(address: str | None) -> bool:
         return False
     env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")}
     os.environ.update(env)  # Train propagates it driver -> controller -> workers
+    address = address or os.environ.get("RAY_ADDRESS")  # set inside a Ray job
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
