@@ -39,6 +39,10 @@ DEEPSPEED_DIR = Path(__file__).resolve().parent / "deepspeed"
 POINT_DIR = "step_{:06d}"
 EVAL_ROWS = 64  # rows per split in the fixed subset whose mean losses each evaluation point reports
 LOG_NAME, POINTS_NAME, RESULT_NAME, STATE_NAME = "train_log.jsonl", "points.jsonl", "result.json", "state.json"
+CONFIG_NAME = "config.json"
+# Settings a resumed run may change: how long it trains and where it evaluates. Anything else would
+# continue one trajectory with another job's settings, so a different value in the same `out` is an error.
+RESUMABLE_CHANGES = frozenset({"steps", "eval_every"})
 CKPT_TAG = "ckpt"
 
 # Top-level DeepSpeed keys a template may use; DeepSpeed itself silently ignores unknown ones, so a typo
@@ -111,8 +115,9 @@ def load_ds_config(cfg: UnlearnConfig, path: str | os.PathLike[str] | None = Non
         ("train_batch_size",): cfg.batch_size,
         ("train_micro_batch_size_per_gpu",): cfg.micro_batch,
         ("optimizer", "params", "lr"): cfg.lr,
-        # torch's AdamW on CPU avoids DeepSpeed's ~50 s JIT build of FusedAdam; GPUs get the fused kernel.
-        ("optimizer", "params", "torch_adam"): not cfg.use_gpu,
+        # torch's AdamW avoids DeepSpeed's JIT op builds (~50 s for FusedAdam on CPU; nvcc on GPUs). Only
+        # GPU training with CPU offload gets DeepSpeedCPUAdam, which the offloaded optimizer step needs.
+        ("optimizer", "params", "torch_adam"): not (cfg.use_gpu and cfg.offload),
         ("bf16", "enabled"): bf16,
         ("zero_optimization", "offload_param", "pin_memory"): cfg.use_gpu,
         ("zero_optimization", "offload_optimizer", "pin_memory"): cfg.use_gpu,
@@ -393,7 +398,6 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     eval_steps = set(cfg.eval_steps())
     engine.train()
     t_start = time.time()
-    step = start
     for step in range(start + 1, cfg.steps + 1):
         t0 = time.time()
         f_idx = worker_slice(batch_indices(len(enc["forget"]), cfg.batch_size, step, cfg.seed, FORGET_STREAM),
@@ -417,14 +421,15 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         if is_main:
             record = {"step": step, "loss": loss_v, "forget_loss": forget_v, "retain_loss": retain_v,
                       "lr": engine.get_lr()[0], "step_s": now - t0, "wall_s": now - t_start, "time": now,
+                      "cpu_s": time.process_time(),  # this worker's CPU seconds: overhead on a busy machine
                       **{k: v for k, v in logs.items() if k not in ("forget_nll", "retain_nll")}}
             _append_jsonl(out / LOG_NAME, record)
             _say(f"[unlearn] step {step}/{cfg.steps} loss {loss_v:.4f} forget {forget_v:.4f} "
                  f"retain {retain_v:.4f} ({now - t0:.2f} s/step)")
         if step in eval_steps:
-            _eval_point(cfg, engine, tokenizer, step, eval_losses(), resumed_from, is_main, ds_config)
+            _eval_point(cfg, engine, tokenizer, step, eval_losses(), resumed_from, is_main)
     if start >= cfg.steps:  # already past the requested steps: report where it stands again
-        _eval_point(cfg, engine, tokenizer, start, eval_losses(), resumed_from, is_main, ds_config)
+        _eval_point(cfg, engine, tokenizer, start, eval_losses(), resumed_from, is_main)
 
 
 def _report_marker(cfg: UnlearnConfig, step: int, status: str, reason: str, resumed_from: int,
@@ -444,7 +449,7 @@ def _report_marker(cfg: UnlearnConfig, step: int, status: str, reason: str, resu
 
 
 def _eval_point(cfg: UnlearnConfig, engine: Any, tokenizer: Any, step: int, losses: tuple[float, float],
-                resumed_from: int, is_main: bool, ds_config: dict[str, Any]) -> None:
+                resumed_from: int, is_main: bool) -> None:
     """Save the HF model dir (rank 0), a DeepSpeed checkpoint (all ranks) and report both."""
     import ray.train
 
@@ -544,6 +549,22 @@ def _write_result(out: Path, result: UnlearnResult) -> None:
     tmp.replace(out / RESULT_NAME)
 
 
+def _check_same_job(cfg: UnlearnConfig) -> None:
+    """Record the job's config in ``out``; refuse to resume a different job there."""
+    path = Path(cfg.out) / CONFIG_NAME
+    current = cfg.to_dict()
+    if path.exists():
+        before = json.loads(path.read_text())
+        for key, value in current.items():
+            if key not in RESUMABLE_CHANGES and key in before and before[key] != value:
+                raise ConfigError(f"{cfg.out} holds a job with {key}={before[key]!r}, not {value!r}: use another "
+                                  f"out (only {', '.join(sorted(RESUMABLE_CHANGES))} may change on resume)")
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(current, indent=2))
+    tmp.replace(path)
+
+
 def _finished(cfg: UnlearnConfig) -> UnlearnResult | None:
     """The stored result of an earlier run on the same ``out`` that needs no more training."""
     path = Path(cfg.out) / RESULT_NAME
@@ -579,12 +600,12 @@ def run_unlearning(cfg: UnlearnConfig, *, storage_path: str | None = None, run_n
     t0 = time.time()
     cfg = _absolute(cfg)
     out = Path(cfg.out)
+    _preflight(cfg)
+    ds_config = load_ds_config(cfg)
+    _check_same_job(cfg)
     done = _finished(cfg)
     if done is not None:
         return done
-    _preflight(cfg)
-    ds_config = load_ds_config(cfg)
-    out.mkdir(parents=True, exist_ok=True)
     storage = str(Path(storage_path).resolve()) if storage_path else str(out / "ray")
     name = run_name or default_run_name(out)
 

@@ -99,7 +99,7 @@ def test_ds_templates_load_and_fill(tmp_path: Path, zero: int, offload: bool) ->
     if offload:
         assert ds["zero_optimization"]["offload_param"] == {"device": "cpu", "pin_memory": False}
     gpu = load_ds_config(_cfg(tmp_path, zero=zero, offload=offload, use_gpu=True))
-    assert gpu["optimizer"]["params"]["torch_adam"] is False and gpu["bf16"]["enabled"] is True
+    assert gpu["optimizer"]["params"]["torch_adam"] is (not offload) and gpu["bf16"]["enabled"] is True
 
 
 def test_ds_template_validation(tmp_path: Path) -> None:
@@ -234,6 +234,8 @@ def test_one_worker_gives_the_same_losses_and_resumes_where_it_stopped(
     assert [r["loss"] for r in log] == pytest.approx(two, rel=1e-5)
     assert [p.step for p in resumed.points] == [2, 4]
     assert resumed.points[-1].forget_loss == pytest.approx(res2.points[-1].forget_loss, rel=1e-5)
+    with pytest.raises(ConfigError, match=r"holds a job with lr=0.001, not 0.002: use another out"):
+        run_unlearning(UnlearnConfig.from_dict({**cfg1.to_dict(), "lr": 2e-3}))
 
 
 @pytest.mark.ray
@@ -241,10 +243,12 @@ def test_lora_job_trains_the_adapter_and_saves_merged_weights(
         ray_local: Any, tiny_model: Path, tiny_lume: Path, tmp_path: Path) -> None:
     from lume_ray.model import load_model
 
-    cfg = _job(tmp_path, tiny_model, tiny_lume, "lora", algorithm="gd", zero=2, steps=2, eval_every=1,
-               lr=1e-2, lora={"r": 4, "alpha": 8})
+    # ZeRO-3 on one worker: the LoRA merge runs on gathered shards; NPO's reference is the adapter switched off.
+    cfg = _job(tmp_path, tiny_model, tiny_lume, "lora", workers=1, zero=3, steps=2, eval_every=1, lr=1e-2,
+               lora={"r": 4, "alpha": 8})
     res = run_unlearning(cfg)
     assert (res.status, [p.step for p in res.points]) == ("completed", [1, 2])
+    assert _log(res)[0]["log_ratio"] == 0.0  # step 1: adapter off == adapter on (B starts at zero)
     base, _ = load_model(tiny_model)
     merged, _ = load_model(res.points[-1].model_dir)  # a plain model: no LoRA keys left
     assert set(merged.state_dict()) == set(base.state_dict())
