@@ -296,6 +296,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     is_main = rank == 0
     out = Path(cfg.out)
+    # Which process runs each rank: for operators (py-spy, kill) and the worker-death tests.
+    (out / "workers").mkdir(parents=True, exist_ok=True)
+    (out / "workers" / f"rank{rank}.json").write_text(json.dumps({"pid": os.getpid(), "world_size": world}))
     alg = get_algorithm(cfg.algorithm)
     bf16 = cfg.resolved_precision == "bf16"
     device = torch.device("cpu")

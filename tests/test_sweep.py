@@ -139,3 +139,38 @@ def test_interrupted_driver_resumes_without_duplicates(tmp_path: Path, tiny_lume
     assert frame["trial_id"].nunique() == 3, frame[["trial_id", "step", "status"]]
     assert (frame["status"] == "ok").all()
     assert len(frame) == 3 * 2 and not frame.duplicated(["trial_id", "step"]).any()
+
+
+@pytest.mark.slow
+def test_trial_whose_worker_dies_is_retried_from_its_checkpoint(
+        tmp_path: Path, tiny_lume: Path, tiny_model: Path, ray_local) -> None:
+    """SIGKILL the Train worker (by its pid) after the first checkpoint; the retry resumes from it."""
+    import threading
+
+    raw = small_experiment(tmp_path, tiny_lume, tiny_model, num_samples=1, eval_points=3, max_failures=1)
+    raw["algorithms"] = {"ga": {"lr": 1e-4, "steps": 60}}
+    run_dir = Path(raw["output_dir"])
+    killed: list[int] = []
+
+    def killer() -> None:
+        deadline = time.time() + 400
+        while time.time() < deadline and not killed:
+            for log in run_dir.glob("trials/*/train/log.jsonl"):
+                steps = [json.loads(line).get("step", 0) for line in log.read_text().splitlines() if line.strip()]
+                pid_file = log.parent / "workers" / "rank0.json"
+                if steps and max(steps) >= 25 and pid_file.is_file():
+                    pid = json.loads(pid_file.read_text())["pid"]
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    run_sweep(experiment_from_dict(raw))
+    thread.join(timeout=5)
+    assert killed, "the worker was never killed (the job finished before step 25?)"
+    frame = pd.read_parquet(run_dir / "results.parquet")
+    assert list(frame["status"]) == ["ok", "ok", "ok"] and list(frame["step"]) == [20, 40, 60]
+    result = json.loads(next(run_dir.glob("trials/*/train/result.json")).read_text())
+    assert result["status"] == "completed" and result["resumed_from"] == 20
