@@ -155,7 +155,7 @@ def test_trial_whose_worker_dies_is_retried_from_its_checkpoint(
     def killer() -> None:
         deadline = time.time() + 400
         while time.time() < deadline and not killed:
-            for log in run_dir.glob("trials/*/train/log.jsonl"):
+            for log in run_dir.glob("trials/*/train/train_log.jsonl"):
                 steps = [json.loads(line).get("step", 0) for line in log.read_text().splitlines() if line.strip()]
                 pid_file = log.parent / "workers" / "rank0.json"
                 if steps and max(steps) >= 25 and pid_file.is_file():
@@ -173,4 +173,4 @@ def test_trial_whose_worker_dies_is_retried_from_its_checkpoint(
     frame = pd.read_parquet(run_dir / "results.parquet")
     assert list(frame["status"]) == ["ok", "ok", "ok"] and list(frame["step"]) == [20, 40, 60]
     result = json.loads(next(run_dir.glob("trials/*/train/result.json")).read_text())
-    assert result["status"] == "completed" and result["resumed_from"] == 20
+    assert result["status"] == "completed" and result["resumed_from"] in (20, 40)
