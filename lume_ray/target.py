@@ -11,9 +11,30 @@ checkpoints, which were likewise fine-tuned to memorize every forget and retain 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
+
+from lume_ray.data import (
+    Choice,
+    Document,
+    LumeData,
+    documents_of,
+    join_text,
+    load_documents,
+    load_lume,
+    load_utility,
+)
 
 EOS = "<|endoftext|>"
 PAD = "<|padding|>"
@@ -21,7 +42,12 @@ PAD = "<|padding|>"
 
 @dataclass(frozen=True)
 class Preset:
-    """Model and training sizes of the embedded target."""
+    """Model and training sizes of the embedded target.
+
+    ``epochs`` is an upper bound: training stops early once ``stop_accuracy`` of the trained rows are
+    reproduced exactly under teacher forcing (checked every ``check_every`` epochs), which is when greedy
+    generation reproduces them too.
+    """
 
     vocab_size: int
     hidden_size: int
@@ -32,6 +58,11 @@ class Preset:
     epochs: int = 60
     lr: float = 3e-3
     batch_size: int = 16
+    warmup_steps: int = 30
+    weight_decay: float = 0.0  # memorization is the goal: no pull toward small weights
+    check_every: int = 5
+    stop_accuracy: float = 0.99
+    prompt_loss_weight: float = 1.0  # 0: loss on completions only (see memorize())
 
 
 PRESETS: dict[str, Preset] = {
@@ -40,9 +71,12 @@ PRESETS: dict[str, Preset] = {
                    intermediate_size=512),
     "small": Preset(vocab_size=4096, hidden_size=256, num_hidden_layers=4, num_attention_heads=8,
                     intermediate_size=1024, epochs=40, lr=1e-3),
-    # For unit tests: builds in well under a second.
+    # For unit tests: builds in seconds on a handful of documents.
+    # Measured: memorizes 40 rows + 20 utility questions (synth --docs-per-task 4) in ~60-80 epochs,
+    # ~15 s of one core.
     "test": Preset(vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                   intermediate_size=128, max_position_embeddings=512, epochs=30),
+                   intermediate_size=128, max_position_embeddings=512, epochs=150, batch_size=8,
+                   warmup_steps=5, stop_accuracy=0.97),
 }
 
 
@@ -95,3 +129,411 @@ def tiny_olmo(tokenizer: Any, preset: Preset, seed: int = 0) -> Any:
 
 def preset_dict(preset: Preset) -> dict[str, Any]:
     return asdict(preset)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the target: data -> tokenizer + model -> memorize -> measure -> HF directory + manifest.
+
+BUILD_VERSION = 1  # bump when the training recipe changes, so an old cached build is not reused
+MANIFEST = "manifest.json"
+MANIFEST_KIND = "lume-ray target"
+OPTIONAL_FILES = ("utility.jsonl", "member.jsonl", "nonmember.jsonl")
+
+
+@dataclass(frozen=True)
+class TargetInputs:
+    """What a build trains on and measures with, read once from the data directory."""
+
+    data: LumeData
+    utility: tuple[Choice, ...]
+    member: tuple[Document, ...]
+    nonmember: tuple[Document, ...]
+    files: dict[str, str]  # optional file name -> content hash (part of the cache key)
+
+
+def _file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def read_inputs(data_dir: str | os.PathLike[str]) -> TargetInputs:
+    """The LUME rows plus, when the directory has them, utility questions and member/non-member documents.
+
+    Without ``member.jsonl`` the members are the forget documents reassembled from their sc rows.
+    """
+    data = load_lume(os.fspath(data_dir))
+    d = Path(data_dir)
+    files = {name: _file_hash(d / name) for name in OPTIONAL_FILES if (d / name).is_file()}
+    utility = load_utility(d / "utility.jsonl") if "utility.jsonl" in files else ()
+    member = load_documents(d / "member.jsonl") if "member.jsonl" in files else documents_of(data.forget)
+    nonmember = load_documents(d / "nonmember.jsonl") if "nonmember.jsonl" in files else ()
+    return TargetInputs(data, utility, member, nonmember, files)
+
+
+def inputs_hash(inputs: TargetInputs, preset_name: str, preset: Preset, seed: int) -> str:
+    key = {"build_version": BUILD_VERSION, "data": inputs.data.fingerprint(), "files": inputs.files,
+           "preset_name": preset_name, "preset": asdict(preset), "seed": seed}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def training_texts(inputs: TargetInputs) -> list[tuple[str, str]]:
+    """(prompt, completion) pairs the target memorizes: every row, and each utility question with its
+    correct choice (the evaluator scores options by the likelihood of ``" " + choice`` after the question)."""
+    pairs = [(r.input, r.output) for r in inputs.data.rows]
+    pairs += [(c.question, c.choices[c.answer]) for c in inputs.utility]
+    return pairs
+
+
+def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of similar length (sorted within chunks of 8 batches): less padding, still random."""
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    chunk = batch_size * 8
+    batches: list[list[int]] = []
+    for i in range(0, len(idx), chunk):
+        part = sorted(idx[i : i + chunk], key=lambda j: lengths[j])
+        batches += [part[k : k + batch_size] for k in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _weighted_loss(model: Any, batch: dict[str, Any]) -> Any:
+    """Mean token NLL over the labelled tokens, each weighted by ``batch["weight"]`` (prompt tokens less)."""
+    import torch
+
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]  # (B, T-1, V)
+    labels = batch["labels"][:, 1:]  # (B, T-1)
+    nll = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), labels.clamp(min=0).reshape(-1), reduction="none"
+    ).view(labels.shape)
+    weight = batch["weight"][:, 1:]
+    return (nll * weight).sum() / weight.sum()
+
+
+def _collate_train(examples: Sequence[Any], pad_id: int, prompt_weight: float) -> dict[str, Any]:
+    from lume_ray.model import IGNORE, collate
+
+    batch = collate(examples, pad_id, mask_prompt=False)
+    weight = (batch["labels"] != IGNORE).float()
+    for i, e in enumerate(examples):
+        weight[i, : e.n_prompt] *= prompt_weight
+    batch["weight"] = weight
+    return batch
+
+
+def completion_accuracy(model: Any, examples: Sequence[Any], pad_id: int, batch_size: int = 64) -> tuple[float, float]:
+    """Teacher-forced (token accuracy, fraction of rows exact) on the completions.
+
+    A row that is exact under teacher forcing is also what greedy decoding produces from its prompt,
+    so this is a cheap (one forward pass) stand-in for generation while training.
+    """
+    import torch
+
+    from lume_ray.model import IGNORE, collate
+
+    correct = total = rows_exact = 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(examples), batch_size):
+            batch = collate(examples[i : i + batch_size], pad_id, mask_prompt=True)
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            pred, labels = logits[:, :-1].argmax(-1), batch["labels"][:, 1:]  # (B, T-1)
+            mask = labels != IGNORE
+            hit = (pred == labels) & mask
+            correct += int(hit.sum())
+            total += int(mask.sum())
+            rows_exact += int((hit.sum(-1) == mask.sum(-1)).sum())
+    model.train(was_training)
+    return correct / max(total, 1), rows_exact / max(len(examples), 1)
+
+
+def memorize(
+    model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], preset: Preset, *, seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune ``model`` in place on ``pairs`` (plain AdamW, one process) until memorized or out of epochs.
+
+    Loss is on the whole text ``prompt + " " + completion + eos``, prompt tokens included: the target of
+    LUME was fine-tuned on whole documents, and the membership attack scores whole documents, so members
+    must have low loss on every token, not only on completions (completion-only training leaves member
+    and non-member prompts equally surprising). The prompt tokens also give the model more language to
+    learn from, which measured here did not slow memorizing the completions (see the report).
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from lume_ray.model import encode_pair
+
+    examples = [encode_pair(tokenizer, p, c, add_eos=True, max_length=preset.max_position_embeddings)
+                for p, c in pairs]
+    lengths = [len(e.input_ids) for e in examples]
+    rng = random.Random(seed)
+    steps_per_epoch = math.ceil(len(examples) / preset.batch_size)
+    total_steps = steps_per_epoch * preset.epochs
+    opt = torch.optim.AdamW(model.parameters(), lr=preset.lr, weight_decay=preset.weight_decay, betas=(0.9, 0.98))
+
+    def lr_at(step: int) -> float:
+        # Linear warmup, then cosine decay to 10% of the peak: the last epochs polish the exact tokens.
+        if step < preset.warmup_steps:
+            return (step + 1) / preset.warmup_steps
+        t = (step - preset.warmup_steps) / max(1, total_steps - preset.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    pad = tokenizer.pad_token_id
+    history: list[dict[str, float]] = []
+    token_acc = row_acc = 0.0
+    epoch = 0
+    model.train()
+    bar = tqdm(total=preset.epochs, desc="memorizing", unit="epoch", disable=not progress, dynamic_ncols=True)
+    try:
+        for epoch in range(1, preset.epochs + 1):
+            losses = []
+            for idx in _batches(lengths, preset.batch_size, rng):
+                batch = _collate_train([examples[i] for i in idx], pad, preset.prompt_loss_weight)
+                loss = _weighted_loss(model, batch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                losses.append(loss.detach().item())
+            record = {"epoch": epoch, "loss": statistics.fmean(losses)}
+            if epoch % preset.check_every == 0 or epoch == preset.epochs:
+                token_acc, row_acc = completion_accuracy(model, examples, pad)
+                record.update(token_accuracy=token_acc, row_accuracy=row_acc)
+            history.append(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", rows_exact=f"{row_acc:.3f}")
+            if row_acc >= preset.stop_accuracy:
+                break
+    finally:
+        bar.close()
+    model.eval()
+    return {"epochs_run": epoch, "steps": epoch * steps_per_epoch, "stopped_early": epoch < preset.epochs,
+            "teacher_forced_token_accuracy": token_acc, "teacher_forced_row_accuracy": row_acc,
+            "final_loss": history[-1]["loss"] if history else None, "history": history}
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring what the target memorized (the numbers the manifest records).
+
+
+def measure_memorization(
+    model: Any, tokenizer: Any, data: LumeData, *, max_new_tokens: int, batch_size: int = 32,
+) -> dict[str, Any]:
+    """Greedy generation from each trained row's input, scored as LUME scores it (ROUGE-L recall / EM)."""
+    from lume_ray.metrics import ROW_SCORERS
+    from lume_ray.model import generate_greedy
+
+    rows = list(data.rows)
+    gens = generate_greedy(model, tokenizer, [r.input for r in rows], max_new_tokens=max_new_tokens,
+                           batch_size=batch_size)
+    scores: dict[tuple[str, str, str], list[float]] = {}
+    for r, g in zip(rows, gens, strict=True):
+        scores.setdefault((r.split, r.task, r.kind), []).append(ROW_SCORERS[r.kind](r.output, g))
+    out: dict[str, Any] = {}
+    for split in ("forget", "retain"):
+        by_kind = {k: [v for (s, _, kk), vs in scores.items() if s == split and kk == k for v in vs] for k in ("sc", "qa")}
+        out[split] = {
+            "sc_rougeL_recall": statistics.fmean(by_kind["sc"]) if by_kind["sc"] else None,
+            "qa_exact_match": statistics.fmean(by_kind["qa"]) if by_kind["qa"] else None,
+            "by_task": {f"{t}/{k}": statistics.fmean(v) for (s, t, k), v in sorted(scores.items()) if s == split},
+        }
+    return out
+
+
+def document_nll(model: Any, tokenizer: Any, docs: Sequence[Document], *, batch_size: int = 16,
+                 max_length: int = 1024) -> list[float]:
+    """Mean token NLL of each whole document (the loss the membership attack thresholds)."""
+    import torch
+
+    from lume_ray.model import Encoded, collate, sequence_nll
+
+    out: list[float] = []
+    with torch.no_grad():
+        for i in range(0, len(docs), batch_size):
+            enc = [Encoded(list(tokenizer(d.document)["input_ids"])[:max_length], 0) for d in docs[i : i + batch_size]]
+            total, count = sequence_nll(model, collate(enc, tokenizer.pad_token_id))
+            out += (total / count.clamp(min=1)).tolist()
+    return out
+
+
+def utility_accuracy(model: Any, tokenizer: Any, items: Sequence[Choice]) -> float:
+    """Multiple-choice accuracy: the option whose ``" " + choice`` is most likely after the question wins."""
+    import torch
+
+    from lume_ray.model import collate, encode_pair, sequence_nll
+
+    hits = 0
+    with torch.no_grad():
+        for item in items:
+            enc = [encode_pair(tokenizer, item.question, c) for c in item.choices]
+            total, _ = sequence_nll(model, collate(enc, tokenizer.pad_token_id))  # (4,) summed NLL of each option
+            hits += int(int(total.argmin()) == item.answer)
+    return hits / max(len(items), 1)
+
+
+def _auc(member: Sequence[float], nonmember: Sequence[float]) -> float | None:
+    """ROC-AUC of the loss attack (members labelled 1, score = -NLL), as LUME computes it."""
+    if not member or not nonmember:
+        return None
+    from sklearn.metrics import auc, roc_curve
+
+    fpr, tpr, _ = roc_curve([1] * len(member) + [0] * len(nonmember), [-x for x in [*member, *nonmember]])
+    return float(auc(fpr, tpr))
+
+
+# ---------------------------------------------------------------------------------------------
+# The build.
+
+
+def _read_manifest(out: Path) -> dict[str, Any] | None:
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("kind") == MANIFEST_KIND else None
+
+
+def _replace_dir(new: Path, out: Path) -> None:
+    """Move ``new`` to ``out``; an old ``out`` is moved aside first and deleted only after the swap."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / out.name)
+    os.replace(new, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def build_target(
+    out_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str], *, preset: str = "tiny", seed: int = 0,
+    epochs: int | None = None, force: bool = False, progress: bool = True, threads: int = 1,
+) -> dict[str, Any]:
+    """Train the embedded target on a LUME directory and save it as a Hugging Face model directory.
+
+    Returns the manifest (also written to ``out_dir/manifest.json``). When ``out_dir`` already holds a
+    build of the same inputs (data, optional files, preset, epochs, seed, recipe version) it is returned
+    as is ("cached") unless ``force``. The build happens in a temp dir beside ``out_dir`` and is renamed
+    into place, so ``out_dir`` is never half-written; an existing ``out_dir`` is replaced only if it is
+    empty or an earlier target build.
+    """
+    import torch
+
+    started = time.perf_counter()
+    out = Path(out_dir)
+    cfg = get_preset(preset)
+    if epochs is not None:
+        if epochs < 1:
+            raise ValueError(f"--epochs must be >= 1, got {epochs}")
+        cfg = replace(cfg, epochs=epochs)
+    inputs = read_inputs(data_dir)
+    key = inputs_hash(inputs, preset, cfg, seed)
+    if out.exists():
+        previous = _read_manifest(out)
+        if previous is None and (not out.is_dir() or any(out.iterdir())):
+            raise FileExistsError(f"{out}: exists and is not a target build (no {MANIFEST}); choose another OUT_DIR")
+        if previous is not None and previous.get("inputs_hash") == key and not force and (out / "config.json").is_file():
+            if progress:
+                print(f"{out}: cached (inputs {key})")
+            return previous
+
+    threads_before = torch.get_num_threads()
+    # One thread: a model this small gains little from intra-op parallelism, and on a shared 2-core
+    # machine two OpenMP threads per process spin-wait: measured 8x the CPU time and 4x the wall time
+    # per step under load (0.20 vs 1.59 CPU s/step).
+    torch.set_num_threads(threads)
+    try:
+        pairs = training_texts(inputs)
+        tokenizer = train_tokenizer((join_text(p, c) for p, c in pairs), cfg.vocab_size)
+        model = tiny_olmo(tokenizer, cfg, seed=seed)
+        n_params = sum(p.numel() for p in model.parameters())
+        if progress:
+            print(f"target: {n_params / 1e6:.2f}M parameters, {len(pairs)} texts, up to {cfg.epochs} epochs")
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        training = memorize(model, tokenizer, pairs, cfg, seed=seed, progress=progress)
+        train_seconds, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+
+        t0 = time.perf_counter()
+        completion_tokens = max(len(tokenizer(c)["input_ids"]) for _, c in pairs)
+        max_new = min(256, completion_tokens + 8)  # room for the longest answer and its eos
+        memorization = measure_memorization(model, tokenizer, inputs.data, max_new_tokens=max_new)
+        generate_seconds = time.perf_counter() - t0
+        member_nll = document_nll(model, tokenizer, inputs.member, max_length=cfg.max_position_embeddings)
+        nonmember_nll = document_nll(model, tokenizer, inputs.nonmember, max_length=cfg.max_position_embeddings)
+        util = utility_accuracy(model, tokenizer, inputs.utility) if inputs.utility else None
+        measure_seconds = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(threads_before)
+
+    manifest: dict[str, Any] = {
+        "kind": MANIFEST_KIND,
+        "build_version": BUILD_VERSION,
+        "inputs_hash": key,
+        "data": {"source": str(data_dir), "fingerprint": inputs.data.fingerprint(), "files": inputs.files,
+                 "rows": {"forget": len(inputs.data.forget), "retain": len(inputs.data.retain)},
+                 "utility_questions": len(inputs.utility)},
+        "seed": seed,
+        "preset": preset,
+        "preset_config": asdict(cfg),
+        "model_config": {k: getattr(model.config, k) for k in (
+            "model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+            "intermediate_size", "max_position_embeddings")},
+        "parameters": n_params,
+        "training": {k: v for k, v in training.items() if k != "history"},
+        "history": training["history"],
+        "memorization": {**memorization, "max_new_tokens": max_new},
+        "mia": {"member_nll": statistics.fmean(member_nll),
+                "nonmember_nll": statistics.fmean(nonmember_nll) if nonmember_nll else None,
+                "members": len(member_nll), "nonmembers": len(nonmember_nll), "auc": _auc(member_nll, nonmember_nll)},
+        "utility_accuracy": util,
+        "seconds": {"train": round(train_seconds, 1), "measure": round(measure_seconds, 1),
+                    "generate": round(generate_seconds, 1), "train_cpu": round(train_cpu, 1)},
+        "versions": {"torch": torch.__version__, "transformers": _transformers_version()},
+    }
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        manifest["build_seconds"] = round(time.perf_counter() - started, 1)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return str(transformers.__version__)
+
+
+def summary_lines(manifest: dict[str, Any]) -> list[str]:
+    """The few lines `lume-ray target build` prints: size, time, memorization, membership gap."""
+    mem, mia = manifest["memorization"], manifest["mia"]
+    lines = [f"parameters {manifest['parameters']:,}  preset {manifest['preset']}  seed {manifest['seed']}  "
+             f"built in {manifest['build_seconds']} s ({manifest['training']['epochs_run']} epochs)"]
+    for split in ("forget", "retain"):
+        lines.append(f"{split:<7} sc ROUGE-L recall {mem[split]['sc_rougeL_recall']:.3f}   "
+                     f"qa exact match {mem[split]['qa_exact_match']:.3f}")
+    non = "n/a" if mia["nonmember_nll"] is None else f"{mia['nonmember_nll']:.3f}"
+    auc = "n/a" if mia["auc"] is None else f"{mia['auc']:.3f}"
+    lines.append(f"document NLL: members {mia['member_nll']:.3f}  non-members {non}  (loss-attack AUC {auc})")
+    if manifest.get("utility_accuracy") is not None:
+        lines.append(f"utility accuracy {manifest['utility_accuracy']:.3f}")
+    return lines
+
+
+def cli_main(args: Any) -> int:
+    """`lume-ray target build OUT_DIR --data DIR [--preset tiny|small] [--seed] [--epochs] [--force]`."""
+    manifest = build_target(args.out_dir, args.data, preset=args.preset, seed=args.seed, epochs=args.epochs,
+                            force=args.force)
+    print(f"{args.out_dir}:")
+    for line in summary_lines(manifest):
+        print("  " + line)
+    return 0
