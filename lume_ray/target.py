@@ -256,8 +256,9 @@ def memorize(
     Loss is on the whole text ``prompt + " " + completion + eos``, prompt tokens included: the target of
     LUME was fine-tuned on whole documents, and the membership attack scores whole documents, so members
     must have low loss on every token, not only on completions (completion-only training leaves member
-    and non-member prompts equally surprising). The prompt tokens also give the model more language to
-    learn from, which measured here did not slow memorizing the completions (see the report).
+    and non-member prompts equally surprising). Measured on ``data synth`` defaults, tiny preset, seed 0:
+    whole text reached 99% exact rows in 40 epochs, member / non-member document NLL 0.04 / 3.77;
+    completion only (``prompt_loss_weight=0``) needed 45 epochs and left members at 7.07 vs 9.11.
     """
     import torch
     from tqdm.auto import tqdm
@@ -417,7 +418,7 @@ def build_target(
     build of the same inputs (data, optional files, preset, epochs, seed, recipe version) it is returned
     as is ("cached") unless ``force``. The build happens in a temp dir beside ``out_dir`` and is renamed
     into place, so ``out_dir`` is never half-written; an existing ``out_dir`` is replaced only if it is
-    empty or an earlier target build.
+    empty or an earlier target build. ``threads`` is the torch thread count while building (see below).
     """
     import torch
 
