@@ -81,7 +81,7 @@ def load_model(
         )
     except Exception as e:
         raise ModelError(f"{name}: could not load model ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-    model.to(device).eval()
+    model = model.to(torch.device(device)).eval()  # type: ignore[arg-type]  # transformers' stub
     if tok is not None:
         check_compatible(model, tok, name)
         if model.generation_config is not None and model.generation_config.pad_token_id is None:

@@ -267,9 +267,9 @@ def _progress_callback(algorithm: str, planned: int, first_objective: str) -> An
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             value = result.get(first_objective)
-            if isinstance(value, int | float) and not math.isnan(value):
-                if self.best is None or sign * value > sign * self.best[0]:
-                    self.best = (value, trial.trial_id, int(result.get("step", 0)))
+            finite = isinstance(value, int | float) and not math.isnan(value)
+            if finite and (self.best is None or sign * value > sign * self.best[0]):
+                self.best = (value, trial.trial_id, int(result.get("step", 0)))
 
         def _line(self, trial: Any, what: str) -> None:
             best = (f"best {first_objective} {self.best[0]:.3f} (trial {self.best[1]} step {self.best[2]})"
@@ -315,11 +315,13 @@ def run_algorithm(exp: Experiment, algorithm: str, run_dir: Path, base_utility: 
     storage = run_dir / "tune"
     exp_dir = storage / algorithm
     # Tune drivers sit on the head node when it advertises `tune_driver` (cluster.yaml); else a little CPU.
-    resources = {"cpu": 0, "tune_driver": 1} if "tune_driver" in ray.cluster_resources() else {"cpu": 0.25}
+    resources: dict[str, float] = ({"cpu": 0, "tune_driver": 1} if "tune_driver" in ray.cluster_resources()
+                                   else {"cpu": 0.25})
     ctx = TrialContext(exp, algorithm, str(run_dir.resolve()), base_utility, search)
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
     space = exp.algorithms[algorithm]
-    planned = grid_size(space) if search == "grid" else exp.sweep.num_samples
+    searchable = any(spec.kind != "fixed" for spec in space.values())
+    planned = grid_size(space) if search == "grid" else exp.sweep.num_samples if searchable else 1
     callback = _progress_callback(algorithm, planned, exp.sweep.objectives[0])
     if resume and tune.Tuner.can_restore(str(exp_dir)):
         print(f"[sweep {algorithm}] resuming {exp_dir}", flush=True)
@@ -331,7 +333,9 @@ def run_algorithm(exp: Experiment, algorithm: str, run_dir: Path, base_utility: 
         tuner = tune.Tuner(
             trainable,
             param_space=tune_space(space, grid=search == "grid"),
-            tune_config=tune.TuneConfig(search_alg=make_searcher(exp, algorithm, search), num_samples=planned,
+            # Nothing to search (every parameter fixed): one trial, no searcher.
+            tune_config=tune.TuneConfig(search_alg=make_searcher(exp, algorithm, search) if searchable else None,
+                                        num_samples=planned,
                                         max_concurrent_trials=concurrency),
             run_config=tune.RunConfig(
                 name=algorithm, storage_path=str(storage.resolve()), verbose=0, callbacks=[callback],
