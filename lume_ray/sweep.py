@@ -267,9 +267,10 @@ def _progress_callback(algorithm: str, planned: int, first_objective: str) -> An
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             value = result.get(first_objective)
-            finite = isinstance(value, int | float) and not math.isnan(value)
-            if finite and (self.best is None or sign * value > sign * self.best[0]):
-                self.best = (value, trial.trial_id, int(result.get("step", 0)))
+            if not isinstance(value, int | float) or math.isnan(value):
+                return
+            if self.best is None or sign * value > sign * self.best[0]:
+                self.best = (float(value), trial.trial_id, int(result.get("step", 0)))
 
         def _line(self, trial: Any, what: str) -> None:
             best = (f"best {first_objective} {self.best[0]:.3f} (trial {self.best[1]} step {self.best[2]})"
