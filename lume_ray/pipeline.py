@@ -31,6 +31,7 @@ def run_study(exp: Experiment, *, address: str | None = None) -> Path:
     from lume_ray.sweep import prepare_inputs, resolve, run_sweep
 
     t0 = time.time()
+    exp = replace(exp, output_dir=str(Path(exp.output_dir).resolve()))
     run_dir = Path(exp.output_dir)
     print(f"[1/4] data + [2/4] target under {run_dir}", flush=True)
     prepare_inputs(exp)  # both cached: instant on a re-run

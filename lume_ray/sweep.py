@@ -34,8 +34,13 @@ STEP_DIR = "step_{:06d}"
 
 
 def resolve(exp: Experiment, text: str) -> str:
-    """Experiment paths may use {output_dir}; relative paths are relative to the working directory."""
-    return text.replace("{output_dir}", exp.output_dir)
+    """Experiment paths may use {output_dir}; relative paths are relative to the working directory.
+
+    Paths that exist here become absolute, because Tune runs each trial in a directory of its own;
+    anything else (a hub id such as ``allenai/OLMo-1B-hf``) is passed on unchanged.
+    """
+    text = text.replace("{output_dir}", exp.output_dir)
+    return str(Path(text).resolve()) if Path(text).exists() else text
 
 
 def git_commit() -> str:
@@ -420,6 +425,7 @@ def run_sweep(exp: Experiment, *, resume: bool = False, address: str | None = No
     from lume_ray.evaluate import evaluate
 
     search = search or exp.sweep.search
+    exp = replace(exp, output_dir=str(Path(exp.output_dir).resolve()))  # trials run in other directories
     run_dir = Path(exp.output_dir)
     marker = run_dir / "study.json"
     if marker.exists() and not resume:
