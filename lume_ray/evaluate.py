@@ -22,7 +22,9 @@ length -> ``map_batches(_Scorer, ActorPoolStrategy)``: each actor loads the mode
 batch greedily with left padding (:func:`lume_ray.model.generate_greedy`), scores it, and takes the
 losses in a second batched pass -> aggregation (:func:`lume_ray.metrics.run_metrics`).
 :func:`evaluate_reference` is the plain loop the challenge ran (one prompt at a time, in process); the
-tests and ``benchmarks/bench_eval.py`` check that both give the same numbers.
+tests and ``benchmarks/bench_eval.py`` check that both give the same numbers. Batched float math is
+not bit-identical to unbatched: an exact near-tie of two logits can flip one greedy token (measured:
+1 of 400 rows of a random-weight model, ~190 tokens into a repetitive babble; scores unchanged).
 """
 
 from __future__ import annotations
@@ -230,8 +232,8 @@ def _plan(
         context, continuations = metrics.option_prompt(c.question, c.choices, c.subject, style)
         for j, cont in enumerate(continuations):
             items.append({"key": f"mc:{q}:{j}", "kind": "mc", "prompt": context, "completion": cont})
-    # Sort by stage, then token length: batches of similar length pad little, and generation
-    # (the expensive stage) comes first so its batches never share a call with cheap loss items.
+    # Sort by stage, then token length: batches of similar length pad little, and the generation
+    # rows (the expensive stage) form batches of their own except at most one at the boundary.
     stage = {"sc": 0, "qa": 0, "doc": 1, "mc": 2}
     lengths = tok([it["prompt"] if it["kind"] in KINDS else it["prompt"] + it["completion"] for it in items])["input_ids"]
     order = sorted(range(len(items)), key=lambda i: (stage[items[i]["kind"]], len(lengths[i])))

@@ -1,0 +1,132 @@
+"""Benchmark: LUME evaluation through Ray Data (batched, actor pool) vs the challenge's one-prompt-at-a-time loop.
+
+Input:  a LUME-format directory (default: ``lume-ray data synth`` output, ~400 rows with member /
+        non-member documents and a utility set) and a tiny target (default: ``lume-ray target build``
+        on that data, cached), sizes in rows.
+Output: a table on stdout: rows, items, seconds of :func:`lume_ray.evaluate.evaluate` (Ray Data) and of
+        :func:`lume_ray.evaluate.evaluate_reference`, the speed ratio, and how many generations differ
+        (float near-ties under batching); it asserts identical row scores and metrics at every size.
+
+    python benchmarks/bench_eval.py                      # synth 40 docs/task, preset tiny, 100/200/400 rows
+    python benchmarks/bench_eval.py --workers 1          # 1 actor vs the 1-thread reference
+
+``--workers N`` model actors of one thread each (Ray sets that); the reference runs with
+``--ref-threads`` torch threads (default 1: on a shared 2-core box two OpenMP threads were measured
+up to 17x slower than one for these tiny models, which would inflate the ratio). Ray is started once,
+before timing (a sweep shares one cluster); its start-up is printed apart. Each evaluate() call
+includes starting its actor pool and loading the model in each actor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def _same(ray_res: dict[str, Any], ref_res: dict[str, Any], ray_rows: Any, ref_rows: Any) -> int:
+    """Identical row scores and metrics (NLL-derived ones up to float noise from padding); returns how
+    many generations differ at all (a batched float near-tie can flip one token late in a long babble)."""
+    assert ray_rows["score"].tolist() == ref_rows["score"].tolist(), "row scores differ"
+    for key, value in ref_res.items():
+        if key in ("settings", "seconds", "notes", "counts"):
+            continue
+        got = ray_res[key]
+        if isinstance(value, float) and isinstance(got, float):
+            assert math.isclose(got, value, rel_tol=1e-4, abs_tol=1e-5), (key, got, value)
+        else:
+            assert got == value, (key, got, value)
+    return int((ray_rows["generation"] != ref_rows["generation"]).sum())
+
+
+def random_copy(model: Path, out: Path) -> Path:
+    """The target's architecture and tokenizer with fresh random weights: it never emits eos, so every
+    row generates all max_new_tokens, like an unlearned model that babbles (the expensive case)."""
+    if (out / "config.json").is_file():
+        return out
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model)).save_pretrained(out)
+    AutoTokenizer.from_pretrained(model).save_pretrained(out)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--work", default="runs/bench_eval", help="where synthetic data and the target are cached")
+    p.add_argument("--data", default=None, help="LUME directory (default: synthesize into WORK/data)")
+    p.add_argument("--docs-per-task", type=int, default=40)
+    p.add_argument("--target", default=None, help="model directory (default: build into WORK/target)")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--rows", type=int, nargs="+", default=[100, 200, 400], help="total rows (half per split)")
+    p.add_argument("--workers", type=int, default=2, help="model actors (default: this machine's 2 cores)")
+    p.add_argument("--ref-threads", type=int, default=1, help="torch threads of the reference loop")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--models", nargs="+", default=["target", "random"], choices=("target", "random"),
+                   help="target: the memorized model (stops at eos); random: same shape, random weights")
+    args = p.parse_args()
+
+    import pandas as pd
+    import torch
+
+    work = Path(args.work)
+    data = Path(args.data) if args.data else work / "data"
+    if args.data is None and not (data / "forget.jsonl").is_file():
+        from lume_ray.synth import write_dataset
+
+        write_dataset(data, docs_per_task=args.docs_per_task, seed=0)
+    model = Path(args.target) if args.target else work / "target"
+    if args.target is None:
+        from lume_ray.target import build_target
+
+        build_target(model, data, preset=args.preset, progress=True)  # a cache hit after the first run
+
+    import ray
+
+    t0 = time.perf_counter()
+    # workers + 1 logical CPUs: one per actor and one left for Ray Data's own tasks (see RAY_NOTES 4).
+    ray.init(num_cpus=args.workers + 1, include_dashboard=False, log_to_driver=False)
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    ray_start = time.perf_counter() - t0
+
+    from lume_ray.evaluate import EvalSettings, evaluate, evaluate_reference
+
+    print(f"target {model}  data {data}  workers {args.workers}  reference threads {args.ref_threads}  batch {args.batch_size}  "
+          f"max_new_tokens {args.max_new_tokens}  (ray.init {ray_start:.1f} s, not in the table)")
+    print(f"{'model':<7} {'rows':>5} {'items':>6} {'ray_s':>8} {'reference_s':>12} {'ratio':>6}  "
+          "gen_diff  task_aggregate  mia_auc  utility")
+    torch.set_num_threads(args.ref_threads)
+    models = {"target": model, "random": random_copy(model, work / "random")}
+    for name, n in ((m, n) for m in args.models for n in args.rows):
+        model = models[name]
+        settings = EvalSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                                workers=args.workers, limit=max(1, n // 2), progress=False)
+        out = work / f"out_{name}_{n}"
+        t = time.perf_counter()
+        res = evaluate(model, data, settings=settings, out_dir=out / "ray")
+        ray_s = time.perf_counter() - t
+        t = time.perf_counter()
+        ref = evaluate_reference(model, data, settings=settings, out_dir=out / "reference")
+        ref_s = time.perf_counter() - t
+        diff = _same(res, ref, pd.read_parquet(out / "ray" / "rows.parquet"), pd.read_parquet(out / "reference" / "rows.parquet"))
+        items = sum(res["counts"]["rows"].values()) + res["counts"]["members"] + res["counts"]["nonmembers"] \
+            + 4 * res["counts"]["utility_questions"]
+        rows = sum(res["counts"]["rows"].values())
+        print(f"{name:<7} {rows:>5} {items:>6} {ray_s:>8.1f} {ref_s:>12.1f} {ref_s / ray_s:>6.2f} {diff:>9}  "
+              f"{res['task_aggregate']:.4f}          {res['mia_auc']:.4f}   {res['utility']:.4f}", flush=True)
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
