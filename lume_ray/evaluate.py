@@ -33,7 +33,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -52,6 +51,7 @@ from lume_ray.data import (
     load_lume,
     load_utility,
 )
+from lume_ray.files import atomic_file, write_json
 from lume_ray.model import (
     IGNORE,
     ModelError,
@@ -442,24 +442,14 @@ def _finish(
     return out
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write(out_dir: Path, rows: list[dict[str, Any]], result: dict[str, Any]) -> None:
     import pandas as pd
 
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
-    _atomic_write(out_dir / "rows.parquet", lambda p: frame.to_parquet(p, index=False))
-    _atomic_write(out_dir / "metrics.json", lambda p: Path(p).write_text(json.dumps(result, indent=2) + "\n"))
+    with atomic_file(out_dir / "rows.parquet") as tmp:
+        frame.to_parquet(tmp, index=False)
+    write_json(out_dir / "metrics.json", result)
 
 
 def evaluate(

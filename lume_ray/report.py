@@ -36,11 +36,8 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from lume_ray.data import KINDS, SPLITS, TASKS
+from lume_ray.files import atomic_dir
 from lume_ray.metrics import direction, task_score_name
 
 DEFAULT_OBJECTIVES = ("forget_efficacy", "retain_score", "utility")
@@ -1048,10 +1046,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, objecti
     figs += [f for f in (fig_steps(run, a), fig_hypervolume(a, history), fig_importance(a, imp)) if f is not None]
     setup = _setup_rows(run, a, redact)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        os.chmod(tmp, 0o755)
+    with atomic_dir(out) as tmp:
         (tmp / "figures").mkdir()
         table.to_parquet(tmp / "results.parquet", index=False)
         table.to_csv(tmp / "pareto.csv", index=False)
@@ -1061,16 +1056,6 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, objecti
             f.mpl.savefig(tmp / "figures" / f"{f.name}.png")
         write_html(tmp / "report.html", run, a, lb, figs, imp, samples, samples_note, fails, setup)
         write_md(tmp / "report.md", run, a, lb, figs, imp, samples, samples_note, fails, setup)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     _log(f"wrote {out} in {time.time() - t0:.1f} s")
     return out
 

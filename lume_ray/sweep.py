@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lume_ray.experiment import Experiment, ParamSpec, load_experiment, to_dict
+from lume_ray.files import atomic_file, write_json
 
 STEP_DIR = "step_{:06d}"
 
@@ -172,12 +173,6 @@ def _metric_names() -> set[str]:
     return set(METRICS)
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    tmp.replace(path)
-
-
 def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     """Tune function trainable: unlearn with ``config``, evaluate every point, report each to Tune."""
     from ray import tune
@@ -194,7 +189,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     steps = int(config["steps"])
     info: dict[str, Any] = {"trial_id": trial_id, "algorithm": ctx.algorithm, "hp": dict(config),
                             "status": "running", "error": "", "started_at": t0}
-    _write_json(trial_dir / "trial.json", info)
+    write_json(trial_dir / "trial.json", info)
     cfg = UnlearnConfig(
         model=resolve(exp, exp.target.model), data=resolve(exp, exp.data.path), algorithm=ctx.algorithm,
         params=params, lr=float(config["lr"]), steps=steps, eval_every=max(1, steps // exp.sweep.eval_points),
@@ -210,7 +205,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     except Exception as e:  # recorded, then re-raised: Tune retries the trial, which resumes its checkpoint
         info.update(status="failed", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500],
                     finished_at=time.time(), wall_s=time.time() - t0)
-        _write_json(trial_dir / "trial.json", info)
+        write_json(trial_dir / "trial.json", info)
         raise
     provenance = {"trained_steps": result.steps_done, "status": result.status, "error": result.reason or ""}
     settings = eval_settings(exp)
@@ -227,7 +222,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         tune.report({**_numeric(metrics), "step": point.step, **provenance, "wall_s": time.time() - t0,
                      "train_forget_loss": point.forget_loss, "train_retain_loss": point.retain_loss})
     info.update(provenance, finished_at=time.time(), wall_s=time.time() - t0)
-    _write_json(trial_dir / "trial.json", info)
+    write_json(trial_dir / "trial.json", info)
     if result.status != "completed":  # the last word Optuna hears: this setting fails (NaN objectives)
         nan = {name: float("nan") for name in exp.sweep.objectives}
         tune.report({**nan, "step": result.steps_done, **provenance, "wall_s": time.time() - t0})
@@ -394,12 +389,6 @@ def collect_results(run_dir: Path, exp: Experiment, search: str) -> Any:
     return frame
 
 
-def write_parquet(frame: Any, path: Path) -> None:
-    tmp = path.with_suffix(".tmp.parquet")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
-
-
 def prepare_inputs(exp: Experiment) -> None:
     """Make the embedded default's data and target when the experiment says how and they are missing."""
     data_path = Path(resolve(exp, exp.data.path))
@@ -449,7 +438,7 @@ def run_sweep(exp: Experiment, *, resume: bool = False, address: str | None = No
         "workers": exp.train.workers, "zero": exp.train.zero, "num_samples": exp.sweep.num_samples,
     }
     if not marker.exists():
-        _write_json(marker, study)
+        write_json(marker, study)
     started = init_ray(address)
     try:
         base_dir = run_dir / "base"
@@ -464,7 +453,8 @@ def run_sweep(exp: Experiment, *, resume: bool = False, address: str | None = No
         for algorithm in exp.selected_algorithms():
             run_algorithm(exp, algorithm, run_dir, base_utility, search, resume)
         frame = collect_results(run_dir, exp, search)
-        write_parquet(frame, run_dir / "results.parquet")
+        with atomic_file(run_dir / "results.parquet") as tmp:
+            frame.to_parquet(tmp, index=False)
         n_ok = int((frame["status"] == "ok").sum()) if not frame.empty else 0
         print(f"[sweep] {len(frame)} result rows ({n_ok} evaluated points) in {run_dir / 'results.parquet'} "
               f"after {time.time() - t0:.0f} s", flush=True)

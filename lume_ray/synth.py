@@ -22,8 +22,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +37,7 @@ from lume_ray.data import (
     load_lume,
     load_utility,
 )
+from lume_ray.files import atomic_dir
 
 GENERATOR_VERSION = 1  # bump when the generated text changes, so cached targets are not reused
 
@@ -454,9 +453,7 @@ def write_dataset(out_dir: str | os.PathLike[str], docs_per_task: int, seed: int
     ds = generate(docs_per_task, seed)
     if out.exists():
         _check_replaceable(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         _dump_jsonl(tmp / "forget.jsonl", ds.forget)
         _dump_jsonl(tmp / "retain.jsonl", ds.retain)
         _dump_jsonl(tmp / "member.jsonl", [{"id": d.id, "document": d.document} for d in ds.member])
@@ -467,10 +464,6 @@ def write_dataset(out_dir: str | os.PathLike[str], docs_per_task: int, seed: int
                     "docs_per_task": docs_per_task, "counts": ds.counts()}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         validate(tmp, ds)
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -487,17 +480,6 @@ def _check_replaceable(out: Path) -> None:
     if not ours and any(out.iterdir()):
         raise FileExistsError(f"{out}: exists, is not empty and was not written by `lume-ray data synth`; "
                               "choose another OUT_DIR")
-
-
-def _replace_dir(new: Path, out: Path) -> None:
-    """Move ``new`` to ``out``; an old ``out`` is moved aside first and removed only after the swap."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / out.name)
-    os.replace(new, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def validate(directory: Path, ds: SynthDataset | None = None) -> LumeData:

@@ -16,9 +16,7 @@ import json
 import math
 import os
 import random
-import shutil
 import statistics
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -35,6 +33,7 @@ from lume_ray.data import (
     load_lume,
     load_utility,
 )
+from lume_ray.files import atomic_dir
 
 EOS = "<|endoftext|>"
 PAD = "<|padding|>"
@@ -397,17 +396,6 @@ def _read_manifest(out: Path) -> dict[str, Any] | None:
     return manifest if isinstance(manifest, dict) and manifest.get("kind") == MANIFEST_KIND else None
 
 
-def _replace_dir(new: Path, out: Path) -> None:
-    """Move ``new`` to ``out``; an old ``out`` is moved aside first and deleted only after the swap."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / out.name)
-    os.replace(new, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def build_target(
     out_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str], *, preset: str = "tiny", seed: int = 0,
     epochs: int | None = None, force: bool = False, progress: bool = True, threads: int = 1,
@@ -494,17 +482,11 @@ def build_target(
         "versions": {"torch": torch.__version__, "transformers": _transformers_version()},
     }
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         manifest["build_seconds"] = round(time.perf_counter() - started, 1)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 
