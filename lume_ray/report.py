@@ -23,7 +23,8 @@ Conventions (also stated in the report itself):
   a point with a NaN objective is never on a front.
 - Hypervolume: optuna's exact WFG / 2-D / 3-D implementation (``optuna._hypervolume.compute_hypervolume``,
   the one behind ``optuna.visualization.plot_hypervolume_history``) after turning every objective into a
-  minimization. Reference point of the report: per objective, the worst value among the base model and every
+  minimization. Reference point of the report: per objective, the natural worst value (0 when maximized,
+  1 when minimized) for scores that lie in [0, 1], else the worst value among the base model and every
   evaluated point (feasible or not), so all hypervolumes of one report (per algorithm, overall, over compute)
   share one reference and are comparable.
 - "Which hyperparameters mattered": Spearman rank correlation, per algorithm, of each numeric hyperparameter
@@ -372,15 +373,19 @@ def analyze(run: Run, objectives: Sequence[str] | None = None,
         df.loc[sel, "on_front_algorithm"] = pareto_mask(values[sel], dirs)
     df["on_front_algorithm"] = df["on_front_algorithm"].astype(bool)
 
-    # Reference point: the worst of the base model and every evaluated point, per objective.
+    # Reference point: per objective, the worst of the base model and every evaluated point.
     signs = np.array([-1.0 if d == "max" else 1.0 for d in dirs])
     base_vals = np.array([float(run.base_metrics.get(o, np.nan)) if isinstance(run.base_metrics.get(o), (int, float))
                           else np.nan for o in objs])
     pool = np.vstack([values, base_vals[None, :]]) * signs
     with np.errstate(all="ignore"):
         worst = np.nanmax(np.where(np.isfinite(pool), pool, np.nan), axis=0) if len(pool) else np.zeros(len(objs))
-    worst = np.where(np.isfinite(worst), worst, 0.0)
-    reference = list(worst * signs)
+    worst = np.where(np.isfinite(worst), worst, 0.0) * signs
+    # Scores in [0, 1] get their natural worst value (0 to maximize, 1 to minimize) instead: with the
+    # observed worst, an objective that no trial moved (e.g. utility) would make every volume zero.
+    bounded = np.all((pool * signs >= 0) & (pool * signs <= 1) | ~np.isfinite(pool), axis=0)
+    nadir = np.where(signs < 0, 0.0, 1.0)
+    reference = [float(n) if b else float(w) for n, w, b in zip(nadir, worst, bounded, strict=True)]
     hv = {"overall": hypervolume(values[feasible], dirs, reference)}
     for alg in algorithms:
         sel = (df["algorithm"] == alg).to_numpy() & feasible
@@ -875,7 +880,7 @@ def _setup_rows(run: Run, a: Analysis, redact_on: bool) -> list[tuple[str, str]]
         ("objectives", ", ".join(f"{o} ({d})" for o, d in zip(a.objectives, a.directions, strict=True))),
         ("feasibility floor", floors),
         ("hypervolume reference", ", ".join(f"{o}={v:.4g}" for o, v in zip(a.objectives, a.reference, strict=True))
-         + " (worst of the base model and every point)"),
+         + " (0 / 1 for scores in [0, 1]; else the worst of the base model and every point)"),
         ("ranking metric", f"{a.rank_metric} (leaderboard and 'best')"),
         ("seed", str(s.get("seed", "—"))),
         ("workers / ZeRO stage", f"{s.get('workers', '—')} / {s.get('zero', '—')}"),
