@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+export DS_ACCELERATOR="${DS_ACCELERATOR:-cpu}"  # quiet DeepSpeed's accelerator probe on CPU machines
 if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv"
   "$PY" -m venv .venv
