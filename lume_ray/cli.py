@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.set_defaults(func=_handler("data", "cli_inspect"))
     synth = dsub.add_parser("synth", help="write a synthetic LUME-format dataset (all three tasks)")
     synth.add_argument("out_dir")
-    synth.add_argument("--docs-per-task", type=int, default=40, help="documents per task (split 1:1 forget/retain)")
+    synth.add_argument("--docs-per-task", type=int, default=32, help="documents per task (split 1:1 forget/retain)")
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(func=_handler("synth", "cli_main"))
 
