@@ -174,3 +174,33 @@ def test_trial_whose_worker_dies_is_retried_from_its_checkpoint(
     assert list(frame["status"]) == ["ok", "ok", "ok"] and list(frame["step"]) == [20, 40, 60]
     result = json.loads(next(run_dir.glob("trials/*/train/result.json")).read_text())
     assert result["status"] == "completed" and result["resumed_from"] in (20, 40)
+
+
+def test_report_from_a_real_sweep(finished_sweep: Path, tmp_path: Path, tiny_lume: Path) -> None:
+    """The report of a real sweep: its files, the front recomputed by hand, and no raw PII anywhere."""
+    import numpy as np
+
+    from lume_ray.data import load_lume
+    from lume_ray.report import build_report, pareto_mask
+
+    out = build_report(finished_sweep, tmp_path / "report")
+    for name in ("report.html", "report.md", "pareto.csv", "results.parquet"):
+        assert (out / name).is_file(), name
+    assert list((out / "figures").glob("*.png"))
+    table = pd.read_parquet(out / "results.parquet")
+    values = table[["forget_efficacy", "retain_score"]].to_numpy(dtype=float)
+    expected = pareto_mask(values[table["feasible"].to_numpy()], ["max", "max"])
+    assert table.loc[table["feasible"], "on_front_overall"].tolist() == expected.tolist()
+    assert expected.any()
+    # Every SSN, phone number and e-mail address in the data is redacted in every file of the report.
+    import re
+
+    text = " ".join(r.input + " " + r.output for r in load_lume(tiny_lume).rows)
+    pii = set(re.findall(r"\b\d{3}-\d{2}-\d{4}\b|\b\d{3}-\d{3}-\d{4}\b|[\w.]+@[\w.]+\.\w+", text))
+    pii |= {p.replace("-", "") for p in pii if "@" not in p}
+    assert len(pii) >= 6
+    for name in ("report.html", "report.md", "pareto.csv"):
+        content = (out / name).read_text()
+        leaked = sorted(p for p in pii if p in content)
+        assert not leaked, f"{name} shows {leaked}"
+    assert np.isfinite(values).all()
