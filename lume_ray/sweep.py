@@ -345,10 +345,13 @@ def run_algorithm(exp: Experiment, algorithm: str, run_dir: Path, base_utility: 
         )
     grid = tuner.fit()
     # After Ctrl-C, Tune's fit() returns normally with unfinished trials: stop the whole sweep here.
-    if grid.num_terminated + grid.num_errors < planned:
+    # Our own trial records say what finished (a trial writes "running" when it starts, its end state last).
+    states = [json.loads(p.read_text()) for p in (run_dir / "trials").glob("*/trial.json")]
+    finished = sum(s["status"] != "running" for s in states if s["algorithm"] == algorithm)
+    if finished < planned:
         raise SweepInterrupted(
-            f"sweep interrupted during {algorithm} ({grid.num_terminated + grid.num_errors}/{planned} trials "
-            f"finished); continue with: lume-ray sweep ... --resume"
+            f"sweep interrupted during {algorithm} ({finished}/{planned} trials finished); "
+            f"continue with: lume-ray sweep ... --resume"
         )
     return grid
 

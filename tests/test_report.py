@@ -199,8 +199,8 @@ def test_hypervolume_history_ends_at_the_total(built):
         assert g["hypervolume"].iloc[-1] == pytest.approx(a.hv[scope])
     # Overall compute: 5 full trials of 30 steps + failed npo-1 (10) + diverged npo-3 (14).
     assert hist[hist["scope"] == "overall"]["compute"].max() == 5 * 30 + 10 + 14
-    # The reference is the worst of base and all points: forget_efficacy 0.02 (base), retain 0.10, utility 0.20.
-    assert a.reference == pytest.approx([0.02, 0.10, 0.20])
+    # Scores in [0, 1] to maximize: the reference is their natural worst value, 0.
+    assert a.reference == pytest.approx([0.0, 0.0, 0.0])
     assert a.hv["overall"] > a.hv["ga"] > 0
 
 
