@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from lume_ray import metrics
 from lume_ray.data import (
     Choice,
     Document,
@@ -370,18 +371,8 @@ def utility_accuracy(model: Any, tokenizer: Any, items: Sequence[Choice]) -> flo
         for item in items:
             enc = [encode_pair(tokenizer, item.question, c) for c in item.choices]
             total, _ = sequence_nll(model, collate(enc, tokenizer.pad_token_id))  # (4,) summed NLL of each option
-            hits += int(int(total.argmin()) == item.answer)
+            hits += int(metrics.pick_option((-total).tolist()) == item.answer)
     return hits / max(len(items), 1)
-
-
-def _auc(member: Sequence[float], nonmember: Sequence[float]) -> float | None:
-    """ROC-AUC of the loss attack (members labelled 1, score = -NLL), as LUME computes it."""
-    if not member or not nonmember:
-        return None
-    from sklearn.metrics import auc, roc_curve
-
-    fpr, tpr, _ = roc_curve([1] * len(member) + [0] * len(nonmember), [-x for x in [*member, *nonmember]])
-    return float(auc(fpr, tpr))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -475,7 +466,10 @@ def build_target(
         "memorization": {**memorization, "max_new_tokens": max_new},
         "mia": {"member_nll": statistics.fmean(member_nll),
                 "nonmember_nll": statistics.fmean(nonmember_nll) if nonmember_nll else None,
-                "members": len(member_nll), "nonmembers": len(nonmember_nll), "auc": _auc(member_nll, nonmember_nll)},
+                "members": len(member_nll), "nonmembers": len(nonmember_nll),
+                # the loss attack as LUME scores it: members labelled 1, score = -NLL
+                "auc": (metrics.roc_auc([-x for x in member_nll], [-x for x in nonmember_nll])
+                        if member_nll and nonmember_nll else None)},
         "utility_accuracy": util,
         "seconds": {"train": round(train_seconds, 1), "measure": round(measure_seconds, 1),
                     "generate": round(generate_seconds, 1), "train_cpu": round(train_cpu, 1)},
