@@ -21,6 +21,8 @@ log-likelihood of ``" " + option`` after the question (how the embedded target l
 length -> ``map_batches(_Scorer, ActorPoolStrategy)``: each actor loads the model once, generates a
 batch greedily with left padding (:func:`lume_ray.model.generate_greedy`), scores it, and takes the
 losses in a second batched pass -> aggregation (:func:`lume_ray.metrics.run_metrics`).
+:func:`evaluate_many` does the same for several models (a trial's evaluation points) in one pipeline,
+so the actor pool's start-up (~5-10 s on 2 cores: a process, torch, transformers, the weights) is paid once.
 :func:`evaluate_reference` is the plain loop the challenge ran (one prompt at a time, in process); the
 tests and ``benchmarks/bench_eval.py`` check that both give the same numbers. Batched float math is
 not bit-identical to unbatched: an exact near-tie of two logits can flip one greedy token (measured:
@@ -29,12 +31,13 @@ not bit-identical to unbatched: an exact near-tie of two logits can flip one gre
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,12 +270,14 @@ def _losses(model: Any, tokenizer: Any, items: Sequence[dict[str, Any]], *, batc
             batch = collate([enc[i] for i in chunk], tokenizer.pad_token_id, mask_prompt=not is_doc)
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.no_grad():
-                sums, counts = sequence_nll(model, batch)
                 if is_doc:
-                    # Min-K% needs every token's log-prob: one more forward, documents only.
+                    # Min-K% needs every token's log-prob; the NLL comes from the same forward.
                     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                     token_lp, token_pp = metrics.token_log_probs(logits, batch["labels"])
                     mask = batch["labels"][:, 1:] != IGNORE
+                    sums, counts = -(token_lp * mask).sum(-1), mask.sum(-1)
+                else:
+                    sums, counts = sequence_nll(model, batch)
             for b, i in enumerate(chunk):
                 n = int(counts[b])
                 rec = {"nll_sum": float(sums[b]), "nll_count": float(n), "nll": float(sums[b]) / n if n else math.nan}
@@ -300,23 +305,42 @@ def _score(items: Sequence[dict[str, Any]], generations: dict[int, str], losses:
 
 
 class _Scorer:
-    """A Ray Data actor: loads the model once, then turns batches of items into result records."""
+    """A Ray Data actor: turns batches of items into result records. Each item names its model; the actor
+    keeps one model loaded and loads the next when a batch moves on to it (items arrive grouped by model,
+    so each actor loads each model about once)."""
 
-    def __init__(self, model: str, dtype: str, trust_remote_code: bool, use_gpu: bool,
-                 max_new_tokens: int, batch_size: int, mia_k: float) -> None:
-        self.model, self.tokenizer = load_model(model, dtype=dtype, trust_remote_code=trust_remote_code,
-                                                device="cuda" if use_gpu else "cpu")
+    def __init__(self, dtype: str, trust_remote_code: bool, use_gpu: bool, max_new_tokens: int, batch_size: int,
+                 mia_k: float) -> None:
+        self.dtype, self.trust_remote_code, self.device = dtype, trust_remote_code, "cuda" if use_gpu else "cpu"
         self.max_new_tokens, self.batch_size, self.mia_k = max_new_tokens, batch_size, mia_k
+        self.loaded: tuple[str, Any, Any] | None = None  # (path, model, tokenizer)
+
+    def _model(self, path: str) -> tuple[Any, Any]:
+        if self.loaded is None or self.loaded[0] != path:
+            self.loaded = None  # free the previous model first: two 7B models need not fit at once
+            if self.device == "cuda":
+                import torch
+
+                torch.cuda.empty_cache()
+            model, tok = load_model(path, dtype=self.dtype, trust_remote_code=self.trust_remote_code,
+                                    device=self.device)
+            self.loaded = (path, model, tok)
+        return self.loaded[1], self.loaded[2]
 
     def __call__(self, batch: Any) -> Any:  # pandas.DataFrame -> pandas.DataFrame
         import pandas as pd
 
-        items = batch.to_dict(orient="records")
-        gen_idx = [i for i, it in enumerate(items) if it["kind"] in KINDS]
-        texts = generate_greedy(self.model, self.tokenizer, [items[i]["prompt"] for i in gen_idx],
-                                max_new_tokens=self.max_new_tokens, batch_size=self.batch_size)
-        losses = _losses(self.model, self.tokenizer, items, batch_size=self.batch_size, mia_k=self.mia_k)
-        return pd.DataFrame(_score(items, dict(zip(gen_idx, texts, strict=True)), losses))
+        records: list[dict[str, Any]] = []
+        for _, group in itertools.groupby(batch.to_dict(orient="records"), key=lambda it: it["job"]):
+            items = list(group)
+            model, tok = self._model(items[0]["model"])
+            gen_idx = [i for i, it in enumerate(items) if it["kind"] in KINDS]
+            texts = generate_greedy(model, tok, [items[i]["prompt"] for i in gen_idx],
+                                    max_new_tokens=self.max_new_tokens, batch_size=self.batch_size)
+            losses = _losses(model, tok, items, batch_size=self.batch_size, mia_k=self.mia_k)
+            for it, rec in zip(items, _score(items, dict(zip(gen_idx, texts, strict=True)), losses), strict=True):
+                records.append({**rec, "job": it["job"]})
+        return pd.DataFrame(records)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,35 +370,45 @@ def _actor_resources(settings: EvalSettings) -> tuple[float, float]:
     return cpus, 1.0 if use_gpu else 0.0
 
 
-def _run_ray(plan: _Plan, settings: EvalSettings) -> list[dict[str, Any]]:
+def _run_ray(plans: Sequence[_Plan], settings: EvalSettings) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    """Stream every plan's items through one actor pool; yields (plan index, its results) as soon as the
+    last item of that plan is back, so the first model's metrics are written while later ones run."""
     import ray
     import ray.data
 
     cpus, gpus = _actor_resources(settings)
-    _log(settings, f"{len(plan.items)} items -> {settings.workers} model actor(s) x {cpus:g} CPU"
+    items = [{**it, "job": j, "model": plan.model} for j, plan in enumerate(plans) for it in plan.items]
+    models = f"{len(plans)} models, " if len(plans) > 1 else ""
+    _log(settings, f"{models}{len(items)} items -> {settings.workers} model actor(s) x {cpus:g} CPU"
                    f"{' + 1 GPU' if gpus else ''}, batches of {settings.batch_size}")
-    # One block per batch keeps the length-sorted order inside each batch.
-    blocks = max(1, math.ceil(len(plan.items) / settings.batch_size))
-    ds = ray.data.from_items(plan.items, override_num_blocks=blocks).map_batches(
+    # One block per batch keeps the (model, stage, length) order inside each batch.
+    blocks = max(1, math.ceil(len(items) / settings.batch_size))
+    ds = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
         _Scorer,
         fn_constructor_kwargs={
-            "model": plan.model, "dtype": settings.dtype, "trust_remote_code": settings.trust_remote_code,
-            "use_gpu": bool(gpus), "max_new_tokens": settings.max_new_tokens, "batch_size": settings.batch_size,
-            "mia_k": settings.mia_k,
+            "dtype": settings.dtype, "trust_remote_code": settings.trust_remote_code, "use_gpu": bool(gpus),
+            "max_new_tokens": settings.max_new_tokens, "batch_size": settings.batch_size, "mia_k": settings.mia_k,
         },
         batch_size=settings.batch_size, batch_format="pandas",
         compute=ray.data.ActorPoolStrategy(size=settings.workers), num_cpus=cpus, num_gpus=gpus,
     )
     from tqdm import tqdm
 
-    results: list[dict[str, Any]] = []
+    pending = {j: len(plan.items) for j, plan in enumerate(plans)}
+    results: dict[int, list[dict[str, Any]]] = {j: [] for j in pending}
     # Consumed once, streaming: each finished batch arrives as soon as an actor returns it.
-    with tqdm(total=len(plan.items), desc="eval", unit="item", disable=not settings.progress, file=sys.stderr) as bar:
+    with tqdm(total=len(items), desc="eval", unit="item", disable=not settings.progress, file=sys.stderr) as bar:
         frame: Any
         for frame in ds.iter_batches(batch_size=None, batch_format="pandas"):
-            results.extend(frame.to_dict(orient="records"))
+            for rec in frame.to_dict(orient="records"):
+                j = int(rec.pop("job"))
+                results[j].append(rec)
+                pending[j] -= 1
+                if pending[j] == 0:
+                    yield j, results.pop(j)
             bar.update(len(frame))
-    return results
+    if results:
+        raise RuntimeError(f"evaluation lost items of {len(results)} model(s): {sorted(pending.items())}")
 
 
 def _run_reference(plan: _Plan, settings: EvalSettings) -> list[dict[str, Any]]:
@@ -470,8 +504,33 @@ def evaluate(
     utility = DATA/utility.jsonl, else none; ``utility="mmlu"`` loads cais/mmlu. An empty sequence
     turns a part off. Uses the connected Ray cluster, or starts (and stops) a local one.
     """
+    return evaluate_many([model], data, settings=settings, members=members, nonmembers=nonmembers,
+                         utility=utility, reference_utility=reference_utility,
+                         out_dirs=None if out_dir is None else [out_dir])[0]
+
+
+def evaluate_many(
+    models: Sequence[str | os.PathLike[str]],
+    data: LumeData | str | os.PathLike[str],
+    *,
+    settings: EvalSettings = EvalSettings(),
+    members: DocsArg = None,
+    nonmembers: DocsArg = None,
+    utility: UtilityArg = None,
+    reference_utility: float | None = None,
+    out_dirs: Sequence[str | os.PathLike[str]] | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`evaluate` for several models (a run's evaluation points) in one Ray Data pipeline: the
+    actor pool starts once, and each model's outputs are written as soon as its last item is back.
+    Returns the metrics dicts in the order of ``models``; each dict's ``seconds`` is the time from the
+    start of this call until that model was done."""
     start = time.perf_counter()
-    plan, notes = _plan(model, data, settings, members, nonmembers, utility)
+    if not models:
+        raise EvalError("evaluate_many: no models given")
+    if out_dirs is not None and len(out_dirs) != len(models):
+        raise EvalError(f"evaluate_many: {len(models)} models but {len(out_dirs)} out_dirs")
+    lume = data if isinstance(data, LumeData) else load_lume(Path(data))
+    planned = [_plan(m, lume, settings, members, nonmembers, utility) for m in models]
     import ray
 
     started = not ray.is_initialized()
@@ -479,12 +538,16 @@ def evaluate(
         _log(settings, "starting a local Ray cluster (127.0.0.1, no dashboard)")
         ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
                  configure_logging=False)
+    out: dict[int, dict[str, Any]] = {}
     try:
-        results = _run_ray(plan, settings)
+        for j, results in _run_ray([plan for plan, _ in planned], settings):
+            plan, notes = planned[j]
+            out[j] = _finish(plan, results, settings, reference_utility, None if out_dirs is None else out_dirs[j],
+                             notes, time.perf_counter() - start, "ray")
     finally:
         if started:
             ray.shutdown()
-    return _finish(plan, results, settings, reference_utility, out_dir, notes, time.perf_counter() - start, "ray")
+    return [out[j] for j in range(len(models))]
 
 
 def evaluate_reference(

@@ -178,7 +178,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     from ray import tune
 
     from lume_ray.config import UnlearnConfig
-    from lume_ray.evaluate import evaluate
+    from lume_ray.evaluate import evaluate_many
     from lume_ray.train import run_unlearning
 
     exp, t0 = ctx.exp, time.time()
@@ -208,15 +208,15 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         write_json(trial_dir / "trial.json", info)
         raise
     provenance = {"trained_steps": result.steps_done, "status": result.status, "error": result.reason or ""}
-    settings = eval_settings(exp)
-    # Points saved before a divergence hold finite weights: they are evaluated like any other.
+    # Points saved before a divergence hold finite weights: they are evaluated like any other. All points
+    # not yet evaluated (an interrupted attempt keeps the ones it wrote) go through one pipeline.
+    todo = [p for p in result.points if not (trial_dir / STEP_DIR.format(p.step) / "metrics.json").is_file()]
+    if todo:
+        evaluate_many([p.model_dir for p in todo], resolve(exp, exp.data.path), settings=eval_settings(exp),
+                      **eval_inputs(exp), reference_utility=ctx.base_utility,
+                      out_dirs=[trial_dir / STEP_DIR.format(p.step) for p in todo])
     for point in result.points:
-        point_dir = trial_dir / STEP_DIR.format(point.step)
-        if (point_dir / "metrics.json").is_file():  # evaluated before an interruption: keep it
-            metrics = json.loads((point_dir / "metrics.json").read_text())
-        else:
-            metrics = evaluate(point.model_dir, resolve(exp, exp.data.path), settings=settings,
-                               **eval_inputs(exp), reference_utility=ctx.base_utility, out_dir=point_dir)
+        metrics = json.loads((trial_dir / STEP_DIR.format(point.step) / "metrics.json").read_text())
         if not exp.sweep.keep_models and Path(point.model_dir).is_dir():
             shutil.rmtree(point.model_dir, ignore_errors=True)
         tune.report({**_numeric(metrics), "step": point.step, **provenance, "wall_s": time.time() - t0,
