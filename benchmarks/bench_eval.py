@@ -3,12 +3,18 @@
 Input:  a LUME-format directory (default: ``lume-ray data synth`` output, ~400 rows with member /
         non-member documents and a utility set) and a tiny target (default: ``lume-ray target build``
         on that data, cached), sizes in rows.
-Output: a table on stdout: rows, items, seconds of :func:`lume_ray.evaluate.evaluate` (Ray Data) and of
-        :func:`lume_ray.evaluate.evaluate_reference`, the speed ratio, and how many generations differ
-        (float near-ties under batching); it asserts identical row scores and metrics at every size.
+Output: a table on stdout: rows, items, models per call, seconds of :func:`lume_ray.evaluate.evaluate_many`
+        (Ray Data, one pipeline for all the models) and of :func:`lume_ray.evaluate.evaluate_reference` (once per
+        model), the speed ratio, and how many generations differ (float near-ties under batching); it asserts
+        identical row scores and metrics for every model at every size.
 
     python benchmarks/bench_eval.py                      # synth 40 docs/task, preset tiny, 100/200/400 rows
     python benchmarks/bench_eval.py --workers 1          # 1 actor vs the 1-thread reference
+    python benchmarks/bench_eval.py --points 1 4         # 1 model per call, and 4 (a trial's evaluation points)
+
+``--points K`` evaluates K models per call, as a sweep trial evaluates its K evaluation points: the target and
+K-1 copies with noise added to the weights (noise std 1%, 2%, ... of each tensor's std: stand-ins for
+checkpoints along an unlearning run); for the random model, K random initializations.
 
 ``--workers N`` model actors of one thread each (Ray sets that); the reference runs with
 ``--ref-threads`` torch threads (default 1: on a shared 2-core box two OpenMP threads were measured
@@ -45,7 +51,7 @@ def _same(ray_res: dict[str, Any], ref_res: dict[str, Any], ray_rows: Any, ref_r
     return int((ray_rows["generation"] != ref_rows["generation"]).sum())
 
 
-def random_copy(model: Path, out: Path) -> Path:
+def random_copy(model: Path, out: Path, seed: int = 0) -> Path:
     """The target's architecture and tokenizer with fresh random weights: it never emits eos, so every
     row generates all max_new_tokens, like an unlearned model that babbles (the expensive case)."""
     if (out / "config.json").is_file():
@@ -53,10 +59,35 @@ def random_copy(model: Path, out: Path) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model)).save_pretrained(out)
     AutoTokenizer.from_pretrained(model).save_pretrained(out)
     return out
+
+
+def perturbed_copy(model: Path, out: Path, noise: float, seed: int) -> Path:
+    """``model`` with N(0, noise * std(w)) added to each weight tensor: a distinct checkpoint of the same shape."""
+    if (out / "config.json").is_file():
+        return out
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    m = AutoModelForCausalLM.from_pretrained(model)
+    with torch.no_grad():
+        for w in m.parameters():
+            if w.numel() > 1:
+                w.add_(torch.randn_like(w) * noise * w.std())
+    m.save_pretrained(out)
+    AutoTokenizer.from_pretrained(model).save_pretrained(out)
+    return out
+
+
+def family(name: str, model: Path, work: Path, k: int) -> list[Path]:
+    """K distinct models: the target and noisy copies, or K random initializations."""
+    if name == "target":
+        return [model] + [perturbed_copy(model, work / f"target_noise{i}", 0.01 * i, i) for i in range(1, k)]
+    return [random_copy(model, work / "random")] + [random_copy(model, work / f"random{i}", seed=i) for i in range(1, k)]
 
 
 def main() -> None:
@@ -71,6 +102,7 @@ def main() -> None:
     p.add_argument("--ref-threads", type=int, default=1, help="torch threads of the reference loop")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--points", type=int, nargs="+", default=[1], help="models per call (a trial's evaluation points)")
     p.add_argument("--models", nargs="+", default=["target", "random"], choices=("target", "random"),
                    help="target: the memorized model (stops at eos); random: same shape, random weights")
     args = p.parse_args()
@@ -100,30 +132,32 @@ def main() -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
     ray_start = time.perf_counter() - t0
 
-    from lume_ray.evaluate import EvalSettings, evaluate, evaluate_reference
+    from lume_ray.evaluate import EvalSettings, evaluate_many, evaluate_reference
 
     print(f"target {model}  data {data}  workers {args.workers}  reference threads {args.ref_threads}  batch {args.batch_size}  "
           f"max_new_tokens {args.max_new_tokens}  (ray.init {ray_start:.1f} s, not in the table)")
-    print(f"{'model':<7} {'rows':>5} {'items':>6} {'ray_s':>8} {'reference_s':>12} {'ratio':>6}  "
+    print(f"{'model':<7} {'rows':>5} {'items':>6} {'K':>3} {'ray_s':>8} {'reference_s':>12} {'ratio':>6}  "
           "gen_diff  task_aggregate  mia_auc  utility")
     torch.set_num_threads(args.ref_threads)
-    models = {"target": model, "random": random_copy(model, work / "random")}
-    for name, n in ((m, n) for m in args.models for n in args.rows):
-        model = models[name]
+    for name, n, k in ((m, n, k) for m in args.models for n in args.rows for k in args.points):
+        models = family(name, model, work, k)
         settings = EvalSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                                 workers=args.workers, limit=max(1, n // 2), progress=False)
-        out = work / f"out_{name}_{n}"
+        out = work / f"out_{name}_{n}_{k}"
         t = time.perf_counter()
-        res = evaluate(model, data, settings=settings, out_dir=out / "ray")
+        results = evaluate_many(models, data, settings=settings, out_dirs=[out / f"ray{i}" for i in range(k)])
         ray_s = time.perf_counter() - t
         t = time.perf_counter()
-        ref = evaluate_reference(model, data, settings=settings, out_dir=out / "reference")
+        refs = [evaluate_reference(m, data, settings=settings, out_dir=out / f"reference{i}") for i, m in enumerate(models)]
         ref_s = time.perf_counter() - t
-        diff = _same(res, ref, pd.read_parquet(out / "ray" / "rows.parquet"), pd.read_parquet(out / "reference" / "rows.parquet"))
+        diff = sum(_same(res, ref, pd.read_parquet(out / f"ray{i}" / "rows.parquet"),
+                         pd.read_parquet(out / f"reference{i}" / "rows.parquet"))
+                   for i, (res, ref) in enumerate(zip(results, refs, strict=True)))
+        res = results[0]
         items = sum(res["counts"]["rows"].values()) + res["counts"]["members"] + res["counts"]["nonmembers"] \
             + 4 * res["counts"]["utility_questions"]
         rows = sum(res["counts"]["rows"].values())
-        print(f"{name:<7} {rows:>5} {items:>6} {ray_s:>8.1f} {ref_s:>12.1f} {ref_s / ray_s:>6.2f} {diff:>9}  "
+        print(f"{name:<7} {rows:>5} {items:>6} {k:>3} {ray_s:>8.1f} {ref_s:>12.1f} {ref_s / ray_s:>6.2f} {diff:>9}  "
               f"{res['task_aggregate']:.4f}          {res['mia_auc']:.4f}   {res['utility']:.4f}", flush=True)
     ray.shutdown()
 

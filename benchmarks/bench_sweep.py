@@ -37,13 +37,26 @@ def space(lrs: list[float], steps: list[int], algorithm: str, grid: bool) -> str
     return json.dumps(out)
 
 
-def history(run_dir: Path, objectives: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def history(run_dir: Path, objectives: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per scope ("overall" and each algorithm): cumulative trained steps and hypervolume after each trial."""
     run = load_run(run_dir)
     a = analyze(run, objectives)
     a.reference = [0.0] * len(objectives)  # scores in [0, 1], all maximized: a fixed, shared reference
     h = hypervolume_history(a)
-    h = h[h["scope"] == "overall"]
-    return h["compute"].to_numpy(), h["hypervolume"].to_numpy()
+    return {scope: (g["compute"].to_numpy(), g["hypervolume"].to_numpy()) for scope, g in h.groupby("scope", sort=False)}
+
+
+def steps_to_reach(grid: tuple[np.ndarray, np.ndarray], optuna: tuple[np.ndarray, np.ndarray]) -> str:
+    """One line: the steps Optuna spent until its hypervolume reached the grid's final one."""
+    (g_compute, g_hv), (o_compute, o_hv) = grid, optuna
+    target = g_hv[-1]
+    reached = np.nonzero(o_hv >= target - 1e-12)[0]
+    if not len(reached):
+        return (f"did not reach the grid's final hypervolume {target:.4f} (best {o_hv.max():.4f}) within the "
+                f"same budget ({o_compute[-1]:.0f} steps)")
+    spent = o_compute[reached[0]]
+    return (f"reached the grid's final hypervolume {target:.4f} after {spent:.0f} steps = "
+            f"{spent / g_compute[-1]:.1%} of the grid's {g_compute[-1]:.0f} steps (target <= 25%)")
 
 
 def main() -> None:
@@ -73,22 +86,16 @@ def main() -> None:
         if not (run_dir / "results.parquet").exists():
             run_sweep(exp, resume=(run_dir / "study.json").exists())
         curves[search] = history(run_dir, objectives)
+        compute, hv = curves[search]["overall"]
         print(f"{search}: {n_grid} trials per algorithm, {time.time() - t0:.0f} s, "
-              f"total steps {curves[search][0][-1]:.0f}, final hypervolume {curves[search][1][-1]:.4f}", flush=True)
-    g_compute, g_hv = curves["grid"]
-    o_compute, o_hv = curves["optuna"]
-    target = g_hv[-1]
-    reached = np.nonzero(o_hv >= target - 1e-12)[0]
+              f"total steps {compute[-1]:.0f}, final hypervolume {hv[-1]:.4f}", flush=True)
     print(f"steps per epoch {per_epoch}; step choices {steps}; objectives {objectives}")
-    print("optuna hypervolume vs steps:", ", ".join(f"{c:.0f}:{h:.4f}" for c, h in zip(o_compute, o_hv, strict=True)))
-    print("grid hypervolume vs steps:  ", ", ".join(f"{c:.0f}:{h:.4f}" for c, h in zip(g_compute, g_hv, strict=True)))
-    if len(reached):
-        spent = o_compute[reached[0]]
-        print(f"optuna reached the grid's final hypervolume {target:.4f} after {spent:.0f} steps = "
-              f"{spent / g_compute[-1]:.1%} of the grid's {g_compute[-1]:.0f} steps (target <= 25%)")
-    else:
-        print(f"optuna did not reach the grid's final hypervolume {target:.4f} (best {o_hv.max():.4f}) "
-              f"within the same budget")
+    for scope in ["overall", *args.algorithms]:
+        for search in ("optuna", "grid"):
+            compute, hv = curves[search][scope]
+            print(f"{scope} {search} hypervolume vs steps: "
+                  + ", ".join(f"{c:.0f}:{h:.4f}" for c, h in zip(compute, hv, strict=True)))
+        print(f"{scope}: optuna {steps_to_reach(curves['grid'][scope], curves['optuna'][scope])}")
 
 
 if __name__ == "__main__":

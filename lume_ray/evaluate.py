@@ -55,6 +55,7 @@ from lume_ray.data import (
     load_utility,
 )
 from lume_ray.files import atomic_file, write_json
+from lume_ray.local_ray import ray_session
 from lume_ray.model import (
     IGNORE,
     ModelError,
@@ -531,22 +532,14 @@ def evaluate_many(
         raise EvalError(f"evaluate_many: {len(models)} models but {len(out_dirs)} out_dirs")
     lume = data if isinstance(data, LumeData) else load_lume(Path(data))
     planned = [_plan(m, lume, settings, members, nonmembers, utility) for m in models]
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        _log(settings, "starting a local Ray cluster (127.0.0.1, no dashboard)")
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-                 configure_logging=False)
     out: dict[int, dict[str, Any]] = {}
-    try:
+    with ray_session() as started:
+        if started:
+            _log(settings, "started a local Ray cluster (127.0.0.1, no dashboard)")
         for j, results in _run_ray([plan for plan, _ in planned], settings):
             plan, notes = planned[j]
             out[j] = _finish(plan, results, settings, reference_utility, None if out_dirs is None else out_dirs[j],
                              notes, time.perf_counter() - start, "ray")
-    finally:
-        if started:
-            ray.shutdown()
     return [out[j] for j in range(len(models))]
 
 

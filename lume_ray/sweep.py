@@ -82,9 +82,9 @@ def init_ray(address: str | None) -> bool:
         ray.init(address=address, log_to_driver=True)
     else:
         # Logical CPUs above the core count let Tune drivers, Train workers and eval actors coexist.
-        # Local mode: no dashboard or job server at all, and the node address is the loopback.
-        ray.init(num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False, _node_ip_address="127.0.0.1",
-                 log_to_driver=False, object_store_memory=512 * 2**20)
+        from lume_ray.local_ray import start_local
+
+        start_local(num_cpus=max(4, os.cpu_count() or 1), object_store_mb=512)
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False

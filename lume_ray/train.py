@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from lume_ray.config import ConfigError, UnlearnConfig
+from lume_ray.local_ray import ray_session
 
 DEEPSPEED_DIR = Path(__file__).resolve().parent / "deepspeed"
 POINT_DIR = "step_{:06d}"
@@ -589,37 +590,15 @@ def worker_env(cfg: UnlearnConfig) -> dict[str, str]:
     return env
 
 
-def run_unlearning(cfg: UnlearnConfig, *, storage_path: str | None = None, run_name: str | None = None,
-                   extra_callbacks: Sequence[Any] = ()) -> UnlearnResult:
-    """Run (or resume) one unlearning job as a Ray Train TorchTrainer and wait for it.
-
-    Uses the Ray already initialized (inside a Tune trial or after ``ray.init(address=...)``); otherwise
-    starts a local one on 127.0.0.1 for the job and shuts it down afterwards.
-    """
-    import ray
+def _trainer(cfg: UnlearnConfig, ds_config: dict[str, Any], name: str, storage: str,
+             extra_callbacks: Sequence[Any]) -> Any:
+    """The TorchTrainer of one job: cfg.workers workers (gloo on CPU, nccl on GPU), no Train-level retries
+    (a failed job is retried, and resumed from its checkpoint, by the sweep's Tune trial)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    t0 = time.time()
-    cfg = _absolute(cfg)
-    out = Path(cfg.out)
-    _preflight(cfg)
-    ds_config = load_ds_config(cfg)
-    _check_same_job(cfg)
-    done = _finished(cfg)
-    if done is not None:
-        return done
-    storage = str(Path(storage_path).resolve()) if storage_path else str(out / "ray")
-    name = run_name or default_run_name(out)
-
-    started_ray = False
-    if not ray.is_initialized():
-        need = math.ceil(cfg.workers * cfg.cpus_per_worker) + 1
-        ray.init(num_cpus=max(need, os.cpu_count() or 1), include_dashboard=False, _node_ip_address="127.0.0.1",
-                 object_store_memory=256 * 2**20)
-        started_ray = True
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1.0} if cfg.use_gpu else {})}
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_loop,
         train_loop_config={"cfg": cfg.to_dict(), "ds_config": ds_config},
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
@@ -632,9 +611,32 @@ def run_unlearning(cfg: UnlearnConfig, *, storage_path: str | None = None, run_n
             callbacks=list(extra_callbacks), worker_runtime_env={"env_vars": worker_env(cfg)},
         ),
     )
+
+
+def run_unlearning(cfg: UnlearnConfig, *, storage_path: str | None = None, run_name: str | None = None,
+                   extra_callbacks: Sequence[Any] = ()) -> UnlearnResult:
+    """Run (or resume) one unlearning job as a Ray Train TorchTrainer and wait for it.
+
+    Uses the Ray already initialized (inside a Tune trial or after ``ray.init(address=...)``); otherwise
+    starts a local one on 127.0.0.1 for the job and shuts it down afterwards.
+    """
+    t0 = time.time()
+    cfg = _absolute(cfg)
+    out = Path(cfg.out)
+    _preflight(cfg)
+    ds_config = load_ds_config(cfg)
+    _check_same_job(cfg)
+    done = _finished(cfg)
+    if done is not None:
+        return done
+    storage = str(Path(storage_path).resolve()) if storage_path else str(out / "ray")
+    name = run_name or default_run_name(out)
+
     status, reason, steps_done, resumed_from = "failed", "", 0, 0
+    need = math.ceil(cfg.workers * cfg.cpus_per_worker) + 1
     try:
-        result = trainer.fit()
+        with ray_session(num_cpus=max(need, os.cpu_count() or 1), object_store_mb=256, log_to_driver=True):
+            result = _trainer(cfg, ds_config, name, storage, extra_callbacks).fit()
         metrics = result.metrics or {}
         status = metrics.get("status", "failed")
         reason = metrics.get("reason", "") or ("" if metrics else "the job reported no checkpoint")
@@ -647,9 +649,6 @@ def run_unlearning(cfg: UnlearnConfig, *, storage_path: str | None = None, run_n
         reason = f"{type(e).__name__}: {_first_line(e)}"
         log = _read_jsonl(out / LOG_NAME)
         steps_done = max((r["step"] for r in log if "forget_loss" in r), default=0)
-    finally:
-        if started_ray:
-            ray.shutdown()
     res = UnlearnResult(status=status, reason=reason, points=read_points(out, through=steps_done),
                         log_path=str(out / LOG_NAME), wall_s=time.time() - t0, steps_done=steps_done,
                         resumed_from=resumed_from, run_dir=str(Path(storage) / name))
