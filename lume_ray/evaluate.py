@@ -391,7 +391,10 @@ def _run_ray(plans: Sequence[_Plan], settings: EvalSettings) -> Iterator[tuple[i
             "max_new_tokens": settings.max_new_tokens, "batch_size": settings.batch_size, "mia_k": settings.mia_k,
         },
         batch_size=settings.batch_size, batch_format="pandas",
-        compute=ray.data.ActorPoolStrategy(size=settings.workers), num_cpus=cpus, num_gpus=gpus,
+        # One batch in flight per actor: with Ray Data's default (4), the first actor to finish loading
+        # takes the first 4 batches, i.e. all the generation work, and the others idle (measured).
+        compute=ray.data.ActorPoolStrategy(size=settings.workers, max_tasks_in_flight_per_actor=1),
+        num_cpus=cpus, num_gpus=gpus,
     )
     from tqdm import tqdm
 
