@@ -206,10 +206,13 @@ def worker_slice(indices: Sequence[int], rank: int, world: int) -> list[int]:
 # LoRA helpers.
 
 
-def merge_lora_state_dict(state: dict[str, Any], scaling: float, adapter: str = "default") -> dict[str, Any]:
+def merge_lora_state_dict(state: dict[str, Any], scaling: float, adapter: str = "default",
+                          fan_in_fan_out: frozenset[str] = frozenset()) -> dict[str, Any]:
     """A PEFT LoRA model's state dict -> the base model's, with W + scaling * (B @ A) folded in.
 
     Works on a plain (gathered) state dict, so it serves ZeRO-3 too, where the live modules are shards.
+    ``fan_in_fan_out``: the LoRA modules (state-dict stems) whose base weight is stored (in, out), like
+    GPT-2's Conv1D (see :func:`lora_fan_in_fan_out`); their delta is transposed.
     """
     out: dict[str, Any] = {}
     for key, value in state.items():
@@ -222,9 +225,15 @@ def merge_lora_state_dict(state: dict[str, Any], scaling: float, adapter: str = 
             if leaf == "weight":
                 a = state[f"{stem}.lora_A.{adapter}.weight"].float()  # (r, in)
                 b = state[f"{stem}.lora_B.{adapter}.weight"].float()  # (out, r)
-                value = (value.float() + scaling * (b @ a)).to(value.dtype)
+                delta = (b @ a).T if stem in fan_in_fan_out else b @ a
+                value = (value.float() + scaling * delta).to(value.dtype)
         out[name] = value
     return out
+
+
+def lora_fan_in_fan_out(peft_model: Any) -> frozenset[str]:
+    """Names of the LoRA modules of ``peft_model`` whose base weight is (in, out) (PEFT sets fan_in_fan_out)."""
+    return frozenset(name for name, m in peft_model.named_modules() if getattr(m, "fan_in_fan_out", False))
 
 
 def _apply_lora(model: Any, lora: dict[str, Any]) -> Any:
@@ -485,7 +494,8 @@ def _save_hf(module: Any, state: dict[str, Any], tokenizer: Any, model_dir: Path
     base = module
     if cfg.lora is not None:
         base = module.get_base_model()
-        state = merge_lora_state_dict(state, scaling=cfg.lora["alpha"] / cfg.lora["r"])
+        state = merge_lora_state_dict(state, scaling=cfg.lora["alpha"] / cfg.lora["r"],
+                                      fan_in_fan_out=lora_fan_in_fan_out(module))
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     tmp = model_dir.with_name(f".{model_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)

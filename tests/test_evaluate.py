@@ -20,7 +20,6 @@ from lume_ray.evaluate import (
     EvalError,
     EvalSettings,
     evaluate,
-    evaluate_many,
     evaluate_reference,
 )
 from lume_ray.metrics import TASK_SCORE_NAMES
@@ -166,23 +165,6 @@ def test_ray_pipeline_equals_reference_and_memorized_scores_high(
     assert got["counts"]["members"] == 3 and got["counts"]["nonmembers"] == 3
     assert got["counts"]["utility_questions"] == 3
     assert got["final_score"] == pytest.approx((got["task_aggregate"] + got["mia_score"] + got["utility"]) / 3)
-
-
-@pytest.mark.ray
-def test_evaluate_many_equals_separate_reference_runs(
-    memorized: Path, tiny_model: Path, eval_data: Path, ray_local: Any, tmp_path: Path,
-) -> None:
-    """Two models (one stops early, one babbles) share one pipeline; each gets its own, unchanged numbers."""
-    settings = EvalSettings(max_new_tokens=24, batch_size=8, workers=2, progress=False)
-    outs = [tmp_path / "memorized", tmp_path / "random"]
-    got = evaluate_many([memorized, tiny_model], eval_data, settings=settings, out_dirs=outs)
-    for res, model, out in zip(got, (memorized, tiny_model), outs, strict=True):
-        assert res["settings"]["model"] == str(model)
-        assert json.loads((out / "metrics.json").read_text()) == res
-        _compare(res, evaluate_reference(model, eval_data, settings=settings))
-    assert got[0]["retain_score"] >= 0.95 and got[1]["retain_score"] <= 0.15
-    with pytest.raises(EvalError, match="2 models but 1 out_dirs"):
-        evaluate_many([memorized, tiny_model], eval_data, settings=settings, out_dirs=outs[:1])
 
 
 def test_random_model_scores_low(tiny_model: Path, eval_data: Path) -> None:
