@@ -31,14 +31,16 @@ not bit-identical to unbatched: an exact near-tie of two logits can flip one gre
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import itertools
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Generator, Iterable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,7 @@ from lume_ray.model import (
     sequence_nll,
 )
 
+MAX_PIPELINE_ITEMS = 200_000  # items (x models) one evaluate_many pipeline holds at most
 ROW_COLUMNS = ("id", "split", "task", "kind", "input", "output", "generation", "score", "nll")
 MMLU_ID = "cais/mmlu"
 
@@ -125,16 +128,24 @@ DocsArg = str | os.PathLike[str] | Sequence[Document] | bool | None
 UtilityArg = str | os.PathLike[str] | Sequence[Choice] | bool | None
 
 
-@dataclass
-class _Plan:
-    model: str
+@dataclass(frozen=True)
+class _Inputs:
+    """Everything evaluated, resolved once (shared by all the models of an :func:`evaluate_many` call)."""
+
     source: str
     rows: tuple[Row, ...]
     members: tuple[Document, ...]
     nonmembers: tuple[Document, ...]
     utility: tuple[Choice, ...]
     utility_style: str
-    items: list[dict[str, Any]] = field(default_factory=list)  # what the model actors see
+    notes: tuple[str, ...]
+    items: tuple[dict[str, Any], ...]  # what the model actors see, in (stage, token length) order
+
+
+@dataclass(frozen=True)
+class _Plan:
+    model: str
+    inputs: _Inputs
 
 
 def _resolve_docs(arg: DocsArg, default: Path | None) -> tuple[Document, ...] | None:
@@ -200,11 +211,12 @@ def _check_model(model: str, tokenizer: Any, trust_remote_code: bool) -> None:
                          "model and tokenizer do not match")
 
 
-def _plan(
-    model: str | os.PathLike[str], data: LumeData | str | os.PathLike[str], settings: EvalSettings,
-    members: DocsArg, nonmembers: DocsArg, utility: UtilityArg,
-) -> tuple[_Plan, list[str]]:
-    """Load and check every input; build the length-sorted work items. Returns the plan and notes."""
+def _inputs(
+    data: LumeData | str | os.PathLike[str], settings: EvalSettings, members: DocsArg, nonmembers: DocsArg,
+    utility: UtilityArg, tokenizer: Any,
+) -> _Inputs:
+    """Load and check every input; build the work items sorted by stage and token length (``tokenizer``'s;
+    the order only saves padding, it changes no result)."""
     lume = data if isinstance(data, LumeData) else load_lume(Path(data))
     data_dir = Path(lume.source) if Path(lume.source).is_dir() else None
     forget, retain = lume.forget[: settings.limit], lume.retain[: settings.limit]
@@ -223,13 +235,10 @@ def _plan(
     if style == "auto":
         style = "letter" if isinstance(utility, str) and utility.lower() == "mmlu" else "option"
 
-    tok = load_tokenizer(str(model), trust_remote_code=settings.trust_remote_code)
-    _check_model(str(model), tok, settings.trust_remote_code)
-    plan = _Plan(str(model), lume.source, rows, tuple(mem), tuple(non), choices, style)
     items: list[dict[str, Any]] = []
     for r in rows:
         items.append({"key": f"{r.split}:{r.id}", "kind": r.kind, "prompt": r.input, "completion": r.output})
-    for split, docs in (("member", plan.members), ("nonmember", plan.nonmembers)):
+    for split, docs in (("member", mem), ("nonmember", non)):
         for d in docs:
             items.append({"key": f"{split}:{d.id}", "kind": "doc", "prompt": "", "completion": d.document})
     for q, c in enumerate(choices):
@@ -239,10 +248,25 @@ def _plan(
     # Sort by stage, then token length: batches of similar length pad little, and the generation
     # rows (the expensive stage) form batches of their own except at most one at the boundary.
     stage = {"sc": 0, "qa": 0, "doc": 1, "mc": 2}
-    lengths = tok([it["prompt"] if it["kind"] in KINDS else it["prompt"] + it["completion"] for it in items])["input_ids"]
+    lengths = tokenizer([it["prompt"] if it["kind"] in KINDS else it["prompt"] + it["completion"]
+                         for it in items])["input_ids"]
     order = sorted(range(len(items)), key=lambda i: (stage[items[i]["kind"]], len(lengths[i])))
-    plan.items = [items[i] for i in order]
-    return plan, notes
+    return _Inputs(lume.source, tuple(rows), tuple(mem), tuple(non), choices, style, tuple(notes),
+                   tuple(items[i] for i in order))
+
+
+def _plans(
+    models: Sequence[str | os.PathLike[str]], data: LumeData | str | os.PathLike[str], settings: EvalSettings,
+    members: DocsArg, nonmembers: DocsArg, utility: UtilityArg,
+) -> list[_Plan]:
+    """Every model's tokenizer checked against its config, the inputs resolved once for all of them."""
+    tokenizers = []
+    for model in models:
+        tok = load_tokenizer(str(model), trust_remote_code=settings.trust_remote_code)
+        _check_model(str(model), tok, settings.trust_remote_code)
+        tokenizers.append(tok)
+    inputs = _inputs(data, settings, members, nonmembers, utility, tokenizers[0])
+    return [_Plan(str(model), inputs) for model in models]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,31 +340,39 @@ class _Scorer:
         self.max_new_tokens, self.batch_size, self.mia_k = max_new_tokens, batch_size, mia_k
         self.loaded: tuple[str, Any, Any] | None = None  # (path, model, tokenizer)
 
-    def _model(self, path: str) -> tuple[Any, Any]:
-        if self.loaded is None or self.loaded[0] != path:
-            self.loaded = None  # free the previous model first: two 7B models need not fit at once
-            if self.device == "cuda":
-                import torch
+    def _load(self, path: str) -> None:
+        """Make ``path`` the loaded model. The previous one is freed first (nothing else holds it), so
+        two large models never sit in memory at once."""
+        if self.loaded is not None and self.loaded[0] == path:
+            return
+        self.loaded = None
+        gc.collect()
+        if self.device == "cuda":
+            import torch
 
-                torch.cuda.empty_cache()
-            model, tok = load_model(path, dtype=self.dtype, trust_remote_code=self.trust_remote_code,
-                                    device=self.device)
-            self.loaded = (path, model, tok)
-        return self.loaded[1], self.loaded[2]
+            torch.cuda.empty_cache()
+        model, tok = load_model(path, dtype=self.dtype, trust_remote_code=self.trust_remote_code, device=self.device)
+        self.loaded = (path, model, tok)
+
+    def _score_items(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Items of one model -> result records (generation + score for rows, loss features for all)."""
+        self._load(items[0]["model"])
+        assert self.loaded is not None
+        _, model, tok = self.loaded
+        gen_idx = [i for i, it in enumerate(items) if it["kind"] in KINDS]
+        texts = generate_greedy(model, tok, [items[i]["prompt"] for i in gen_idx],
+                                max_new_tokens=self.max_new_tokens, batch_size=self.batch_size)
+        losses = _losses(model, tok, items, batch_size=self.batch_size, mia_k=self.mia_k)
+        return [{**rec, "job": it["job"]}
+                for it, rec in zip(items, _score(items, dict(zip(gen_idx, texts, strict=True)), losses), strict=True)]
 
     def __call__(self, batch: Any) -> Any:  # pandas.DataFrame -> pandas.DataFrame
         import pandas as pd
 
         records: list[dict[str, Any]] = []
+        # Items arrive grouped by model; a batch at a boundary holds the end of one and the start of the next.
         for _, group in itertools.groupby(batch.to_dict(orient="records"), key=lambda it: it["job"]):
-            items = list(group)
-            model, tok = self._model(items[0]["model"])
-            gen_idx = [i for i, it in enumerate(items) if it["kind"] in KINDS]
-            texts = generate_greedy(model, tok, [items[i]["prompt"] for i in gen_idx],
-                                    max_new_tokens=self.max_new_tokens, batch_size=self.batch_size)
-            losses = _losses(model, tok, items, batch_size=self.batch_size, mia_k=self.mia_k)
-            for it, rec in zip(items, _score(items, dict(zip(gen_idx, texts, strict=True)), losses), strict=True):
-                records.append({**rec, "job": it["job"]})
+            records.extend(self._score_items(list(group)))
         return pd.DataFrame(records)
 
 
@@ -371,18 +403,19 @@ def _actor_resources(settings: EvalSettings) -> tuple[float, float]:
     return cpus, 1.0 if use_gpu else 0.0
 
 
-def _run_ray(plans: Sequence[_Plan], settings: EvalSettings) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+def _run_ray(plans: Sequence[_Plan], settings: EvalSettings) -> Generator[tuple[int, list[dict[str, Any]]]]:
     """Stream every plan's items through one actor pool; yields (plan index, its results) as soon as the
     last item of that plan is back, so the first model's metrics are written while later ones run."""
     import ray
     import ray.data
 
     cpus, gpus = _actor_resources(settings)
-    items = [{**it, "job": j, "model": plan.model} for j, plan in enumerate(plans) for it in plan.items]
+    items = [{**it, "job": j, "model": plan.model} for j, plan in enumerate(plans) for it in plan.inputs.items]
     models = f"{len(plans)} models, " if len(plans) > 1 else ""
     _log(settings, f"{models}{len(items)} items -> {settings.workers} model actor(s) x {cpus:g} CPU"
                    f"{' + 1 GPU' if gpus else ''}, batches of {settings.batch_size}")
-    # One block per batch keeps the (model, stage, length) order inside each batch.
+    # About one block per batch; Ray Data bundles consecutive blocks, so batches keep the (model, stage,
+    # length) order.
     blocks = max(1, math.ceil(len(items) / settings.batch_size))
     ds = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
         _Scorer,
@@ -398,7 +431,7 @@ def _run_ray(plans: Sequence[_Plan], settings: EvalSettings) -> Iterator[tuple[i
     )
     from tqdm import tqdm
 
-    pending = {j: len(plan.items) for j, plan in enumerate(plans)}
+    pending = {j: len(plan.inputs.items) for j, plan in enumerate(plans)}
     results: dict[int, list[dict[str, Any]]] = {j: [] for j in pending}
     # Consumed once, streaming: each finished batch arrives as soon as an actor returns it.
     with tqdm(total=len(items), desc="eval", unit="item", disable=not settings.progress, file=sys.stderr) as bar:
@@ -421,7 +454,7 @@ def _run_reference(plan: _Plan, settings: EvalSettings) -> list[dict[str, Any]]:
 
     device = "cuda" if settings.use_gpu else "cpu"
     model, tok = load_model(plan.model, dtype=settings.dtype, trust_remote_code=settings.trust_remote_code, device=device)
-    items = plan.items
+    items = plan.inputs.items
     generations = {}
     for i, it in enumerate(items):
         if it["kind"] not in KINDS:
@@ -451,28 +484,29 @@ def _nan_to_none(value: Any) -> Any:
 
 def _finish(
     plan: _Plan, results: Iterable[dict[str, Any]], settings: EvalSettings, reference_utility: float | None,
-    out_dir: str | os.PathLike[str] | None, notes: list[str], seconds: float, runner: str,
+    out_dir: str | os.PathLike[str] | None, seconds: float, runner: str,
 ) -> dict[str, Any]:
+    inputs = plan.inputs
     by_key = {r["key"]: r for r in results}
-    if len(by_key) != len(plan.items):
-        raise RuntimeError(f"evaluation returned {len(by_key)} results for {len(plan.items)} items")
+    if len(by_key) != len(inputs.items):
+        raise RuntimeError(f"evaluation returned {len(by_key)} results for {len(inputs.items)} items")
     rows = []
-    for r in plan.rows:
+    for r in inputs.rows:
         res = by_key[f"{r.split}:{r.id}"]
         rows.append({"id": r.id, "split": r.split, "task": r.task, "kind": r.kind, "input": r.input,
                      "output": r.output, "generation": res["generation"], "score": float(res["score"]),
                      "nll": float(res["nll"])})
-    members = [by_key[f"member:{d.id}"] for d in plan.members]
-    nonmembers = [by_key[f"nonmember:{d.id}"] for d in plan.nonmembers]
+    members = [by_key[f"member:{d.id}"] for d in inputs.members]
+    nonmembers = [by_key[f"nonmember:{d.id}"] for d in inputs.nonmembers]
     correct = []
-    for q, c in enumerate(plan.utility):
+    for q, c in enumerate(inputs.utility):
         lls = [-float(by_key[f"mc:{q}:{j}"]["nll_sum"]) for j in range(len(c.choices))]
         correct.append(metrics.pick_option(lls) == c.answer)
     out = metrics.run_metrics(rows, members=members, nonmembers=nonmembers, utility_correct=correct,
                               reference_utility=reference_utility, utility_floor=settings.utility_floor)
-    out["notes"] = notes + out["notes"]
-    out["settings"] = {**asdict(settings), "utility_style": plan.utility_style, "model": plan.model,
-                       "data": plan.source, "runner": runner}
+    out["notes"] = list(inputs.notes) + out["notes"]
+    out["settings"] = {**asdict(settings), "utility_style": inputs.utility_style, "model": plan.model,
+                       "data": inputs.source, "runner": runner}
     out["seconds"] = round(seconds, 3)
     out = _nan_to_none(out)
     if out_dir is not None:
@@ -533,17 +567,22 @@ def evaluate_many(
         raise EvalError("evaluate_many: no models given")
     if out_dirs is not None and len(out_dirs) != len(models):
         raise EvalError(f"evaluate_many: {len(models)} models but {len(out_dirs)} out_dirs")
-    lume = data if isinstance(data, LumeData) else load_lume(Path(data))
-    planned = [_plan(m, lume, settings, members, nonmembers, utility) for m in models]
+    plans = _plans(models, data, settings, members, nonmembers, utility)
+    # A pipeline holds (models x items) items; past MAX_PIPELINE_ITEMS (e.g. the full MMLU for many
+    # points) the models go through consecutive pipelines, each starting its own actors.
+    per_pipeline = max(1, MAX_PIPELINE_ITEMS // len(plans[0].inputs.items))
     out: dict[int, dict[str, Any]] = {}
-    with ray_session() as started:
+    with ray_session(configure_logging=False) as started:
         if started:
             _log(settings, "started a local Ray cluster (127.0.0.1, no dashboard)")
-        for j, results in _run_ray([plan for plan, _ in planned], settings):
-            plan, notes = planned[j]
-            out[j] = _finish(plan, results, settings, reference_utility, None if out_dirs is None else out_dirs[j],
-                             notes, time.perf_counter() - start, "ray")
-    return [out[j] for j in range(len(models))]
+        for first in range(0, len(plans), per_pipeline):
+            chunk = plans[first : first + per_pipeline]
+            with contextlib.closing(_run_ray(chunk, settings)) as stream:
+                for j, results in stream:
+                    k = first + j
+                    out[k] = _finish(plans[k], results, settings, reference_utility,
+                                     None if out_dirs is None else out_dirs[k], time.perf_counter() - start, "ray")
+    return [out[k] for k in range(len(models))]
 
 
 def evaluate_reference(
@@ -560,9 +599,9 @@ def evaluate_reference(
     """Same inputs and outputs as :func:`evaluate`, computed in this process one prompt at a time (the
     challenge's scorer); ``workers``, ``batch_size`` and ``cpus_per_actor`` are ignored."""
     start = time.perf_counter()
-    plan, notes = _plan(model, data, settings, members, nonmembers, utility)
+    plan = _plans([model], data, settings, members, nonmembers, utility)[0]
     results = _run_reference(plan, settings)
-    return _finish(plan, results, settings, reference_utility, out_dir, notes, time.perf_counter() - start, "reference")
+    return _finish(plan, results, settings, reference_utility, out_dir, time.perf_counter() - start, "reference")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -203,29 +203,43 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         if result.status == "failed":  # e.g. a worker died
             raise TrialFailed(result.reason or "the unlearning job failed")
     except Exception as e:  # recorded, then re-raised: Tune retries the trial, which resumes its checkpoint
-        info.update(status="failed", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500],
-                    finished_at=time.time(), wall_s=time.time() - t0)
-        write_json(trial_dir / "trial.json", info)
+        _record_failure(trial_dir, info, e, t0)
         raise
     provenance = {"trained_steps": result.steps_done, "status": result.status, "error": result.reason or ""}
     # Points saved before a divergence hold finite weights: they are evaluated like any other. All points
     # not yet evaluated (an interrupted attempt keeps the ones it wrote) go through one pipeline.
     todo = [p for p in result.points if not (trial_dir / STEP_DIR.format(p.step) / "metrics.json").is_file()]
+    eval_error: Exception | None = None
     if todo:
-        evaluate_many([p.model_dir for p in todo], resolve(exp, exp.data.path), settings=eval_settings(exp),
-                      **eval_inputs(exp), reference_utility=ctx.base_utility,
-                      out_dirs=[trial_dir / STEP_DIR.format(p.step) for p in todo])
+        try:
+            evaluate_many([p.model_dir for p in todo], resolve(exp, exp.data.path), settings=eval_settings(exp),
+                          **eval_inputs(exp), reference_utility=ctx.base_utility,
+                          out_dirs=[trial_dir / STEP_DIR.format(p.step) for p in todo])
+        except Exception as e:  # the points evaluated before the error are still reported
+            eval_error = e
     for point in result.points:
-        metrics = json.loads((trial_dir / STEP_DIR.format(point.step) / "metrics.json").read_text())
+        metrics_path = trial_dir / STEP_DIR.format(point.step) / "metrics.json"
+        if not metrics_path.is_file():
+            continue
+        metrics = json.loads(metrics_path.read_text())
         if not exp.sweep.keep_models and Path(point.model_dir).is_dir():
             shutil.rmtree(point.model_dir, ignore_errors=True)
         tune.report({**_numeric(metrics), "step": point.step, **provenance, "wall_s": time.time() - t0,
                      "train_forget_loss": point.forget_loss, "train_retain_loss": point.retain_loss})
+    if eval_error is not None:  # recorded, then re-raised: a retry evaluates only the points still missing
+        _record_failure(trial_dir, info, eval_error, t0)
+        raise eval_error
     info.update(provenance, finished_at=time.time(), wall_s=time.time() - t0)
     write_json(trial_dir / "trial.json", info)
     if result.status != "completed":  # the last word Optuna hears: this setting fails (NaN objectives)
         nan = {name: float("nan") for name in exp.sweep.objectives}
         tune.report({**nan, "step": result.steps_done, **provenance, "wall_s": time.time() - t0})
+
+
+def _record_failure(trial_dir: Path, info: dict[str, Any], error: BaseException, t0: float) -> None:
+    info.update(status="failed", error=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:500],
+                finished_at=time.time(), wall_s=time.time() - t0)
+    write_json(trial_dir / "trial.json", info)
 
 
 def eval_settings(exp: Experiment) -> Any:

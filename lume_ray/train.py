@@ -214,6 +214,10 @@ def merge_lora_state_dict(state: dict[str, Any], scaling: float, adapter: str = 
     ``fan_in_fan_out``: the LoRA modules (state-dict stems) whose base weight is stored (in, out), like
     GPT-2's Conv1D (see :func:`lora_fan_in_fan_out`); their delta is transposed.
     """
+    stems = {key.split(".base_layer.")[0] for key in state if ".base_layer." in key}
+    if not fan_in_fan_out <= stems:  # a name that matched nothing would merge a square layer untransposed
+        raise ValueError(f"fan_in_fan_out module {sorted(fan_in_fan_out - stems)[0]!r} has no LoRA base layer "
+                         "in the state dict")
     out: dict[str, Any] = {}
     for key, value in state.items():
         if ".lora_" in key:
@@ -644,9 +648,15 @@ def run_unlearning(cfg: UnlearnConfig, *, storage_path: str | None = None, run_n
 
     status, reason, steps_done, resumed_from = "failed", "", 0, 0
     need = math.ceil(cfg.workers * cfg.cpus_per_worker) + 1
-    try:
-        with ray_session(num_cpus=max(need, os.cpu_count() or 1), object_store_mb=256, log_to_driver=True):
-            result = _trainer(cfg, ds_config, name, storage, extra_callbacks).fit()
+    # Starting Ray and building the trainer raise as they are (a setup error is not a failed job).
+    with ray_session(num_cpus=max(need, os.cpu_count() or 1), object_store_mb=256, log_to_driver=True):
+        trainer = _trainer(cfg, ds_config, name, storage, extra_callbacks)
+        try:
+            result: Any = trainer.fit()
+            error: Exception | None = None
+        except Exception as e:  # ray.train.TrainingFailedError: a worker raised
+            result, error = None, e
+    if error is None:
         metrics = result.metrics or {}
         status = metrics.get("status", "failed")
         reason = metrics.get("reason", "") or ("" if metrics else "the job reported no checkpoint")
@@ -654,9 +664,9 @@ def run_unlearning(cfg: UnlearnConfig, *, storage_path: str | None = None, run_n
         resumed_from = int(metrics.get("resumed_from", 0))
         if status == "running":  # cannot happen unless the loop ended early
             status, reason = "failed", f"stopped at step {steps_done} of {cfg.steps}"
-    except Exception as e:  # ray.train.TrainingFailedError: a worker raised
+    else:
         status = "failed"
-        reason = f"{type(e).__name__}: {_first_line(e)}"
+        reason = f"{type(error).__name__}: {_first_line(error)}"
         log = _read_jsonl(out / LOG_NAME)
         steps_done = max((r["step"] for r in log if "forget_loss" in r), default=0)
     res = UnlearnResult(status=status, reason=reason, points=read_points(out, through=steps_done),
