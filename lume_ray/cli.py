@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--workers", type=int, default=1, help="model actors")
     ev.add_argument("--batch-size", type=int, default=16)
     ev.add_argument("--max-new-tokens", type=int, default=256)
+    ev.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                    help="weights' dtype (the challenge's scorer ran bfloat16 on GPU; float32 is exact on CPU)")
     ev.add_argument("--limit", type=int, default=None, help="evaluate only the first N rows per split (smoke runs)")
     ev.add_argument("--out", required=True)
     ev.add_argument("--json", action="store_true", help="print metrics.json")

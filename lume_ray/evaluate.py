@@ -6,10 +6,12 @@ Output: the metrics dict (exactly what ``metrics.json`` holds) and, with ``out_d
         (id, split, task, kind, input, output, generation, score, nll) and ``metrics.json``.
 
 The protocol is SemEval-2025 Task 4 (DESIGN.md section 3), reproduced exactly:
-- generation: greedy from the tokenized ``input`` alone, ``max_new_tokens=256``, decoded new tokens only
-  with special tokens skipped. Decoding applies no extra ``clean_up_tokenization_spaces`` pass: the
-  official scorer asked for it, but transformers 5 ignores that flag for BPE tokenizers (OLMo's) and
-  the embedded tokenizer turns it off, so both decode the same way;
+- generation: greedy from the tokenized ``input`` alone, ``max_new_tokens=256``, stopping at the model's
+  own end-of-sequence ids (its generation config's), decoded new tokens only with special tokens skipped
+  and tokenization spaces cleaned up as transformers 4 did (the official scorer ran on it; transformers 5
+  skips that pass for BPE tokenizers, so :func:`lume_ray.model.decode_new_tokens` applies it);
+- per-row NLL and MIA: ``tokenizer(input + output)`` (no separator) with the first ``len(tokenizer(input))``
+  tokens masked; a document is ``tokenizer(document)`` whole; special tokens as the tokenizer adds them;
 - sc rows: ROUGE-L recall (stemmer); qa rows: strip/lower exact match; per split x task x kind means,
   forget inverted, harmonic mean of the 12; MIA on whole-document mean NLL; final = mean of three.
 Where the protocol is silent we chose: a split x task x kind without rows is null and left out of the
@@ -60,15 +62,17 @@ from lume_ray.files import atomic_file, write_json
 from lume_ray.local_ray import ray_session
 from lume_ray.model import (
     IGNORE,
+    Encoded,
     ModelError,
     collate,
-    encode_pair,
+    decode_new_tokens,
     encode_prompt,
     generate_greedy,
     load_model,
     load_tokenizer,
     resolve_dtype,
     sequence_nll,
+    stop_token_ids,
 )
 
 MAX_PIPELINE_ITEMS = 200_000  # items (x models) one evaluate_many pipeline holds at most
@@ -273,9 +277,15 @@ def _plans(
 # The model work, shared by the Ray actors and the reference loop.
 
 
-def _separator(kind: str) -> str:
-    # Rows are trained as input + " " + output; documents and option continuations are taken whole.
-    return " " if kind in KINDS else ""
+def _encode_item(tokenizer: Any, item: dict[str, Any]) -> Encoded:
+    """The tokens a loss is taken on, made as the challenge's scorer made them: ``tokenizer(prompt +
+    completion)`` with the first ``len(tokenizer(prompt))`` tokens masked (rows; options the same way, as
+    lm-evaluation-harness splits context and continuation); a document is ``tokenizer(document)`` with
+    nothing masked. Special tokens stay as the tokenizer adds them (a BOS; an EOS some tokenizers append)."""
+    if item["kind"] == "doc":
+        return Encoded(encode_prompt(tokenizer, item["completion"]), 0)
+    ids = encode_prompt(tokenizer, item["prompt"] + item["completion"])
+    return Encoded(ids, min(len(encode_prompt(tokenizer, item["prompt"])), len(ids)))
 
 
 def _losses(model: Any, tokenizer: Any, items: Sequence[dict[str, Any]], *, batch_size: int, mia_k: float) -> list[dict[str, float]]:
@@ -287,8 +297,7 @@ def _losses(model: Any, tokenizer: Any, items: Sequence[dict[str, Any]], *, batc
     out: list[dict[str, float]] = [{} for _ in items]
     for is_doc in (False, True):
         idx = [i for i, it in enumerate(items) if (it["kind"] == "doc") == is_doc]
-        enc = {i: encode_pair(tokenizer, items[i]["prompt"], items[i]["completion"], sep=_separator(items[i]["kind"]),
-                              add_eos=False) for i in idx}
+        enc = {i: _encode_item(tokenizer, items[i]) for i in idx}
         idx.sort(key=lambda i: len(enc[i].input_ids))
         for start in range(0, len(idx), batch_size):
             chunk = idx[start : start + batch_size]
@@ -462,8 +471,9 @@ def _run_reference(plan: _Plan, settings: EvalSettings) -> list[dict[str, Any]]:
         ids = torch.tensor([encode_prompt(tok, it["prompt"])], device=device)
         with torch.no_grad():
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                 max_new_tokens=settings.max_new_tokens, pad_token_id=tok.eos_token_id, use_cache=True)
-        generations[i] = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+                                 max_new_tokens=settings.max_new_tokens, pad_token_id=tok.eos_token_id,
+                                 eos_token_id=stop_token_ids(model, tok), use_cache=True)
+        generations[i] = decode_new_tokens(tok, out[:, ids.shape[1] :])[0]
     losses = _losses(model, tok, items, batch_size=1, mia_k=settings.mia_k)
     return _score(items, generations, losses)
 
@@ -631,7 +641,7 @@ def cli_main(args: Any) -> int:
     """`lume-ray eval --model M --data D [--member F] [--nonmember F] [--utility F|mmlu] --out DIR [--json]`."""
     settings = EvalSettings(
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, workers=args.workers,
-        use_gpu=None, utility_floor=args.utility_floor, limit=args.limit,
+        use_gpu=None, utility_floor=args.utility_floor, limit=args.limit, dtype=args.dtype,
         trust_remote_code=args.trust_remote_code, progress=not args.json,
     )
     connected = False

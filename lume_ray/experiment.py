@@ -102,6 +102,7 @@ class EvalSpec:
     gpus_per_actor: float = 0.0
     utility_floor: float = 0.75
     limit: int | None = None
+    dtype: str = "float32"  # the challenge's scorer ran bfloat16 (GPU); float32 is exact on CPU
 
 
 @dataclass(frozen=True)
@@ -302,11 +303,13 @@ def experiment_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Experim
 
 def _check_values(exp: Experiment, source: str) -> None:
     from lume_ray.metrics import direction
+    from lume_ray.model import DTYPES
 
     sw, tr, ev = exp.sweep, exp.train, exp.eval
     choices = [
         ("sweep.search", sw.search, SEARCHES), ("sweep.sampler", sw.sampler, SAMPLERS),
         ("train.zero", tr.zero, (0, 2, 3)), ("train.precision", tr.precision, ("auto", "fp32", "bf16")),
+        ("eval.dtype", ev.dtype, tuple(DTYPES)),
     ]
     for key, value, valid in choices:
         if value not in valid:

@@ -181,20 +181,48 @@ def sequence_nll(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tens
     return token_nll.sum(-1), mask.sum(-1)
 
 
+def stop_token_ids(model: Any, tokenizer: Any) -> int | list[int] | None:
+    """The ids that end a generation: the model's generation config's, as ``generate()`` uses them when
+    none are passed (the challenge's scorer passed none; Llama-3 or Qwen-2.5 instruct checkpoints list
+    several), else the tokenizer's eos (a model built from a bare config has none of its own)."""
+    config = getattr(model, "generation_config", None)
+    eos = getattr(config, "eos_token_id", None)
+    return eos if eos is not None else tokenizer.eos_token_id
+
+
+# transformers 4's ``clean_up_tokenization``, which the challenge's scorer applied when decoding
+# (``clean_up_tokenization_spaces=True``); transformers 5 skips it for BPE tokenizers, so it is applied here.
+_CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
+             (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
+
+
+def clean_up_spaces(text: str) -> str:
+    for old, new in _CLEAN_UP:
+        text = text.replace(old, new)
+    return text
+
+
+def decode_new_tokens(tokenizer: Any, new_ids: Any) -> list[str]:
+    """Generated ids (B, T) -> texts as the challenge's scorer decoded them: special tokens skipped,
+    tokenization spaces cleaned up."""
+    texts = tokenizer.batch_decode(new_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    return [clean_up_spaces(t) for t in texts]
+
+
 @torch.no_grad()
 def generate_greedy(
     model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int = 256, batch_size: int = 16,
 ) -> list[str]:
     """Greedy completions of ``prompts`` (in their order), batched with left padding and KV cache.
 
-    Prompts are sorted by token length so a batch pads little; decoding is the new tokens only, special
-    tokens skipped. Left padding with an attention mask and position ids derived from it gives the same
-    greedy text as one prompt at a time (tests check this on a tiny model).
+    Prompts are sorted by token length so a batch pads little; decoding is the new tokens only (see
+    :func:`decode_new_tokens`), stopping at :func:`stop_token_ids`. Left padding with an attention mask and
+    position ids derived from it gives the same greedy text as one prompt at a time (tests check this).
     """
     encoded = [encode_prompt(tokenizer, p) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     pad = tokenizer.pad_token_id
-    eos = tokenizer.eos_token_id
+    eos = stop_token_ids(model, tokenizer)
     device = next(model.parameters()).device
     out: list[str] = [""] * len(prompts)
     for start in range(0, len(order), batch_size):
@@ -205,7 +233,6 @@ def generate_greedy(
             input_ids=ids, attention_mask=attn, do_sample=False, max_new_tokens=max_new_tokens,
             pad_token_id=pad, eos_token_id=eos, use_cache=True,
         )
-        texts = tokenizer.batch_decode(gen[:, ids.shape[1] :], skip_special_tokens=True)
-        for i, text in zip(idx, texts, strict=True):
+        for i, text in zip(idx, decode_new_tokens(tokenizer, gen[:, ids.shape[1] :]), strict=True):
             out[i] = text
     return out

@@ -248,7 +248,7 @@ def eval_settings(exp: Experiment) -> Any:
     e = exp.eval
     return EvalSettings(max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, workers=e.workers,
                         cpus_per_actor=e.cpus_per_actor, use_gpu=e.gpus_per_actor > 0,
-                        utility_floor=e.utility_floor, limit=e.limit,
+                        utility_floor=e.utility_floor, limit=e.limit, dtype=e.dtype,
                         trust_remote_code=exp.target.trust_remote_code)
 
 

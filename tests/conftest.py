@@ -83,8 +83,10 @@ def ray_local():
     """One real local Ray cluster (127.0.0.1, no dashboard) shared by the whole session."""
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, object_store_memory=200 * 2**20,
-             log_to_driver=False, ignore_reinit_error=True)
+    from lume_ray.local_ray import start_local
+
+    if not ray.is_initialized():
+        start_local(num_cpus=4, object_store_mb=200)
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False

@@ -111,6 +111,49 @@ def test_batched_generation_equals_one_at_a_time(arch: str, arch_models: dict[st
     assert len({len(encode_prompt(tok, p)) for p in prompts}) > 3  # batches really were padded
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_losses_and_stops_follow_the_challenge_scorer(arch: str, arch_models: dict[str, Path], tiny_lume: Path,
+                                                      tmp_path: Path) -> None:
+    """Per-row NLL is taken on ``tokenizer(input + output)`` with the first ``len(tokenizer(input))`` tokens
+    masked (a BOS counted), a document's on ``tokenizer(document)`` whole; and generation stops at every
+    end id the model's generation config lists (Llama-3-instruct lists several), not only the tokenizer's."""
+    from lume_ray.evaluate import EvalSettings, _losses, evaluate_reference
+    from lume_ray.model import decode_new_tokens
+
+    model, tok = load_model(arch_models[arch])
+    row = load_lume(tiny_lume).forget[0]
+
+    def mean_nll(ids: list[int], masked: int) -> float:
+        logits = model(input_ids=torch.tensor([ids])).logits[0, :-1]
+        nll = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="none")
+        return float(nll[masked - 1 :].mean()) if masked else float(nll.mean())
+
+    with torch.no_grad():
+        free = model.generate(input_ids=torch.tensor([encode_prompt(tok, row.input)]), do_sample=False,
+                              max_new_tokens=8, eos_token_id=None, pad_token_id=tok.eos_token_id)
+        expected_nll = mean_nll(tok(row.input + row.output)["input_ids"], len(tok(row.input)["input_ids"]))
+        member = join_text(row.input, row.output)
+        expected_doc = mean_nll(tok(member)["input_ids"], 0)
+    new = free[0, len(encode_prompt(tok, row.input)) :].tolist()
+    stop = next(t for i, t in enumerate(new) if i >= 2 and t not in new[:i] and t != tok.eos_token_id)
+    model.generation_config.eos_token_id = [tok.eos_token_id, stop]
+    stopped = new[: new.index(stop) + 1]
+    expected_text = decode_new_tokens(tok, [stopped])[0]
+    assert generate_greedy(model, tok, [row.input], max_new_tokens=8) == [expected_text]
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    settings = EvalSettings(max_new_tokens=8, limit=1, progress=False)
+    evaluate_reference(tmp_path / "m", tiny_lume, settings=settings, nonmembers=False, utility=False,
+                       out_dir=tmp_path / "out")
+    import pandas as pd
+
+    rows = pd.read_parquet(tmp_path / "out" / "rows.parquet").set_index("id")
+    assert rows.loc[row.id, "generation"] == expected_text and len(stopped) < len(new)
+    assert rows.loc[row.id, "nll"] == pytest.approx(expected_nll, rel=1e-5)
+    doc = {"key": "member:m", "kind": "doc", "prompt": "", "completion": member}
+    assert _losses(model, tok, [doc], batch_size=1, mia_k=0.2)[0]["nll"] == pytest.approx(expected_doc, rel=1e-5)
+
+
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_algorithm_trains_other_architectures(arch: str, name: str, arch_models: dict[str, Path],

@@ -95,7 +95,8 @@ def memorized(eval_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 def _reference_generate(model_dir: Path, prompts: list[str], max_new_tokens: int) -> list[str]:
-    """The challenge's scorer: one prompt at a time, pad = eos, new tokens decoded without specials."""
+    """The challenge's scorer: one prompt at a time, pad = eos, new tokens decoded without specials,
+    tokenization spaces cleaned up."""
     import torch
 
     from lume_ray.model import load_model
@@ -107,8 +108,19 @@ def _reference_generate(model_dir: Path, prompts: list[str], max_new_tokens: int
         with torch.no_grad():
             gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
                                  max_new_tokens=max_new_tokens, pad_token_id=tok.eos_token_id)
-        out.append(tok.decode(gen[0, ids.shape[1] :], skip_special_tokens=True))
+        text = tok.decode(gen[0, ids.shape[1] :], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        out.append(tok.clean_up_tokenization(text))  # what transformers 4 did for every tokenizer
     return out
+
+
+def test_clean_up_spaces_matches_transformers() -> None:
+    from transformers import PreTrainedTokenizerBase
+
+    from lume_ray.model import clean_up_spaces
+
+    text = "Hello , world . It 's fine ! Is n't it ? We 're here , they 've gone ; I 'm ' quoted ' ."
+    assert clean_up_spaces(text) == "Hello, world. It's fine! Isn't it? We're here, they've gone ; I'm'quoted '."
+    assert clean_up_spaces(text) == PreTrainedTokenizerBase.clean_up_tokenization(None, text)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("which", ["random", "memorized"])
