@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,6 +77,18 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_lume: Path) -> Pat
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Any:
+    """Tiny models gain nothing from threads, and on a shared 2-core box two OpenMP threads were measured
+    20-80x slower than one (spinning against other processes); Ray's actors get one thread anyway."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

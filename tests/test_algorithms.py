@@ -31,13 +31,7 @@ from lume_ray.model import IGNORE, collate, encode_pair, load_model
 NAMES = sorted(ALGORITHMS)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Any:
-    """On a busy 2-core machine two OpenMP threads spin against each other (20x slower here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

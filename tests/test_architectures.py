@@ -27,12 +27,7 @@ from lume_ray.model import collate, encode_pair, encode_prompt, generate_greedy,
 ARCHS = ("llama", "gpt2")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tokenizer(arch: str, texts: list[str]) -> Any:

@@ -37,16 +37,7 @@ UTILITY = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Any:
-    """Tiny models gain nothing from threads, and on a shared 2-core box two OpenMP threads were
-    measured 80x slower than one (spinning against other processes); Ray's actors get one anyway."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
