@@ -3,7 +3,8 @@
 Input:  a LUME-format directory (default: ``lume-ray data synth`` output, ~400 rows with member /
         non-member documents and a utility set) and a tiny target (default: ``lume-ray target build``
         on that data, cached), sizes in rows.
-Output: a table on stdout: rows, items, models per call, seconds of :func:`lume_ray.evaluate.evaluate_many`
+Output: the floor (seconds for an actor pool that only loads the model: the least any call costs), then
+        a table on stdout: rows, items, models per call, seconds of :func:`lume_ray.evaluate.evaluate_many`
         (Ray Data, one pipeline for all the models) and of :func:`lume_ray.evaluate.evaluate_reference` (once per
         model), the speed ratio, and how many generations differ (float near-ties under batching); it asserts
         identical row scores and metrics for every model at every size.
@@ -90,6 +91,30 @@ def family(name: str, model: Path, work: Path, k: int) -> list[Path]:
     return [random_copy(model, work / "random")] + [random_copy(model, work / f"random{i}", seed=i) for i in range(1, k)]
 
 
+class _LoadOnly:
+    """A model actor that only starts: imports torch + transformers and loads the model, then echoes rows."""
+
+    def __init__(self, path: str) -> None:
+        from lume_ray.model import load_model
+
+        self.model = load_model(path)
+
+    def __call__(self, batch: Any) -> Any:
+        return batch
+
+
+def pool_floor(model: Path, workers: int) -> float:
+    """Seconds for a Ray Data actor pool of ``workers`` actors that load the model and do nothing else: the
+    least any actor-pool evaluation costs per call on this machine, however few rows it scores."""
+    import ray.data
+
+    t = time.perf_counter()
+    ray.data.from_items([{"i": i} for i in range(workers)], override_num_blocks=workers).map_batches(
+        _LoadOnly, fn_constructor_kwargs={"path": str(model)}, batch_size=1, num_cpus=1,
+        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1)).take_all()
+    return time.perf_counter() - t
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--work", default="runs/bench_eval", help="where synthetic data and the target are cached")
@@ -136,6 +161,8 @@ def main() -> None:
 
     print(f"target {model}  data {data}  workers {args.workers}  reference threads {args.ref_threads}  batch {args.batch_size}  "
           f"max_new_tokens {args.max_new_tokens}  (ray.init {ray_start:.1f} s, not in the table)")
+    floor = pool_floor(model, args.workers)
+    print(f"floor: a pool of {args.workers} actors that only load the model takes {floor:.1f} s per call")
     print(f"{'model':<7} {'rows':>5} {'items':>6} {'K':>3} {'ray_s':>8} {'reference_s':>12} {'ratio':>6}  "
           "gen_diff  task_aggregate  mia_auc  utility")
     torch.set_num_threads(args.ref_threads)
