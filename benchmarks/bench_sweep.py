@@ -8,6 +8,7 @@ maximize), so the two curves are comparable. Prints how many steps Optuna needs 
 hypervolume, as a fraction of the grid's total (target <= 25%).
 
     python benchmarks/bench_sweep.py [--out runs/bench_sweep] [--lrs 1e-5 2e-5 5e-5] [--algorithms gd npo]
+                                     [--searches optuna random nsga2]   # each compared with the grid
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def history(run_dir: Path, objectives: list[str]) -> dict[str, tuple[np.ndarray,
 
 
 def steps_to_reach(grid: tuple[np.ndarray, np.ndarray], optuna: tuple[np.ndarray, np.ndarray]) -> str:
-    """One line: the steps Optuna spent until its hypervolume reached the grid's final one."""
+    """One line: the steps a search spent until its hypervolume reached the grid's final one."""
     (g_compute, g_hv), (o_compute, o_hv) = grid, optuna
     target = g_hv[-1]
     reached = np.nonzero(o_hv >= target - 1e-12)[0]
@@ -64,6 +65,8 @@ def main() -> None:
     p.add_argument("--out", default="runs/bench_sweep")
     p.add_argument("--lrs", type=float, nargs="+", default=[1e-5, 2e-5, 5e-5])
     p.add_argument("--algorithms", nargs="+", default=["gd", "npo"])
+    p.add_argument("--searches", nargs="+", default=["optuna"], choices=("optuna", "random", "nsga2"),
+                   help="searches to compare with the grid (optuna: TPE; nsga2: Optuna's NSGA-II)")
     args = p.parse_args()
     base = load_experiment(QUICKSTART, [("output_dir", "runs/quickstart")])
     prepare_inputs(base)  # the quickstart data and target (cached)
@@ -73,9 +76,11 @@ def main() -> None:
     objectives = list(base.sweep.objectives)
     n_grid = len(args.lrs) * len(steps) * 3
     curves = {}
-    for search in ("grid", "optuna"):
+    for search in ("grid", *args.searches):
+        kind = "optuna" if search == "nsga2" else search
         overrides = [
-            ("output_dir", f"{args.out}/{search}"), ("sweep.search", search), ("sweep.num_samples", str(n_grid)),
+            ("output_dir", f"{args.out}/{search}"), ("sweep.search", kind), ("sweep.num_samples", str(n_grid)),
+            ("sweep.sampler", "nsga2" if search == "nsga2" else "tpe"),
             ("sweep.eval_points", "2"), ("sweep.algorithms", json.dumps(args.algorithms)), ("sweep.report", "false"),
             ("data.path", resolve(base, base.data.path)), ("target.model", resolve(base, base.target.model)),
         ]
@@ -91,11 +96,12 @@ def main() -> None:
               f"total steps {compute[-1]:.0f}, final hypervolume {hv[-1]:.4f}", flush=True)
     print(f"steps per epoch {per_epoch}; step choices {steps}; objectives {objectives}")
     for scope in ["overall", *args.algorithms]:
-        for search in ("optuna", "grid"):
+        for search in (*args.searches, "grid"):
             compute, hv = curves[search][scope]
             print(f"{scope} {search} hypervolume vs steps: "
                   + ", ".join(f"{c:.0f}:{h:.4f}" for c, h in zip(compute, hv, strict=True)))
-        print(f"{scope}: optuna {steps_to_reach(curves['grid'][scope], curves['optuna'][scope])}")
+        for search in args.searches:
+            print(f"{scope}: {search} {steps_to_reach(curves['grid'][scope], curves[search][scope])}")
 
 
 if __name__ == "__main__":
