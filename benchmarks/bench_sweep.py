@@ -47,9 +47,9 @@ def history(run_dir: Path, objectives: list[str]) -> dict[str, tuple[np.ndarray,
     return {scope: (g["compute"].to_numpy(), g["hypervolume"].to_numpy()) for scope, g in h.groupby("scope", sort=False)}
 
 
-def steps_to_reach(grid: tuple[np.ndarray, np.ndarray], optuna: tuple[np.ndarray, np.ndarray]) -> str:
-    """One line: the steps a search spent until its hypervolume reached the grid's final one."""
-    (g_compute, g_hv), (o_compute, o_hv) = grid, optuna
+def steps_to_reach(grid: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, np.ndarray]) -> str:
+    """One line: the steps another search spent until its hypervolume reached the grid's final one."""
+    (g_compute, g_hv), (o_compute, o_hv) = grid, other
     target = g_hv[-1]
     reached = np.nonzero(o_hv >= target - 1e-12)[0]
     if not len(reached):
