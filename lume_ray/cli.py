@@ -1,27 +1,38 @@
-"""`lume-ray ...`: argument parsing only; every command hands its parsed arguments to its stage module.
+"""`lume-ray ...`: parse the command line, build the config, call a stage. Nothing else.
 
 Input:  the command line.
-Output: the stage's work; exit status 0, or 2 with a one-line ``lume-ray: error: ...`` on bad input.
+Output: the stage's work; exit status 0, or 2 with one line ``lume-ray: error: ...`` on bad input.
 
-Stage modules are imported lazily so that ``lume-ray --help`` and ``lume-ray data inspect`` stay fast.
-Set ``LUME_RAY_DEBUG=1`` to see full tracebacks instead of one-line errors.
+The options of ``unlearn`` and ``eval`` are generated from the config models (:class:`~lume_ray.config.UnlearnJob`,
+:class:`~lume_ray.config.TrainConfig`, :class:`~lume_ray.config.EvalConfig`): a field added there is a flag here,
+with its description as help, and is validated by the same model. Stage modules are imported lazily so that
+``lume-ray --help`` stays fast. ``LUME_RAY_DEBUG=1`` shows full tracebacks instead of one-line errors.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import json
 import os
 import sys
+import types
+import typing
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+
+DEFAULT_EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
 
 
-def _handler(module: str, function: str) -> Callable[[argparse.Namespace], Any]:
-    def run(args: argparse.Namespace) -> Any:
-        return getattr(importlib.import_module(f"lume_ray.{module}"), function)(args)
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (argparse prints its usage first; ours says where to look)."""
 
-    return run
+    def error(self, message: str) -> NoReturn:
+        print(f"lume-ray: error: {self.prog.removeprefix('lume-ray ')}: {message} (see {self.prog} --help)",
+              file=sys.stderr)
+        raise SystemExit(2)
 
 
 def _kv(text: str) -> tuple[str, str]:
@@ -31,123 +42,328 @@ def _kv(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lume-ray", description=__doc__.splitlines()[0] if __doc__ else None)
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+# ---------------------------------------------------------------------------------------------
+# Options generated from the config models.
 
-    # -- [1] data ---------------------------------------------------------------------------
+_SIMPLE = (int, float, str)
+
+
+def _kind(annotation: Any) -> tuple[str, Any]:
+    """("bool" | "simple" | "choice" | "model" | "yaml", detail) for a field's annotation."""
+    from pydantic import BaseModel
+
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if annotation is bool:
+        return "bool", None
+    if origin is typing.Literal:
+        return "choice", [str(a) for a in typing.get_args(annotation)]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "model", annotation
+    if annotation in _SIMPLE or (origin in (typing.Union, types.UnionType) and args and all(a in _SIMPLE for a in args)):
+        return "simple", None
+    return "yaml", None
+
+
+def add_model_options(parser: argparse.ArgumentParser, model: Any, *, path: str = "", skip: Sequence[str] = (),
+                      flags: dict[str, str] | None = None) -> dict[str, str]:
+    """One flag per field of ``model`` (nested models flattened: ``train.workers`` -> ``--workers``); returns
+    {dotted key: flag}. Flags default to "not given", so only what the user typed overrides the model's
+    defaults; values are validated by the model, not by argparse."""
+    flags = {} if flags is None else flags
+    for name, field in model.model_fields.items():
+        key = f"{path}{name}"
+        if key in skip or name in skip:
+            continue
+        kind, detail = _kind(field.annotation)
+        if kind == "model":
+            add_model_options(parser, detail, path=f"{key}.", skip=skip, flags=flags)
+            continue
+        flag = "--" + name.replace("_", "-")
+        default = "" if field.is_required() else f" (default: {field.get_default(call_default_factory=True)!r})"
+        help_text = (field.description or "").replace("%", "%%") + default
+        if kind == "bool":
+            parser.add_argument(flag, dest=key, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=help_text)
+        else:
+            parser.add_argument(flag, dest=key, default=argparse.SUPPRESS, metavar=name.upper(),
+                                required=field.is_required(), help=help_text + (
+                                    f"; one of {', '.join(detail)}" if kind == "choice" else ""),
+                                type=_yaml_value if kind in ("yaml", "choice") else str)
+        flags[key] = flag
+    return flags
+
+
+def _yaml_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid value") from None
+
+
+def _nested(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, Any]:
+    """The given flags as a nested mapping ``{"train": {"workers": "2"}, "lr": "1e-3"}``."""
+    out: dict[str, Any] = {}
+    for key in flags:
+        if key in vars(args):
+            node = out
+            *parents, leaf = key.split(".")
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = getattr(args, key)
+    return out
+
+
+def _validate(model: Any, raw: dict[str, Any], command: str, flags: dict[str, str]) -> Any:
+    """The model, or a one-line error that names the flag (``--workers``) rather than the key."""
+    from lume_ray.config import ConfigError, validate
+
+    try:
+        return validate(model, raw, f"lume-ray {command}")
+    except ConfigError as e:
+        message = str(e)
+        for key, flag in sorted(flags.items(), key=lambda kv: -len(kv[0])):
+            message = message.replace(f": {key}:", f": {flag}:")
+        raise ConfigError(message) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Command handlers: build the config, call the stage, print a digest.
+
+
+def cmd_data_inspect(args: argparse.Namespace) -> int:
+    from lume_ray.data import load_lume, summarize
+
+    data = load_lume(args.path)
+    table = summarize(data)
+    if args.json:
+        print(json.dumps({"source": data.source, "fingerprint": data.fingerprint(), "counts": table}, indent=2))
+        return 0
+    print(f"{data.source}  (fingerprint {data.fingerprint()}): valid")
+    print(f"{'split':<8} {'task':<6} {'kind':<4} {'rows':>6} {'docs':>6}")
+    for t in table:
+        print(f"{t['split']:<8} {t['task']:<6} {t['kind']:<4} {t['rows']:>6} {t['documents']:>6}")
+    return 0
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from lume_ray.config import SynthConfig
+    from lume_ray.synth import write_dataset
+
+    cfg = _validate(SynthConfig, _nested(args, args.flags), "data synth", args.flags)
+    out = write_dataset(args.out_dir, cfg.docs_per_task, cfg.seed)
+    counts = json.loads((out / "manifest.json").read_text())["counts"]
+    print(f"{out}: forget {counts['forget_rows']} rows / {counts['forget_documents']} documents, "
+          f"retain {counts['retain_rows']} rows / {counts['retain_documents']} documents, "
+          f"{counts['member']} members, {counts['nonmember']} non-members, {counts['utility']} utility questions")
+    return 0
+
+
+def cmd_target_build(args: argparse.Namespace) -> int:
+    from lume_ray.config import BuildConfig
+    from lume_ray.target import build_target, summary_lines
+
+    cfg = _validate(BuildConfig, _nested(args, args.flags), "target build", args.flags)
+    manifest = build_target(args.out_dir, args.data, preset=cfg.preset, seed=cfg.seed, epochs=cfg.epochs,
+                            force=args.force)
+    print(f"{args.out_dir}:")
+    for line in summary_lines(manifest):
+        print("  " + line)
+    return 0
+
+
+def cmd_unlearn(args: argparse.Namespace) -> int:
+    from lume_ray.config import UnlearnJob
+    from lume_ray.local_ray import ray_session
+    from lume_ray.train import run_unlearning
+
+    raw = _nested(args, args.flags)
+    raw["params"] = dict(args.params or [])
+    if args.lora is not None:
+        raw.setdefault("train", {})["lora"] = dict(args.lora)
+    if args.eval_every:
+        steps = int(raw.get("steps", UnlearnJob.model_fields["steps"].default))
+        raw["eval_steps"] = list(range(args.eval_every, steps + 1, args.eval_every))
+    job = _validate(UnlearnJob, raw, "unlearn", {**args.flags, "train.lora": "--lora", "params": "--set"})
+    t = job.train
+    print(f"[unlearn] {job.algorithm} {job.params} lr={job.lr} steps={job.steps} batch={t.batch_size} "
+          f"workers={t.workers} zero={t.zero} precision={t.resolved_precision} -> {job.out}", flush=True)
+    with ray_session(address=args.address, log_to_driver=True):
+        res = run_unlearning(job)
+    print(f"[unlearn] {res.status}{': ' + res.reason if res.reason else ''} after {res.steps_done} steps "
+          f"in {res.wall_s:.1f} s (resumed from step {res.resumed_from})")
+    for p in res.points:
+        print(f"  step {p.step:>6}  forget loss {p.forget_loss:.4f}  retain loss {p.retain_loss:.4f}  {p.model_dir}")
+    print(f"  log: {res.log_path}")
+    if res.status == "failed":
+        print(f"lume-ray: error: unlearning failed: {res.reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from lume_ray.config import EvalConfig
+    from lume_ray.evaluate.runner import evaluate, summary_lines
+    from lume_ray.local_ray import ray_session
+
+    settings = _validate(EvalConfig, _nested(args, args.flags), "eval", args.flags)
+    with ray_session(address=args.address, configure_logging=False):
+        result = evaluate(args.model, args.data, settings, members=args.member, nonmembers=args.nonmember,
+                          utility=args.utility, reference_utility=args.reference_utility, out_dir=args.out,
+                          trust_remote_code=args.trust_remote_code, progress=not args.json)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print("\n".join(summary_lines(result)))
+        print(f"wrote {Path(args.out) / 'rows.parquet'} and {Path(args.out) / 'metrics.json'} "
+              f"({result['seconds']:.1f} s)")
+    return 0
+
+
+def _experiment(args: argparse.Namespace, path: str | Path) -> Any:
+    from lume_ray.config import load_experiment
+
+    overrides = list(args.overrides)
+    if getattr(args, "out", None):
+        overrides.append(("output_dir", args.out))
+    if getattr(args, "sampler", None):
+        overrides.append(("sweep.sampler", args.sampler))
+    return load_experiment(path, overrides)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from lume_ray import pipeline
+
+    exp = _experiment(args, args.experiment)
+    pipeline.run_study(exp, resume=args.resume, address=args.address, warm_start=args.warm_start)
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from lume_ray import pipeline
+
+    path = Path(args.experiment) if args.experiment else DEFAULT_EXPERIMENT
+    exp = _experiment(args, path)
+    pipeline.run_study(exp, resume=None, address=None)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from lume_ray.report import cli_report
+
+    return int(cli_report(args))
+
+
+def _cluster(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        from lume_ray.cluster import jobs
+
+        return int(getattr(jobs, name)(args))
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
+# The parser.
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lume_ray.config import BuildConfig, EvalConfig, SynthConfig, UnlearnJob
+
+    p = Parser(prog="lume-ray", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+
+    # -- [1] data -------------------------------------------------------------------------------
     data = sub.add_parser("data", help="inspect or synthesize LUME-format data")
-    dsub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND", parser_class=Parser)
     inspect = dsub.add_parser("inspect", help="validate a LUME dataset and count rows/documents")
     inspect.add_argument("path", help="directory with forget/retain .jsonl or .parquet, or a HF dataset id")
     inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
-    inspect.set_defaults(func=_handler("data", "cli_inspect"))
+    inspect.set_defaults(func=cmd_data_inspect)
     synth = dsub.add_parser("synth", help="write a synthetic LUME-format dataset (all three tasks)")
     synth.add_argument("out_dir")
-    synth.add_argument("--docs-per-task", type=int, default=32, help="documents per task (split 1:1 forget/retain)")
-    synth.add_argument("--seed", type=int, default=0)
-    synth.set_defaults(func=_handler("synth", "cli_main"))
+    synth.set_defaults(func=cmd_data_synth, flags=add_model_options(synth, SynthConfig))
 
-    # -- [2] target -------------------------------------------------------------------------
+    # -- [2] target -----------------------------------------------------------------------------
     target = sub.add_parser("target", help="build the embedded target model")
-    tsub = target.add_subparsers(dest="target_command", required=True, metavar="SUBCOMMAND")
+    tsub = target.add_subparsers(dest="target_command", required=True, metavar="SUBCOMMAND", parser_class=Parser)
     build = tsub.add_parser("build", help="train a tiny OLMo-architecture model to memorize a LUME dataset")
     build.add_argument("out_dir")
     build.add_argument("--data", required=True, help="LUME directory (e.g. from `lume-ray data synth`)")
-    build.add_argument("--preset", default="tiny", help="model size preset (tiny|small)")
-    build.add_argument("--seed", type=int, default=0)
-    build.add_argument("--epochs", type=int, default=None, help="override the preset's epoch count")
     build.add_argument("--force", action="store_true", help="rebuild even if a cached build matches")
-    build.set_defaults(func=_handler("target", "cli_main"))
+    build.set_defaults(func=cmd_target_build, flags=add_model_options(build, BuildConfig))
 
-    # -- [3,4] unlearn ----------------------------------------------------------------------
+    # -- [3,4] unlearn --------------------------------------------------------------------------
     un = sub.add_parser("unlearn", help="run one unlearning job (Ray Train + DeepSpeed ZeRO)")
-    un.add_argument("--model", required=True, help="model directory or hub id (the target before unlearning)")
-    un.add_argument("--data", required=True, help="LUME directory or HF dataset id")
-    un.add_argument("--algorithm", required=True, help="registered algorithm (ga, gd, kl, npo, simnpo, rmu)")
-    un.add_argument("--lr", type=float, default=1e-5)
-    un.add_argument("--steps", type=int, default=60)
-    un.add_argument("--eval-every", type=int, default=0, help="evaluation point every K steps (0: only at the end)")
-    un.add_argument("--batch-size", type=int, default=8, help="global batch: forget (and retain) rows per step")
-    un.add_argument("--workers", type=int, default=1)
-    un.add_argument("--zero", type=int, default=0, choices=(0, 2, 3), help="DeepSpeed ZeRO stage")
-    un.add_argument("--offload", action="store_true", help="ZeRO-3 parameter + optimizer offload to CPU")
-    un.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                    help="auto: bf16 on GPU, fp32 on CPU")
-    un.add_argument("--gpu", action="store_true", help="one GPU per worker (NCCL)")
+    flags = add_model_options(un, UnlearnJob, skip=("params", "lora"))
+    un.add_argument("--eval-every", type=int, default=0, metavar="K",
+                    help="an evaluation point every K steps (the last step always is one)")
     un.add_argument("--set", dest="params", nargs="+", type=_kv, default=[], metavar="KEY=VALUE",
                     help="algorithm parameters, e.g. beta=0.1 alpha=1 retain_loss=kl")
     un.add_argument("--lora", nargs="*", type=_kv, default=None, metavar="KEY=VALUE",
                     help="train a LoRA adapter only, e.g. --lora r=8 alpha=16")
-    un.add_argument("--seed", type=int, default=0)
-    un.add_argument("--max-length", type=int, default=512)
-    un.add_argument("--out", required=True, help="output directory (re-run with the same --out to resume)")
-    un.add_argument("--address", default=None, help="address of a running Ray cluster (default: start a local one)")
-    un.add_argument("--trust-remote-code", action="store_true")
-    un.set_defaults(func=_handler("train", "cli_main"))
+    un.add_argument("--address", default=None, help="a running Ray cluster (default: start a local one)")
+    un.set_defaults(func=cmd_unlearn, flags=flags)
 
-    # -- [5] eval ---------------------------------------------------------------------------
+    # -- [5] eval -------------------------------------------------------------------------------
     ev = sub.add_parser("eval", help="evaluate a model with the LUME protocol (Ray Data)")
-    ev.add_argument("--model", required=True)
-    ev.add_argument("--data", required=True)
-    ev.add_argument("--member", default=None, help="member documents (default: forget documents)")
+    ev.add_argument("--model", required=True, help="model directory or hub id")
+    ev.add_argument("--data", required=True, help="LUME directory or HF dataset id")
+    ev.add_argument("--member", default=None, help="member documents (default: DATA/mia/member.jsonl, "
+                    "DATA/member.jsonl, else the forget documents)")
     ev.add_argument("--nonmember", default=None, help="non-member documents ({id, document} jsonl)")
-    ev.add_argument("--utility", default=None, help="multiple-choice jsonl, or 'mmlu' (needs the dataset)")
+    ev.add_argument("--utility", default=None, help="multiple-choice jsonl, an MMLU directory, or 'mmlu'")
     ev.add_argument("--reference-utility", type=float, default=None,
-                    help="utility of the model before unlearning (for the floor)")
-    ev.add_argument("--utility-floor", type=float, default=0.75, help="fraction of the reference utility")
-    ev.add_argument("--workers", type=int, default=1, help="model actors")
-    ev.add_argument("--batch-size", type=int, default=16)
-    ev.add_argument("--max-new-tokens", type=int, default=256)
-    ev.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
-                    help="weights' dtype (the challenge's scorer ran bfloat16 on GPU; float32 is exact on CPU)")
-    ev.add_argument("--limit", type=int, default=None, help="evaluate only the first N rows per split (smoke runs)")
+                    help="utility of the model before unlearning (for a relative floor)")
     ev.add_argument("--out", required=True)
     ev.add_argument("--json", action="store_true", help="print metrics.json")
     ev.add_argument("--address", default=None)
     ev.add_argument("--trust-remote-code", action="store_true")
-    ev.set_defaults(func=_handler("evaluate", "cli_main"))
+    ev.set_defaults(func=cmd_eval, flags=add_model_options(ev, EvalConfig))
 
-    # -- [6] sweep --------------------------------------------------------------------------
-    sw = sub.add_parser("sweep", help="per-algorithm Ray Tune + Optuna search from an experiment YAML")
+    # -- [6] sweep ------------------------------------------------------------------------------
+    sw = sub.add_parser("sweep", help="search every algorithm's trade-off (Ray Tune + Optuna) from an experiment")
     sw.add_argument("experiment", help="experiment YAML (see experiments/)")
+    sw.add_argument("--out", default=None, help="RUN_DIR (same as --set output_dir=DIR)")
     sw.add_argument("--resume", action="store_true", help="continue an interrupted sweep in the same run dir")
+    sw.add_argument("--sampler", default=None, help="override sweep.sampler (gp, tpe, nsga2, random, grid)")
+    sw.add_argument("--warm-start", default=None, metavar="RUN_DIR",
+                    help="tell the studies every point of an earlier sweep (same algorithms and parameters)")
     sw.add_argument("--address", default=None)
-    sw.add_argument("--search", default=None, choices=("optuna", "random", "grid"))
     sw.add_argument("--set", dest="overrides", nargs="+", type=_kv, default=[], metavar="KEY=VALUE",
                     help="override experiment keys, e.g. sweep.num_samples=40")
-    sw.set_defaults(func=_handler("sweep", "cli_main"))
+    sw.set_defaults(func=cmd_sweep)
 
-    # -- [7] report -------------------------------------------------------------------------
-    rp = sub.add_parser("report", help="Pareto fronts, leaderboard and plots from a sweep's results")
-    rp.add_argument("run_dir")
-    rp.add_argument("--out", default=None, help="default: RUN_DIR/report")
+    # -- [7] report -----------------------------------------------------------------------------
+    rp = sub.add_parser("report", help="Pareto fronts, leaderboard and figures from one or more sweeps")
+    rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="one sweep, or several to compare")
+    rp.add_argument("--out", default=None, help="default: RUN_DIR/report (one run)")
     rp.add_argument("--objectives", nargs="+", default=None, help="metric names (directions from the registry)")
     rp.add_argument("--floor", nargs="+", type=_kv, default=None, metavar="METRIC=FRACTION",
                     help="feasibility floor relative to the base model, e.g. utility=0.75")
     rp.add_argument("--no-redact", action="store_true", help="show sample generations without PII redaction")
-    rp.set_defaults(func=_handler("report", "cli_main"))
+    rp.set_defaults(func=cmd_report)
 
-    # -- the whole study --------------------------------------------------------------------
+    # -- the whole study ------------------------------------------------------------------------
     qs = sub.add_parser("quickstart", help="data -> target -> sweep -> report on the embedded default")
     qs.add_argument("--out", default="runs/quickstart")
     qs.add_argument("--experiment", default=None, help="default: experiments/quickstart.yaml")
     qs.add_argument("--set", dest="overrides", nargs="+", type=_kv, default=[], metavar="KEY=VALUE")
-    qs.set_defaults(func=_handler("pipeline", "cli_main"))
+    qs.set_defaults(func=cmd_quickstart)
 
-    # -- cluster ----------------------------------------------------------------------------
+    # -- cluster --------------------------------------------------------------------------------
     sm = sub.add_parser("submit", help="submit a sweep to a Ray cluster as a Ray job")
     sm.add_argument("experiment")
     sm.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://HEAD:8265")
     sm.add_argument("--set", dest="overrides", nargs="+", type=_kv, default=[], metavar="KEY=VALUE")
     sm.add_argument("--no-wait", action="store_true")
-    sm.set_defaults(func=_handler("cluster", "cli_submit"))
+    sm.set_defaults(func=_cluster("cli_submit"))
     jobs = sub.add_parser("jobs", help="list, inspect, follow or stop Ray jobs")
     jobs.add_argument("action", choices=("list", "status", "logs", "stop"))
     jobs.add_argument("job_id", nargs="?")
     jobs.add_argument("--address", default=os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS"))
     jobs.add_argument("--follow", action="store_true")
-    jobs.set_defaults(func=_handler("cluster", "cli_jobs"))
+    jobs.set_defaults(func=_cluster("cli_jobs"))
     plan = sub.add_parser("plan", help="per-GPU memory of each ZeRO stage for a model; recommend one")
     plan.add_argument("--model", required=True, help="1b, 7b, or a model directory / config")
     plan.add_argument("--gpus", type=int, required=True, help="GPUs in total")
@@ -155,8 +371,16 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--gpu-mem", type=float, default=80.0, help="GiB per GPU")
     plan.add_argument("--lora", action="store_true")
     plan.add_argument("--json", action="store_true")
-    plan.set_defaults(func=_handler("cluster", "cli_plan"))
+    plan.set_defaults(func=_cluster("cli_plan"))
     return p
+
+
+def _unsuppress(error: BaseException | None) -> None:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        error.__suppress_context__ = False
+        error = error.__cause__ or error.__context__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -168,6 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except (ValueError, FileNotFoundError, NotADirectoryError, FileExistsError, PermissionError) as e:
         if os.environ.get("LUME_RAY_DEBUG"):
+            _unsuppress(e)  # one-line errors are raised `from None`; the debug traceback shows their causes
             raise
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"lume-ray: error: {msg}", file=sys.stderr)

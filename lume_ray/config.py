@@ -1,124 +1,132 @@
-"""Configs: command-line arguments or sweep dictionaries -> frozen, validated dataclasses.
+"""Config: the one typed model of lume-ray. An experiment YAML (+ ``--set`` overrides), or a command's flags,
+-> frozen, validated pydantic models that every stage takes as they are.
 
-Input:  keyword values (from the sweep) or an argparse Namespace (``lume-ray unlearn``).
-Output: :class:`UnlearnConfig`, checked once in ``__post_init__`` so every later stage can trust it;
-        bad input raises :class:`ConfigError` (a ``ValueError``) naming the key, the value and the valid
-        choices.
+Input:  ``experiments/<name>.yaml`` (every key, with comments, in experiments/quickstart.yaml) and
+        ``key.path=value`` overrides (values parsed as YAML: ``sweep.algorithms=[ga,npo]``); or the flags of
+        ``lume-ray unlearn`` / ``lume-ray eval``, which :mod:`lume_ray.cli` generates from these models.
+Output: :class:`Experiment` (a study), :class:`UnlearnJob` (one unlearning job), :class:`EvalConfig` (how to
+        evaluate). Everything is checked here, once: unknown keys at any depth, types, ranges, choices,
+        combinations (``offload`` needs ZeRO-3), algorithm names and parameter values, metric names,
+        sampler names. A failure is :class:`ConfigError`, one line naming the file, the key, the value and the
+        valid choices; nothing that passed can fail later as a config error.
+
+A search space is per algorithm: ``lr`` and ``steps`` (trainer parameters) plus the algorithm's own
+parameters (declared by each algorithm in :mod:`lume_ray.algorithms`). A parameter is a distribution
+``{loguniform: [lo, hi]}``, ``{uniform: [lo, hi]}``, ``{int: [lo, hi]}``, ``{choice: [a, b, ...]}`` or a plain
+value (fixed); ``grid: [...]`` beside a range gives the values the grid sampler uses. ``steps`` is a
+trajectory, not a sampled parameter: ``{max: N}`` (evaluated at ``sweep.eval_points`` evenly spaced steps,
+or at ``sweep.eval_steps``), or a list of steps (trained to the largest, evaluated at each).
 """
 
 from __future__ import annotations
 
-import argparse
+import copy
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
 
-from lume_ray.algorithms import ParamValue, validate_params
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lume_ray.evaluate.metrics import Floor
 
 
 class ConfigError(ValueError):
-    """An invalid configuration value; one-line message naming the key and the valid choices."""
+    """An invalid configuration value; one line naming the file or flag, the key, the value and the valid choices."""
 
 
-ZERO_STAGES = (0, 2, 3)
-PRECISIONS = ("auto", "fp32", "bf16")
-# LoRA keys -> defaults. target_modules: "all-linear" (peft's shortcut) or comma-separated module names.
-LORA_DEFAULTS: dict[str, Any] = {"r": 8, "alpha": 16.0, "dropout": 0.0, "target_modules": "all-linear"}
+class Section(BaseModel):
+    """Every config section: unknown keys are errors, values are frozen once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
-def _lora(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    unknown = sorted(set(value) - set(LORA_DEFAULTS))
-    if unknown:
-        raise ConfigError(f"lora: unknown key {unknown[0]!r} (valid: {', '.join(LORA_DEFAULTS)})")
-    out = dict(LORA_DEFAULTS)
-    for key, raw in value.items():
-        try:
-            if key == "r":
-                number = float(raw)
-                if number != int(number) or number < 1:
-                    raise ValueError
-                out[key] = int(number)
-            elif key in ("alpha", "dropout"):
-                out[key] = float(raw)
-                if not math.isfinite(out[key]) or out[key] < 0 or (key == "dropout" and out[key] >= 1):
-                    raise ValueError
-            else:
-                out[key] = str(raw).strip()
-                if not out[key]:
-                    raise ValueError
-        except (TypeError, ValueError):
-            rule = {"r": "an integer >= 1", "alpha": "a number >= 0", "dropout": "a number in [0, 1)",
-                    "target_modules": "'all-linear' or comma-separated module names"}[key]
-            raise ConfigError(f"lora: {key}={raw!r} must be {rule}") from None
-    return out
+ParamValue = float | int | str
+TRAINER_PARAMS = ("lr", "steps")
+DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 
 
-@dataclass(frozen=True)
-class UnlearnConfig:
-    """One unlearning job: which model/data/algorithm, trainer settings, parallelism, output.
+# =============================================================================================
+# Stage settings.
 
-    ``batch_size`` is the global batch (forget rows per step, and as many retain rows); each of the
-    ``workers`` gets ``batch_size // workers``. ``eval_every`` K marks evaluation points at steps K, 2K, ...
-    and always at the last step (0: only at the end). ``precision`` "auto" is bf16 on GPU, fp32 on CPU.
-    """
 
-    model: str
-    data: str
-    algorithm: str
-    out: str
-    params: dict[str, ParamValue] = field(default_factory=dict)
-    lr: float = 1e-5
-    steps: int = 60
-    eval_every: int = 0
-    batch_size: int = 8
-    workers: int = 1
-    zero: int = 0
-    offload: bool = False
-    precision: str = "auto"
-    use_gpu: bool = False
-    lora: dict[str, Any] | None = None
-    seed: int = 0
-    max_length: int = 512
-    trust_remote_code: bool = False
-    cpus_per_worker: float = 1.0
+class SynthConfig(Section):
+    """How `lume-ray data synth` writes the embedded default's data when ``data.path`` does not exist."""
 
-    def __post_init__(self) -> None:
-        def fail(key: str, value: Any, rule: str) -> None:
-            raise ConfigError(f"{key}={value!r}: {rule}")
+    docs_per_task: int = Field(32, ge=2, description="documents per task (split 1:1 forget/retain)")
+    seed: int = Field(0, ge=0)
 
-        for key in ("model", "data", "out"):
-            value = getattr(self, key)
-            if not isinstance(value, str) or not value.strip():
-                fail(key, value, "must be a non-empty path or id")
-        # validate_params raises for an unknown algorithm (naming the registered ones) or parameter.
-        try:
-            object.__setattr__(self, "params", validate_params(self.algorithm, self.params))
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            fail("lr", self.lr, "must be a finite number > 0")
-        object.__setattr__(self, "lr", float(self.lr))
-        for key, low in (("steps", 1), ("eval_every", 0), ("batch_size", 1), ("workers", 1), ("max_length", 8),
-                         ("seed", 0)):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                fail(key, value, f"must be an integer >= {low}")
-        if self.batch_size % self.workers:
-            fail("batch_size", self.batch_size,
-                 f"the global batch must be divisible by workers={self.workers} (equal micro-batches)")
-        if self.zero not in ZERO_STAGES:
-            fail("zero", self.zero, f"valid: {', '.join(map(str, ZERO_STAGES))}")
+
+class DataConfig(Section):
+    path: str = Field("data", description="LUME directory (forget/retain .jsonl or .parquet) or a HF dataset id")
+    synth: SynthConfig | None = Field(None, description="write synthetic data at path when it is missing")
+    member: str | None = Field(None, description="MIA member documents ({id, document} jsonl); default: "
+                               "DATA/mia/member.jsonl, DATA/member.jsonl, else the forget documents")
+    nonmember: str | None = Field(None, description="MIA non-member documents; default: DATA/mia/nonmember.jsonl, "
+                                  "DATA/nonmember.jsonl, else none (MIA null)")
+    utility: str | None = Field("auto", description="auto (DATA/utility.jsonl), mmlu, a multiple-choice file or "
+                                "a directory in MMLU's layout, or null (none)")
+
+
+class BuildConfig(Section):
+    """How `lume-ray target build` makes the embedded target when ``target.model`` does not exist."""
+
+    preset: str = Field("tiny", description="model size preset")
+    seed: int = Field(0, ge=0)
+    epochs: int | None = Field(None, ge=1, description="override the preset's epoch count")
+
+    @field_validator("preset")
+    @classmethod
+    def _preset(cls, value: str) -> str:
+        from lume_ray.target import PRESETS
+
+        if value not in PRESETS:
+            raise ValueError(f"unknown preset {value!r} (valid: {', '.join(PRESETS)})")
+        return value
+
+
+class TargetConfig(Section):
+    model: str = Field("target", description="the model before unlearning: a directory or a hub id")
+    build: BuildConfig | None = Field(None, description="build the embedded target at model when it is missing")
+    trust_remote_code: bool = Field(False, description="run the model repository's own code (off unless asked)")
+
+
+class LoraConfig(Section):
+    """A LoRA adapter (PEFT) trained instead of the full weights; merged into every saved point."""
+
+    r: int = Field(8, ge=1, description="rank")
+    alpha: float = Field(16.0, ge=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: str = Field("all-linear", description="'all-linear' or comma-separated module names")
+
+
+class TrainConfig(Section):
+    """How one unlearning job runs: Ray Train workers, DeepSpeed ZeRO, precision, batch."""
+
+    workers: int = Field(1, ge=1, description="Ray Train workers (one DeepSpeed rank each)")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: Literal[0, 1] = Field(0, description="0 (CPU, gloo) or 1 (one GPU per rank, NCCL); "
+                                           "more GPUs means more workers")
+    zero: Literal[0, 2, 3] = Field(0, description="DeepSpeed ZeRO stage")
+    offload: bool = Field(False, description="ZeRO-3 parameter + optimizer offload to CPU")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
+    batch_size: int = Field(8, ge=1, description="global batch: forget (and retain) rows per step")
+    max_length: int = Field(512, ge=8, description="tokens per training sequence")
+    lora: LoraConfig | None = None
+
+    @model_validator(mode="after")
+    def _combinations(self) -> TrainConfig:
         if self.offload and self.zero != 3:
-            fail("offload", self.offload, "CPU offload needs zero=3")
-        if self.precision not in PRECISIONS:
-            fail("precision", self.precision, f"valid: {', '.join(PRECISIONS)} (fp16 does not run on CPU)")
-        if not (isinstance(self.cpus_per_worker, (int, float)) and self.cpus_per_worker > 0):
-            fail("cpus_per_worker", self.cpus_per_worker, "must be a number > 0")
-        object.__setattr__(self, "cpus_per_worker", float(self.cpus_per_worker))
-        object.__setattr__(self, "lora", _lora(self.lora))
+            raise ValueError(f"offload: CPU offload needs zero: 3 (got zero: {self.zero})")
+        if self.batch_size % self.workers:
+            raise ValueError(f"batch_size: {self.batch_size} is not a multiple of workers={self.workers} "
+                             "(every rank takes an equal micro-batch)")
+        return self
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.gpus_per_worker > 0
 
     @property
     def micro_batch(self) -> int:
@@ -131,30 +139,499 @@ class UnlearnConfig:
             return "bf16" if self.use_gpu else "fp32"
         return self.precision
 
-    def eval_steps(self) -> list[int]:
-        """Steps at which the job saves a model and reports: every ``eval_every`` and the last."""
-        every = self.eval_every or self.steps
-        return sorted({*range(every, self.steps + 1, every), self.steps})
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+class EvalConfig(Section):
+    """How to evaluate. The defaults reproduce the challenge's scorer (DESIGN.md section 3)."""
 
+    max_new_tokens: int = Field(256, ge=1, description="greedy tokens per generation (the challenge: 256)")
+    batch_size: int = Field(16, ge=1, description="items per model batch")
+    workers: int = Field(1, ge=1, description="model actors")
+    cpus_per_actor: float | None = Field(None, gt=0, description="CPUs per actor (default: leave one CPU free)")
+    gpus_per_actor: float | None = Field(0.0, ge=0, description="GPUs per actor (null: one when the cluster has any)")
+    utility_floor: Floor = Field(Floor(), description="a number (fraction of the base utility), "
+                                 "{relative: r}, {absolute: a} or both")
+    limit: int | None = Field(None, ge=1, description="evaluate only the first N rows per split (smoke runs)")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="weights' dtype (the challenge ran bfloat16 on GPU; float32 is exact on CPU)")
+    exact: bool = Field(False, description="one prompt at a time, no padding, in every actor: the challenge's "
+                        "procedure to the bit in any dtype (slower)")
+    mia_k: float = Field(0.2, gt=0, le=1, description="fraction of tokens for Min-K%% / Min-K%%++")
+    utility_style: Literal["auto", "letter", "option", "open-instruct"] = Field(
+        "auto", description="auto: the challenge's MMLU procedure for MMLU, option likelihood for a utility file")
+    mmlu_shots: int = Field(5, ge=0, description="MMLU dev-split examples per prompt (the challenge: 5)")
+
+    @field_validator("utility_floor", mode="before")
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> UnlearnConfig:
-        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"unknown unlearn key {unknown[0]!r} (valid: {', '.join(cls.__dataclass_fields__)})")
-        return cls(**values)
+    def _floor(cls, value: Any) -> Any:
+        if value is None:
+            return Floor(relative=None, absolute=None)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return Floor(relative=float(value))
+        if isinstance(value, Mapping):
+            unknown = sorted(set(value) - {"relative", "absolute"})
+            if unknown:
+                raise ValueError(f"unknown key {unknown[0]!r} (valid: relative, absolute)")
+            return Floor(relative=value.get("relative"), absolute=value.get("absolute"))
+        return value
 
+
+# =============================================================================================
+# One unlearning job (`lume-ray unlearn`, and each sweep trial).
+
+
+class UnlearnJob(Section):
+    """One unlearning job: which model, data and algorithm, its parameters, the trainer settings, the output.
+
+    The job trains ``steps`` steps and stops at each of ``eval_steps`` (always including the last) to save
+    a Hugging Face model directory and a resumable checkpoint.
+    """
+
+    model: str = Field(..., min_length=1, description="the model before unlearning: a directory or a hub id")
+    data: str = Field(..., min_length=1, description="LUME directory or HF dataset id")
+    algorithm: str = Field(..., description="a registered algorithm")
+    params: dict[str, ParamValue] = Field(default_factory=dict, description="the algorithm's parameters")
+    lr: float = Field(1e-5, gt=0, description="learning rate (constant: a run passes through every shorter one)")
+    steps: int = Field(60, ge=1, description="steps to train")
+    eval_steps: tuple[int, ...] = Field((), description="steps that save an evaluation point (the last always does)")
+    out: str = Field(..., min_length=1, description="output directory (the same one resumes)")
+    seed: int = Field(0, ge=0)
+    train: TrainConfig = TrainConfig()
+    trust_remote_code: bool = False
+
+    @field_validator("algorithm")
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> UnlearnConfig:
-        """From ``lume-ray unlearn`` arguments (``--set k=v`` -> params, ``--lora [k=v ...]`` -> lora)."""
-        params = dict(args.params or [])
-        lora = None if args.lora is None else dict(args.lora)
-        return cls(
-            model=args.model, data=args.data, algorithm=args.algorithm, out=args.out, params=params,
-            lr=args.lr, steps=args.steps, eval_every=args.eval_every, batch_size=args.batch_size,
-            workers=args.workers, zero=args.zero, offload=args.offload, precision=args.precision,
-            use_gpu=args.gpu, lora=lora, seed=args.seed, max_length=args.max_length,
-            trust_remote_code=args.trust_remote_code,
+    def _algorithm(cls, value: str) -> str:
+        from lume_ray.algorithms import get_algorithm
+
+        get_algorithm(value)  # names the registered ones
+        return value
+
+    @field_validator("lr")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number > 0")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> UnlearnJob:
+        from lume_ray.algorithms import validate_params
+
+        object.__setattr__(self, "params", validate_params(self.algorithm, self.params))
+        bad = [s for s in self.eval_steps if not 1 <= s <= self.steps]
+        if bad:
+            raise ValueError(f"eval_steps: {bad[0]} is outside 1..steps={self.steps}")
+        object.__setattr__(self, "eval_steps", tuple(sorted({*self.eval_steps, self.steps})))
+        return self
+
+
+# =============================================================================================
+# Search spaces.
+
+
+class ParamSpec(Section):
+    """One hyperparameter: a distribution to search, or a fixed value (``kind == "fixed"``)."""
+
+    kind: Literal["fixed", "loguniform", "uniform", "int", "choice"]
+    values: tuple[Any, ...]  # (lo, hi) for ranges, the options for choice, (value,) for fixed
+    grid: tuple[Any, ...] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, raw: Any) -> Any:
+        if isinstance(raw, ParamSpec):
+            return raw
+        if not isinstance(raw, Mapping):
+            return {"kind": "fixed", "values": (_num(raw),)}
+        if "kind" in raw:
+            return raw
+        raw = {k: [_num(v) for v in vs] if isinstance(vs, list) else vs for k, vs in raw.items()}
+        dists = [k for k in raw if k != "grid"]
+        if len(dists) != 1 or dists[0] not in DISTRIBUTIONS:
+            raise ValueError(f"expected one of {', '.join(DISTRIBUTIONS)} (optionally with grid), got {sorted(raw)}")
+        kind, values = dists[0], raw[dists[0]]
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{kind}: expected a non-empty list, got {values!r}")
+        if kind != "choice":
+            if len(values) != 2 or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+                raise ValueError(f"{kind}: expected [low, high] numbers, got {values}")
+            if values[0] > values[1]:
+                raise ValueError(f"{kind}: low {values[0]} > high {values[1]}")
+            if kind == "loguniform" and values[0] <= 0:
+                raise ValueError(f"loguniform: bounds must be > 0, got {values}")
+        grid = raw.get("grid")
+        if grid is not None and (not isinstance(grid, list) or not grid):
+            raise ValueError(f"grid: expected a non-empty list, got {grid!r}")
+        return {"kind": kind, "values": tuple(values), "grid": tuple(grid) if grid is not None else None}
+
+    @property
+    def searchable(self) -> bool:
+        return self.kind != "fixed" and not (self.kind == "choice" and len(self.values) == 1)
+
+    def concrete_values(self) -> tuple[Any, ...]:
+        """Every value this spec can produce at its edges (endpoints, options, grid values)."""
+        return tuple(self.values) + tuple(self.grid or ())
+
+    def grid_values(self) -> tuple[Any, ...]:
+        if self.grid is not None:
+            return self.grid
+        if self.kind in ("choice", "fixed"):
+            return self.values
+        if self.kind == "int":
+            lo, hi = self.values
+            return tuple(range(int(lo), int(hi) + 1))
+        raise ValueError(f"a grid search needs 'grid: [...]' values for a {self.kind} range {list(self.values)}")
+
+
+class StepsSpec(Section):
+    """The step trajectory of an algorithm's trials: train to ``max``; ``points``, when given, are the steps
+    evaluated (else ``sweep.eval_steps`` or ``sweep.eval_points`` evenly spaced)."""
+
+    max: int = Field(..., ge=1)
+    points: tuple[int, ...] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, raw: Any) -> Any:
+        if isinstance(raw, int | float | str) and not isinstance(raw, bool):
+            value = _num(raw)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"expected an integer >= 1, {{max: N}} or a list of steps, got {raw!r}")
+            return {"max": value}
+        if isinstance(raw, Mapping) and "choice" in raw and len(raw) == 1:
+            raw = raw["choice"]  # the earlier format: steps to evaluate
+        if isinstance(raw, list):
+            steps = [_num(v) for v in raw]
+            if not steps or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in steps):
+                raise ValueError(f"expected a non-empty list of integers >= 1, got {raw!r}")
+            return {"max": max(steps), "points": tuple(sorted(set(steps)))}
+        return raw
+
+
+def _num(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-4`` (no dot) as a string: take numeric strings as numbers."""
+    if isinstance(value, str):
+        try:
+            return int(value) if value.strip().lstrip("-").isdigit() else float(value)
+        except ValueError:
+            return value
+    return value
+
+
+class AlgorithmSpace(Section):
+    """An algorithm's search space: ``lr``, ``steps`` and its own parameters (names checked against the
+    algorithm's declaration, every concrete value against its constraints)."""
+
+    lr: ParamSpec
+    steps: StepsSpec
+    params: dict[str, ParamSpec] = Field(default_factory=dict)
+
+    def searched(self) -> dict[str, ParamSpec]:
+        """lr and the algorithm's parameters: everything the sampler chooses (steps is the trajectory)."""
+        return {"lr": self.lr, **self.params}
+
+
+def _algorithm_space(algo: str, raw: Any) -> AlgorithmSpace:
+    from lume_ray.algorithms import algorithm_params, get_algorithm, validate_params
+
+    get_algorithm(algo)
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{algo}: expected a mapping of parameter -> distribution")
+    valid = [*TRAINER_PARAMS, *algorithm_params(algo)]
+    for name in raw:
+        if name not in valid:
+            raise ValueError(f"{algo}: unknown parameter {name!r} (valid: {', '.join(valid)})")
+    for name in TRAINER_PARAMS:
+        if name not in raw:
+            raise ValueError(f"{algo}: missing {name!r} (every algorithm needs lr and steps)")
+    space = AlgorithmSpace(lr=raw["lr"], steps=raw["steps"],
+                           params={k: v for k, v in raw.items() if k not in TRAINER_PARAMS})
+    for value in space.lr.concrete_values():
+        if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0 or not math.isfinite(value):
+            raise ValueError(f"{algo}.lr: {value!r} must be a finite number > 0")
+    for name, spec in space.params.items():
+        for value in spec.concrete_values():
+            validate_params(algo, {name: value})  # AlgorithmError names the constraint
+    return space
+
+
+# =============================================================================================
+# The experiment (a study).
+
+
+class EarlyStopConfig(Section):
+    """Multi-objective successive halving: at each rung, stop a trial whose point is outside the kept
+    fraction of the points seen at that rung (by Pareto rank, ties by hypervolume contribution)."""
+
+    rungs: tuple[int, ...] = Field(..., min_length=1, description="steps at which trials are compared")
+    keep: float = Field(1 / 3, gt=0, le=1, description="fraction kept at each rung")
+
+    @field_validator("keep", mode="before")
+    @classmethod
+    def _fraction(cls, value: Any) -> Any:
+        if isinstance(value, str) and "/" in value:
+            num, _, den = value.partition("/")
+            return float(num) / float(den)
+        return value
+
+    @field_validator("rungs")
+    @classmethod
+    def _rungs(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(r < 1 for r in value) or list(value) != sorted(set(value)):
+            raise ValueError(f"expected increasing steps >= 1, got {list(value)}")
+        return value
+
+
+class SweepConfig(Section):
+    sampler: str = Field("gp", description="gp | tpe | nsga2 | random | grid (registered samplers)")
+    num_samples: int = Field(8, ge=1, description="trials per algorithm (a grid runs its full grid)")
+    max_concurrent: int | None = Field(None, ge=1, description="trials at once (default: what the cluster fits)")
+    eval_points: int = Field(2, ge=1, description="evaluations per trial, evenly spaced over its trajectory")
+    eval_steps: tuple[int, ...] | None = Field(None, description="explicit evaluation steps (overrides eval_points)")
+    objectives: tuple[str, ...] = Field(("forget_efficacy", "retain_score", "utility"), min_length=1,
+                                        description="registered metrics (directions from the registry)")
+    initial_design: Literal["auto", "off"] | int = Field(
+        "auto", description="box corners + centre enqueued first: auto (sized from budget and parameters), off, "
+        "or a number of points")
+    max_failures: int = Field(1, ge=0, description="retries of a failed trial (resumed from its checkpoint)")
+    algorithms: tuple[str, ...] | None = Field(None, description="subset of the experiment's algorithms to run")
+    keep_models: bool = Field(False, description="keep every evaluation point's model directory")
+    early_stop: EarlyStopConfig | None = None
+    report: bool = Field(True, description="write RUN_DIR/report at the end")
+
+    @field_validator("sampler")
+    @classmethod
+    def _sampler(cls, value: str) -> str:
+        from lume_ray.search.samplers import SAMPLERS
+
+        if value not in SAMPLERS:
+            raise ValueError(f"unknown sampler {value!r} (valid: {', '.join(SAMPLERS)})")
+        return value
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from lume_ray.evaluate.metrics import direction
+
+        for name in value:
+            direction(name)
+        if len(set(value)) != len(value):
+            raise ValueError(f"objectives repeat a name: {list(value)}")
+        return value
+
+    @field_validator("eval_steps")
+    @classmethod
+    def _eval_steps(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is not None and (not value or any(s < 1 for s in value)):
+            raise ValueError(f"expected a non-empty list of steps >= 1, got {value}")
+        return None if value is None else tuple(sorted(set(value)))
+
+    @field_validator("initial_design")
+    @classmethod
+    def _initial(cls, value: Any) -> Any:
+        if isinstance(value, int) and value < 0:
+            raise ValueError(f"expected auto, off or a number >= 0, got {value}")
+        return value
+
+
+class MlflowConfig(Section):
+    uri: str | None = Field(None, description="tracking URI (default: a local store under RUN_DIR/mlruns)")
+    experiment: str | None = Field(None, description="MLflow experiment name (default: the study's name)")
+
+
+class WandbConfig(Section):
+    project: str = Field("lume-ray")
+    mode: Literal["online", "offline", "disabled"] = "offline"
+
+
+class TrackingConfig(Section):
+    mlflow: MlflowConfig | None = None
+    wandb: WandbConfig | None = None
+
+
+class Experiment(Section):
+    """A study: data -> target -> one sweep over every algorithm's space -> report."""
+
+    name: str = Field(..., min_length=1)
+    seed: int = Field(0, ge=0)
+    output_dir: str = Field("", description="RUN_DIR (default: runs/<name>); paths may use {output_dir}")
+    data: DataConfig = DataConfig()
+    target: TargetConfig = TargetConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    sweep: SweepConfig = SweepConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    algorithms: dict[str, AlgorithmSpace] = Field(..., min_length=1)
+
+    @field_validator("algorithms", mode="before")
+    @classmethod
+    def _spaces(cls, raw: Any) -> Any:
+        if not isinstance(raw, Mapping) or not raw:
+            from lume_ray.algorithms import ALGORITHMS
+
+            raise ValueError(f"expected a mapping of algorithm name -> search space (valid: {', '.join(ALGORITHMS)})")
+        return {algo: space if isinstance(space, AlgorithmSpace) else _algorithm_space(algo, space or {})
+                for algo, space in raw.items()}
+
+    @model_validator(mode="after")
+    def _check(self) -> Experiment:
+        if not self.output_dir:
+            object.__setattr__(self, "output_dir", f"runs/{self.name}")
+        out = Path(self.output_dir)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"output_dir: {self.output_dir!r} exists and is not a directory")
+        sw = self.sweep
+        for algo in sw.algorithms or ():
+            if algo not in self.algorithms:
+                raise ValueError(f"sweep.algorithms: {algo!r} has no search space here "
+                                 f"(valid: {', '.join(self.algorithms)})")
+        if sw.sampler == "grid":
+            for algo, space in self.algorithms.items():
+                for name, spec in space.searched().items():
+                    try:
+                        spec.grid_values()
+                    except ValueError as e:
+                        raise ValueError(f"algorithms.{algo}.{name}: {e}") from None
+        for algo, space in self.algorithms.items():
+            for step in self.eval_steps(algo):
+                if step > space.steps.max:
+                    raise ValueError(f"sweep.eval_steps: {step} is beyond algorithms.{algo}.steps max "
+                                     f"{space.steps.max}")
+        if sw.early_stop is not None:
+            longest = max(s.steps.max for s in self.algorithms.values())
+            if sw.early_stop.rungs[-1] > longest:
+                raise ValueError(f"sweep.early_stop.rungs: {sw.early_stop.rungs[-1]} is beyond every "
+                                 f"algorithm's steps (largest max: {longest})")
+        return self
+
+    # -- derived values, one place each ------------------------------------------------------
+
+    def selected_algorithms(self) -> list[str]:
+        return list(self.sweep.algorithms or self.algorithms)
+
+    def eval_steps(self, algorithm: str) -> tuple[int, ...]:
+        """The steps at which a trial of ``algorithm`` is evaluated (the last is always its max)."""
+        steps = self.algorithms[algorithm].steps
+        if steps.points is not None:
+            points = steps.points
+        elif self.sweep.eval_steps is not None:
+            points = self.sweep.eval_steps
+        else:
+            n = self.sweep.eval_points
+            points = tuple(round(steps.max * k / n) for k in range(1, n + 1))
+        if self.sweep.early_stop is not None:  # every rung is evaluated: the scheduler decides there
+            points = (*points, *(r for r in self.sweep.early_stop.rungs if r <= steps.max))
+        return tuple(sorted({p for p in points if p >= 1} | {steps.max}))
+
+    def path(self, text: str) -> str:
+        """An experiment path: ``{output_dir}`` substituted; made absolute when it exists here (trials run in
+        directories of their own); anything else (a hub id such as ``allenai/OLMo-1B-hf``) is unchanged."""
+        text = text.replace("{output_dir}", self.output_dir)
+        return str(Path(text).resolve()) if Path(text).exists() else text
+
+    def resolved(self) -> Experiment:
+        """The experiment with an absolute output_dir (trials run in directories of their own)."""
+        return self.model_copy(update={"output_dir": str(Path(self.output_dir).resolve())})
+
+    def unlearn_job(self, algorithm: str, hp: Mapping[str, Any], out: str | Path, steps: int | None = None) -> UnlearnJob:
+        """The unlearning job of one trial: ``hp`` holds lr and the algorithm's parameters."""
+        space = self.algorithms[algorithm]
+        steps = steps or space.steps.max
+        return UnlearnJob(
+            model=self.path(self.target.model), data=self.path(self.data.path), algorithm=algorithm,
+            params={k: v for k, v in hp.items() if k != "lr"}, lr=float(hp["lr"]), steps=steps,
+            eval_steps=tuple(s for s in self.eval_steps(algorithm) if s <= steps), out=str(out), seed=self.seed,
+            train=self.train, trust_remote_code=self.target.trust_remote_code,
         )
+
+    def dump(self) -> dict[str, Any]:
+        """The resolved experiment as plain data (RUN_DIR/experiment.yaml)."""
+        return self.model_dump(mode="json")
+
+
+# =============================================================================================
+# Loading, overrides, one-line errors.
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[tuple[str, str]], source: str = "--set") -> dict[str, Any]:
+    """``a.b.c=value`` overrides (values parsed as YAML) applied to a copy of the raw mapping."""
+    out = copy.deepcopy(raw)
+    for key, text in overrides:
+        try:
+            value = yaml.safe_load(text) if text != "" else None
+        except yaml.YAMLError:
+            raise ConfigError(f"{source} {key}={text}: value is not valid YAML") from None
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if node.get(part) is None:
+                node[part] = {}
+            if not isinstance(node[part], dict):
+                raise ConfigError(f"{source} {key}: {part!r} is not a mapping")
+            node = node[part]
+        node[parts[-1]] = value
+    return out
+
+
+def _fields_at(model: type[BaseModel], loc: Sequence[Any]) -> list[str] | None:
+    """The valid keys of the model found at ``loc`` (for "unknown key" errors)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
+            annotation = current.model_fields[part].annotation
+            current = _model_in(annotation)
+        else:
+            return None
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return None
+
+
+def _model_in(annotation: Any) -> Any:
+    for arg in getattr(annotation, "__args__", ()) or ():
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return annotation
+
+
+def one_line(error: ValidationError, model: type[BaseModel], source: str) -> ConfigError:
+    """The first pydantic error as ``SOURCE: key.path: what is wrong (got VALUE; valid: ...)``."""
+    err = error.errors(include_url=False)[0]
+    loc = [str(p) for p in err["loc"]]
+    where = ".".join(loc) or "(top level)"
+    msg = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    value = err.get("input")
+    if err["type"] == "extra_forbidden":
+        valid = _fields_at(model, loc[:-1])
+        extra = f" (valid: {', '.join(valid)})" if valid else ""
+        return ConfigError(f"{source}: {where}: unknown key{extra}")
+    if err["type"] == "missing":
+        return ConfigError(f"{source}: {where}: missing (required)")
+    got = "" if isinstance(value, Mapping) or err["type"].startswith("value_error") else f" (got {value!r})"
+    return ConfigError(f"{source}: {where}: {msg}{got}")
+
+
+def validate(model: type[Section], raw: Mapping[str, Any], source: str) -> Any:
+    """``model`` from ``raw``; any problem -> one-line :class:`ConfigError` naming ``source``."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        raise one_line(e, model, source) from None
+
+
+def load_experiment(path: str | Path, overrides: Sequence[tuple[str, str]] = ()) -> Experiment:
+    """Read, override and validate an experiment YAML: the only place an experiment is checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: experiment file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return experiment_from_dict(apply_overrides(raw, overrides), str(path))
+
+
+def experiment_from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Experiment:
+    return validate(Experiment, raw, source)  # type: ignore[no-any-return]

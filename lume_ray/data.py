@@ -288,17 +288,3 @@ def summarize(data: LumeData) -> list[dict[str, Any]]:
         table.append({"split": split, "task": "all", "kind": "all", "rows": len(rows),
                       "documents": len({r.doc_id for r in rows})})
     return table
-
-
-def cli_inspect(args: Any) -> int:
-    """`lume-ray data inspect PATH [--json]`: validate, then print counts per split x task x kind."""
-    data = load_lume(args.path)
-    table = summarize(data)
-    if args.json:
-        print(json.dumps({"source": data.source, "fingerprint": data.fingerprint(), "counts": table}, indent=2))
-        return 0
-    print(f"{data.source}  (fingerprint {data.fingerprint()}): valid")
-    print(f"{'split':<8} {'task':<6} {'kind':<4} {'rows':>6} {'docs':>6}")
-    for t in table:
-        print(f"{t['split']:<8} {t['task']:<6} {t['kind']:<4} {t['rows']:>6} {t['documents']:>6}")
-    return 0

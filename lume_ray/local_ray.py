@@ -43,16 +43,21 @@ def start_local(*, num_cpus: int | None = None, object_store_mb: int | None = No
 
 
 @contextmanager
-def ray_session(*, num_cpus: int | None = None, object_store_mb: int | None = None,
+def ray_session(*, address: str | None = None, num_cpus: int | None = None, object_store_mb: int | None = None,
                 log_to_driver: bool = False, configure_logging: bool = True) -> Iterator[bool]:
-    """Use the connected Ray, or start a local one for the ``with`` block. Yields True if it started one."""
+    """Use the connected Ray; else connect to ``address`` (or ``RAY_ADDRESS``, set inside a Ray job); else start
+    a local one for the ``with`` block. Yields True if it started or connected one (and so stops it after)."""
     import ray
 
     if ray.is_initialized():
         yield False
         return
-    start_local(num_cpus=num_cpus, object_store_mb=object_store_mb, log_to_driver=log_to_driver,
-                configure_logging=configure_logging)
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=log_to_driver, configure_logging=configure_logging)
+    else:
+        start_local(num_cpus=num_cpus, object_store_mb=object_store_mb, log_to_driver=log_to_driver,
+                    configure_logging=configure_logging)
     try:
         yield True
     finally:

@@ -164,6 +164,22 @@ def collate(
     return {"input_ids": ids, "attention_mask": attn, "labels": labels}
 
 
+def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token NLL at every labelled position: ``(nll, mask)``, each (B, T-1), nll zero where masked.
+
+    The one NLL of lume-ray: every loss, the target's training, the evaluation's per-row NLL and the
+    membership attack build on it. ``logits`` (B, T, V) in any dtype (computed in fp32), ``labels`` (B, T)
+    with :data:`IGNORE` where no loss is taken; token t is predicted from positions < t.
+    """
+    logits = logits[:, :-1].float()  # (B, T-1, V)
+    labels = labels[:, 1:]  # (B, T-1)
+    mask = labels != IGNORE
+    nll = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), labels.clamp(min=0).reshape(-1), reduction="none"
+    ).view(labels.shape)
+    return nll * mask, mask
+
+
 def sequence_nll(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sequence summed NLL and label-token counts, each (B,), of the unmasked label tokens.
 
@@ -171,14 +187,8 @@ def sequence_nll(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tens
     log-likelihood log pi(y|x) = -sum.
     """
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
-    logits = logits[:, :-1].float()
-    labels = batch["labels"][:, 1:]  # (B, T-1): token t is predicted from positions < t
-    mask = labels != IGNORE
-    token_nll = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), labels.clamp(min=0).reshape(-1), reduction="none"
-    ).view(labels.shape)
-    token_nll = token_nll * mask
-    return token_nll.sum(-1), mask.sum(-1)
+    nll, mask = token_nll(logits, batch["labels"])
+    return nll.sum(-1), mask.sum(-1)
 
 
 def stop_token_ids(model: Any, tokenizer: Any) -> int | list[int] | None:

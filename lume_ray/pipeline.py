@@ -1,56 +1,70 @@
-"""The spine: stages 1-7 in order, on one page.
+"""The spine: a study, stage by stage, on one page.
 
-Input:  an experiment (default: experiments/quickstart.yaml, the embedded default) and an output directory.
-Output: RUN_DIR with the data, the target, the sweep's results and the Pareto report; the path printed.
+Input:  an :class:`~lume_ray.config.Experiment` (validated once, at load).
+Output: RUN_DIR with the sweep's results and the Pareto report; the report's path.
 
-    [1] data     synth.write_dataset        LUME-format forget/retain + member/nonmember + utility
-    [2] target   target.build_target        tiny OLMo that memorized it (cached by input hash)
-    [3,4] unlearning jobs   train.run_unlearning   (inside every sweep trial: Ray Train + DeepSpeed)
-    [5] eval     evaluate.evaluate          Ray Data; the base model first, then every trial's points
-    [6] sweep    sweep.run_sweep            Ray Tune + Optuna per algorithm -> results.parquet
-    [7] report   report.build_report        Pareto fronts, leaderboard, plots
+    [1] data      synth.write_dataset         LUME-format forget/retain + MIA documents + utility set
+    [2] target    target.build_target         tiny OLMo that memorized it (cached by input hash)
+    [6] search    search.sweep.run_sweep      one Ray Tune run over every algorithm; each trial:
+    [3,4]           train.run_unlearning        Ray Train + DeepSpeed ZeRO, evaluation points along the way
+    [5]             evaluate.pool               every point scored by the sweep's pool of model actors
+    [7] report    report.build_report         Pareto fronts, leaderboard, figures
 
-Re-running the same command resumes an interrupted study (finished trials are not re-run) and rebuilds
-the report from the stored tables.
+Re-running the same study resumes it (finished trials are not re-run) and rebuilds the report.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-from lume_ray.experiment import ConfigError, Experiment, load_experiment
-
-DEFAULT_EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
+from lume_ray.config import Experiment
+from lume_ray.run_dir import RunDir
 
 
-def run_study(exp: Experiment, *, address: str | None = None) -> Path:
+def prepare_data(exp: Experiment) -> str:
+    """[1] The experiment's data: written by the synthetic generator when it says how and it is missing."""
+    path = exp.path(exp.data.path)
+    if exp.data.synth is not None and not Path(path).exists():
+        from lume_ray.synth import write_dataset
+
+        print(f"[1/4] data: writing synthetic LUME data to {path}", flush=True)
+        write_dataset(path, docs_per_task=exp.data.synth.docs_per_task, seed=exp.data.synth.seed)
+    return path
+
+
+def prepare_target(exp: Experiment, data: str) -> str:
+    """[2] The model before unlearning: built (cached by its inputs) when the experiment says how."""
+    path = exp.path(exp.target.model)
+    if exp.target.build is not None:
+        from lume_ray.target import build_target
+
+        b = exp.target.build
+        print(f"[2/4] target: the embedded target at {path} (cached when unchanged)", flush=True)
+        build_target(path, data, preset=b.preset, seed=b.seed, epochs=b.epochs)
+    return path
+
+
+def run_study(exp: Experiment, *, resume: bool | None = None, address: str | None = None,
+              warm_start: str | None = None) -> Path:
+    """data -> target -> search (trials: unlearn -> evaluate) -> report. ``resume=None``: resume when RUN_DIR
+    already holds this study."""
     from lume_ray.report import build_report
-    from lume_ray.sweep import prepare_inputs, resolve, run_sweep
+    from lume_ray.search.sweep import read_warm_start, run_sweep
 
     t0 = time.time()
-    exp = replace(exp, output_dir=str(Path(exp.output_dir).resolve()))
-    run_dir = Path(exp.output_dir)
-    print(f"[1/4] data + [2/4] target under {run_dir}", flush=True)
-    prepare_inputs(exp)  # both cached: instant on a re-run
-    print(f"      data {resolve(exp, exp.data.path)}, target {resolve(exp, exp.target.model)} "
-          f"({time.time() - t0:.0f} s)", flush=True)
-    print("[3/4] sweep: unlearning jobs + evaluations per algorithm", flush=True)
-    resume = (run_dir / "study.json").exists()
-    run_sweep(replace(exp, sweep=replace(exp.sweep, report=False)), resume=resume, address=address)
+    exp = exp.resolved()
+    data = prepare_data(exp)
+    prepare_target(exp, data)
+    if resume is None:
+        resume = RunDir(exp.output_dir).exists()
+    print(f"[3/4] search: {', '.join(exp.selected_algorithms())} with {exp.sweep.sampler} -> {exp.output_dir}",
+          flush=True)
+    run = run_sweep(exp, resume=resume, address=address,
+                    warm_start=read_warm_start(warm_start) if warm_start else ())
+    if not exp.sweep.report:
+        return run.root
     print("[4/4] report", flush=True)
-    out = build_report(run_dir)
+    out = build_report(run.root)
     print(f"done in {time.time() - t0:.0f} s. Report: {out / 'report.html'} (also report.md, pareto.csv)", flush=True)
     return out
-
-
-def cli_main(args: Any) -> int:
-    """`lume-ray quickstart [--out DIR] [--experiment YAML] [--set k=v ...]`."""
-    path = Path(args.experiment) if args.experiment else DEFAULT_EXPERIMENT
-    if not path.is_file():
-        raise ConfigError(f"{path}: experiment file not found (run from the repository or pass --experiment)")
-    exp = load_experiment(path, [("output_dir", args.out), *args.overrides])
-    run_study(exp)
-    return 0

@@ -498,13 +498,3 @@ def validate(directory: Path, ds: SynthDataset | None = None) -> LumeData:
         raise ValueError(f"{directory}: wrote {len(ds.forget)}/{len(ds.retain)} rows but read back "
                          f"{len(data.forget)}/{len(data.retain)}")
     return data
-
-
-def cli_main(args: Any) -> int:
-    """`lume-ray data synth OUT_DIR --docs-per-task N --seed S`."""
-    out = write_dataset(args.out_dir, args.docs_per_task, args.seed)
-    counts = json.loads((out / "manifest.json").read_text())["counts"]
-    print(f"{out}: forget {counts['forget_rows']} rows / {counts['forget_documents']} documents, "
-          f"retain {counts['retain_rows']} rows / {counts['retain_documents']} documents, "
-          f"{counts['member']} members, {counts['nonmember']} non-members, {counts['utility']} utility questions")
-    return 0

@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from lume_ray import metrics
 from lume_ray.data import (
     Choice,
     Document,
@@ -198,13 +197,11 @@ def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> lis
 
 def _weighted_loss(model: Any, batch: dict[str, Any]) -> Any:
     """Mean token NLL over the labelled tokens, each weighted by ``batch["weight"]`` (prompt tokens less)."""
-    import torch
 
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]  # (B, T-1, V)
-    labels = batch["labels"][:, 1:]  # (B, T-1)
-    nll = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), labels.clamp(min=0).reshape(-1), reduction="none"
-    ).view(labels.shape)
+    from lume_ray.model import token_nll
+
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
+    nll, _ = token_nll(logits, batch["labels"])  # (B, T-1)
     weight = batch["weight"][:, 1:]
     return (nll * weight).sum() / weight.sum()
 
@@ -320,59 +317,33 @@ def memorize(
 # Measuring what the target memorized (the numbers the manifest records).
 
 
-def measure_memorization(
-    model: Any, tokenizer: Any, data: LumeData, *, max_new_tokens: int, batch_size: int = 32,
-) -> dict[str, Any]:
-    """Greedy generation from each trained row's input, scored as LUME scores it (ROUGE-L recall / EM)."""
-    from lume_ray.metrics import ROW_SCORERS
-    from lume_ray.model import generate_greedy
+def measure(model: Any, tokenizer: Any, inputs: TargetInputs, *, max_new_tokens: int) -> dict[str, Any]:
+    """What the target memorized, measured by the evaluation itself (:func:`lume_ray.evaluate.runner.evaluate_loaded`:
+    the same items, scorers and metrics as ``lume-ray eval``), in this process."""
+    from lume_ray.config import EvalConfig
+    from lume_ray.evaluate.runner import evaluate_loaded
 
-    rows = list(data.rows)
-    gens = generate_greedy(model, tokenizer, [r.input for r in rows], max_new_tokens=max_new_tokens,
-                           batch_size=batch_size)
-    scores: dict[tuple[str, str, str], list[float]] = {}
-    for r, g in zip(rows, gens, strict=True):
-        scores.setdefault((r.split, r.task, r.kind), []).append(ROW_SCORERS[r.kind](r.output, g))
+    settings = EvalConfig(max_new_tokens=max_new_tokens, batch_size=32)
+    return evaluate_loaded(model, tokenizer, inputs.data, settings, members=inputs.member,
+                           nonmembers=inputs.nonmember, utility=inputs.utility)
+
+
+def memorization_summary(m: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's view of a metrics dict: per split, the mean sc ROUGE-L recall and qa exact match over
+    the rows (not the mean of the task means), and the per-task scores."""
+    counts = m["counts"]["task_rows"]
+
+    def pooled(split: str, kind: str) -> float | None:
+        names = [n for n in counts if n.startswith(f"{split}/") and n.endswith(f"/{kind}") and counts[n]]
+        total = sum(counts[n] for n in names)
+        return sum(m[n] * counts[n] for n in names) / total if total else None
+
     out: dict[str, Any] = {}
     for split in ("forget", "retain"):
-        by_kind = {k: [v for (s, _, kk), vs in scores.items() if s == split and kk == k for v in vs] for k in ("sc", "qa")}
-        out[split] = {
-            "sc_rougeL_recall": statistics.fmean(by_kind["sc"]) if by_kind["sc"] else None,
-            "qa_exact_match": statistics.fmean(by_kind["qa"]) if by_kind["qa"] else None,
-            "by_task": {f"{t}/{k}": statistics.fmean(v) for (s, t, k), v in sorted(scores.items()) if s == split},
-        }
+        out[split] = {"sc_rougeL_recall": pooled(split, "sc"), "qa_exact_match": pooled(split, "qa"),
+                      "by_task": {n.split("/", 1)[1]: m[n] for n in counts
+                                  if n.startswith(f"{split}/") and m[n] is not None}}
     return out
-
-
-def document_nll(model: Any, tokenizer: Any, docs: Sequence[Document], *, batch_size: int = 16,
-                 max_length: int = 1024) -> list[float]:
-    """Mean token NLL of each whole document (the loss the membership attack thresholds)."""
-    import torch
-
-    from lume_ray.model import Encoded, collate, sequence_nll
-
-    out: list[float] = []
-    with torch.no_grad():
-        for i in range(0, len(docs), batch_size):
-            enc = [Encoded(list(tokenizer(d.document)["input_ids"])[:max_length], 0) for d in docs[i : i + batch_size]]
-            total, count = sequence_nll(model, collate(enc, tokenizer.pad_token_id))
-            out += (total / count.clamp(min=1)).tolist()
-    return out
-
-
-def utility_accuracy(model: Any, tokenizer: Any, items: Sequence[Choice]) -> float:
-    """Multiple-choice accuracy: the option whose ``" " + choice`` is most likely after the question wins."""
-    import torch
-
-    from lume_ray.model import collate, encode_pair, sequence_nll
-
-    hits = 0
-    with torch.no_grad():
-        for item in items:
-            enc = [encode_pair(tokenizer, item.question, c) for c in item.choices]
-            total, _ = sequence_nll(model, collate(enc, tokenizer.pad_token_id))  # (4,) summed NLL of each option
-            hits += int(metrics.pick_option((-total).tolist()) == item.answer)
-    return hits / max(len(items), 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -438,11 +409,7 @@ def build_target(
         t0 = time.perf_counter()
         completion_tokens = max(len(tokenizer(c)["input_ids"]) for _, c in pairs)
         max_new = min(256, completion_tokens + 8)  # room for the longest answer and its eos
-        memorization = measure_memorization(model, tokenizer, inputs.data, max_new_tokens=max_new)
-        generate_seconds = time.perf_counter() - t0
-        member_nll = document_nll(model, tokenizer, inputs.member, max_length=cfg.max_position_embeddings)
-        nonmember_nll = document_nll(model, tokenizer, inputs.nonmember, max_length=cfg.max_position_embeddings)
-        util = utility_accuracy(model, tokenizer, inputs.utility) if inputs.utility else None
+        measured = measure(model, tokenizer, inputs, max_new_tokens=max_new)
         measure_seconds = time.perf_counter() - t0
     finally:
         torch.set_num_threads(threads_before)
@@ -463,16 +430,14 @@ def build_target(
         "parameters": n_params,
         "training": {k: v for k, v in training.items() if k != "history"},
         "history": training["history"],
-        "memorization": {**memorization, "max_new_tokens": max_new},
-        "mia": {"member_nll": statistics.fmean(member_nll),
-                "nonmember_nll": statistics.fmean(nonmember_nll) if nonmember_nll else None,
-                "members": len(member_nll), "nonmembers": len(nonmember_nll),
-                # the loss attack as LUME scores it: members labelled 1, score = -NLL
-                "auc": (metrics.roc_auc([-x for x in member_nll], [-x for x in nonmember_nll])
-                        if member_nll and nonmember_nll else None)},
-        "utility_accuracy": util,
+        "memorization": {**memorization_summary(measured), "max_new_tokens": max_new},
+        "mia": {"member_nll": measured["member_nll"], "nonmember_nll": measured["nonmember_nll"],
+                "members": measured["counts"]["members"], "nonmembers": measured["counts"]["nonmembers"],
+                "auc": measured["mia_auc"]},  # the loss attack as LUME scores it: members 1, score = -NLL
+        "utility_accuracy": measured["utility"],
+        "metrics": {k: v for k, v in measured.items() if k not in ("settings", "notes")},
         "seconds": {"train": round(train_seconds, 1), "measure": round(measure_seconds, 1),
-                    "generate": round(generate_seconds, 1), "train_cpu": round(train_cpu, 1)},
+                    "train_cpu": round(train_cpu, 1)},
         "versions": {"torch": torch.__version__, "transformers": _transformers_version()},
     }
 
@@ -504,13 +469,3 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
     if manifest.get("utility_accuracy") is not None:
         lines.append(f"utility accuracy {manifest['utility_accuracy']:.3f}")
     return lines
-
-
-def cli_main(args: Any) -> int:
-    """`lume-ray target build OUT_DIR --data DIR [--preset tiny|small] [--seed] [--epochs] [--force]`."""
-    manifest = build_target(args.out_dir, args.data, preset=args.preset, seed=args.seed, epochs=args.epochs,
-                            force=args.force)
-    print(f"{args.out_dir}:")
-    for line in summary_lines(manifest):
-        print("  " + line)
-    return 0

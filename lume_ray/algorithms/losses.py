@@ -19,118 +19,15 @@ follow the same trajectory. A token-level mean over the whole batch would not ha
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from lume_ray.model import IGNORE, sequence_nll
-
-ParamValue = float | int | str
-Batch = dict[str, torch.Tensor]
-LossFn = Callable[[Any, Batch, Batch, Any, Mapping[str, Any]], tuple[torch.Tensor, dict[str, float]]]
-
-
-class AlgorithmError(ValueError):
-    """Unknown algorithm or bad algorithm parameter; one-line message with the valid choices."""
-
-
-@dataclass(frozen=True)
-class Algorithm:
-    """A registered loss: its function, declared parameters (name -> default) and constraints."""
-
-    name: str
-    fn: LossFn
-    params: Mapping[str, ParamValue]
-    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    positive: tuple[str, ...] = ()  # must be > 0
-    nonnegative: tuple[str, ...] = ()  # must be >= 0
-    needs_ref: bool = False
-    cite: str = ""
-
-
-ALGORITHMS: dict[str, Algorithm] = {}
-
-
-def register_algorithm(
-    name: str,
-    params: Mapping[str, ParamValue],
-    *,
-    choices: Mapping[str, tuple[str, ...]] | None = None,
-    positive: tuple[str, ...] = (),
-    nonnegative: tuple[str, ...] = (),
-    needs_ref: bool = False,
-    cite: str = "",
-) -> Callable[[LossFn], LossFn]:
-    """Register ``fn`` under ``name``; ``params`` maps each parameter to its default (its type too)."""
-    choices = dict(choices or {})
-    for key, allowed in choices.items():
-        if not isinstance(params.get(key), str) or params[key] not in allowed:
-            raise AlgorithmError(f"{name}: default of {key!r} must be one of {', '.join(allowed)}")
-
-    def deco(fn: LossFn) -> LossFn:
-        if name in ALGORITHMS:
-            raise AlgorithmError(f"algorithm {name!r} is already registered")
-        ALGORITHMS[name] = Algorithm(name, fn, dict(params), choices, positive, nonnegative, needs_ref, cite)
-        return fn
-
-    return deco
-
-
-def get_algorithm(name: str) -> Algorithm:
-    try:
-        return ALGORITHMS[name]
-    except KeyError:
-        raise AlgorithmError(f"unknown algorithm {name!r} (valid: {', '.join(sorted(ALGORITHMS))})") from None
-
-
-def algorithm_params(name: str) -> dict[str, ParamValue]:
-    """The parameters ``name`` declares, with their defaults (the search-space vocabulary)."""
-    return dict(get_algorithm(name).params)
-
-
-def _coerce(alg: Algorithm, key: str, value: Any) -> ParamValue:
-    default = alg.params[key]
-    where = f"{alg.name} parameter {key}={value!r}"
-    if isinstance(default, str):
-        text = str(value)
-        allowed = alg.choices.get(key)
-        if allowed is not None and text not in allowed:
-            raise AlgorithmError(f"{where}: must be one of {', '.join(allowed)}")
-        return text
-    try:
-        number = float(value)  # accepts "0.1" from the command line
-    except (TypeError, ValueError):
-        raise AlgorithmError(f"{where}: expected a number") from None
-    if isinstance(value, bool) or not math.isfinite(number):
-        raise AlgorithmError(f"{where}: expected a finite number")
-    if isinstance(default, int):
-        if number != int(number):
-            raise AlgorithmError(f"{where}: expected an integer")
-        result: ParamValue = int(number)
-    else:
-        result = number
-    if key in alg.positive and number <= 0:
-        raise AlgorithmError(f"{where}: must be > 0")
-    if key in alg.nonnegative and number < 0:
-        raise AlgorithmError(f"{where}: must be >= 0")
-    return result
-
-
-def validate_params(name: str, given: Mapping[str, Any] | None = None) -> dict[str, ParamValue]:
-    """``given`` checked against ``name``'s declared parameters, coerced to their types, defaults filled."""
-    alg = get_algorithm(name)
-    given = dict(given or {})
-    unknown = sorted(set(given) - set(alg.params))
-    if unknown:
-        valid = ", ".join(alg.params) or "none"
-        raise AlgorithmError(f"{name}: unknown parameter {unknown[0]!r} (valid: {valid})")
-    return {key: _coerce(alg, key, given.get(key, default)) for key, default in alg.params.items()}
-
+from lume_ray.algorithms.registry import AlgorithmError, Batch, register_algorithm
+from lume_ray.model import IGNORE, sequence_nll, token_nll
 
 # ---------------------------------------------------------------------------------------------
 # Building blocks. All return per-sequence values, shape (B,), so the losses can average them.
@@ -142,19 +39,16 @@ def mean_nll(model: Any, batch: Batch) -> torch.Tensor:
     return total / count.clamp(min=1)
 
 
-def _logits_and_mask(model: Any, batch: Batch, *, hidden: bool = False) -> tuple[Any, torch.Tensor, torch.Tensor]:
+def _logits_and_mask(model: Any, batch: Batch) -> tuple[Any, torch.Tensor, torch.Tensor]:
     """One forward pass: (output, next-token logits (B, T-1, V) in fp32, label mask (B, T-1))."""
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=hidden)
-    labels = batch["labels"][:, 1:]  # token t is predicted from positions < t
-    return out, out.logits[:, :-1].float(), labels != IGNORE
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    return out, out.logits[:, :-1].float(), batch["labels"][:, 1:] != IGNORE
 
 
-def _nll_from_logits(logits: torch.Tensor, batch: Batch, mask: torch.Tensor) -> torch.Tensor:
-    """Per-sequence mean token NLL (B,) from logits (B, T-1, V); the same numbers as :func:`mean_nll`."""
-    labels = batch["labels"][:, 1:].clamp(min=0)
-    token_nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), reduction="none")
-    token_nll = token_nll.view(labels.shape) * mask  # (B, T-1)
-    return token_nll.sum(-1) / mask.sum(-1).clamp(min=1)
+def _nll_from_output(out: Any, batch: Batch) -> torch.Tensor:
+    """Per-sequence mean token NLL (B,) of a forward's output; the same numbers as :func:`mean_nll`."""
+    nll, mask = token_nll(out.logits, batch["labels"])  # (B, T-1) each
+    return nll.sum(-1) / mask.sum(-1).clamp(min=1)
 
 
 def _kl_ref_theta(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -174,8 +68,8 @@ def _retain_term(
     model: Any, retain: Batch, ref_model: Any, kind: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(retain loss per sequence (B,), retain NLL per sequence (B,)) for ``kind`` in {nll, kl}."""
-    _, logits, mask = _logits_and_mask(model, retain)
-    nll = _nll_from_logits(logits, retain, mask)
+    out, logits, mask = _logits_and_mask(model, retain)
+    nll = _nll_from_output(out, retain)
     if kind == "nll":
         return nll, nll
     _require_ref("retain_loss=kl", ref_model)
@@ -306,21 +200,21 @@ def rmu(model: Any, forget: Batch, retain: Batch, ref_model: Any, params: Mappin
         ) -> tuple[torch.Tensor, dict[str, float]]:
     _require_ref("rmu", ref_model)
     layer = int(params["layer"])
-    out_f, logits_f, mask_f = _logits_and_mask(model, forget, hidden=True)
+    out_f = model(input_ids=forget["input_ids"], attention_mask=forget["attention_mask"], output_hidden_states=True)
     if layer >= len(out_f.hidden_states):
         raise AlgorithmError(f"rmu parameter layer={layer}: the model has only {len(out_f.hidden_states) - 1} "
                              f"layers (valid: 0..{len(out_f.hidden_states) - 1})")
     h_f = out_f.hidden_states[layer]  # (B, T, H)
     u = steering_vector(h_f.size(-1), int(params["u_seed"])).to(h_f.device)
     forget_mse = _masked_mse(h_f, params["steer"] * u, forget["attention_mask"])  # (B,)
-    out_r, logits_r, mask_r = _logits_and_mask(model, retain, hidden=True)
+    out_r = model(input_ids=retain["input_ids"], attention_mask=retain["attention_mask"], output_hidden_states=True)
     with torch.no_grad():
         h_ref = ref_model(input_ids=retain["input_ids"], attention_mask=retain["attention_mask"],
                           output_hidden_states=True).hidden_states[layer]
     retain_mse = _masked_mse(out_r.hidden_states[layer], h_ref, retain["attention_mask"])
     loss = forget_mse.mean() + params["alpha"] * retain_mse.mean()
     with torch.no_grad():
-        forget_nll = _nll_from_logits(logits_f, forget, mask_f)
-        retain_nll = _nll_from_logits(logits_r, retain, mask_r)
+        forget_nll = _nll_from_output(out_f, forget)
+        retain_nll = _nll_from_output(out_r, retain)
     return loss, {"forget_nll": _f(forget_nll), "retain_nll": _f(retain_nll), "rmu_forget": _f(forget_mse),
                   "rmu_retain": _f(retain_mse)}

@@ -49,8 +49,9 @@ import numpy as np
 import pandas as pd
 
 from lume_ray.data import KINDS, SPLITS, TASKS
+from lume_ray.evaluate.metrics import direction, task_score_name
 from lume_ray.files import atomic_dir
-from lume_ray.metrics import direction, task_score_name
+from lume_ray.report.pareto import hypervolume, pareto_mask
 
 DEFAULT_OBJECTIVES = ("forget_efficacy", "retain_score", "utility")
 DEFAULT_UTILITY_FLOOR = 0.75
@@ -64,67 +65,6 @@ _FLOOR_RTOL = 1e-9  # 0.75 * 0.4 is 0.30000000000000004: a point exactly on the 
 
 # =============================================================================================
 # Pareto fronts, hypervolume, floors (pure functions on arrays / frames).
-
-
-def _as_loss(values: np.ndarray, directions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Values (N, M) -> (losses (N, M) to minimize, signs (M,)); validates shapes and directions."""
-    arr = np.asarray(values, dtype=float)
-    if arr.ndim == 1 and arr.size == 0:
-        arr = arr.reshape(0, len(directions))
-    if arr.ndim != 2:
-        raise ValueError(f"values must be a 2-D array (points x objectives), got shape {arr.shape}")
-    if len(directions) != arr.shape[1] or arr.shape[1] == 0:
-        raise ValueError(f"got {len(directions)} directions for {arr.shape[1]} objectives (need one per column)")
-    bad = [d for d in directions if d not in ("max", "min")]
-    if bad:
-        raise ValueError(f"direction {bad[0]!r} is not valid (valid: max, min)")
-    signs = np.array([-1.0 if d == "max" else 1.0 for d in directions])
-    return arr * signs, signs
-
-
-def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
-    """True for the non-dominated rows of ``values`` (N, M) under per-column ``directions`` ("max"/"min").
-
-    Row a dominates row b when a is at least as good in every objective and strictly better in one.
-    Hence ties and exact duplicates never dominate each other: all copies of a front point stay on the
-    front. A row with any NaN is never on the front and never dominates another.
-    """
-    loss, _ = _as_loss(values, directions)
-    mask = np.zeros(len(loss), dtype=bool)
-    valid = np.flatnonzero(~np.isnan(loss).any(axis=1))
-    pts = loss[valid]  # (K, M)
-    for k, p in enumerate(pts):
-        # O(K^2 M) overall: fine for the thousands of points a sweep produces.
-        dominated = np.any(np.all(pts <= p, axis=1) & np.any(pts < p, axis=1))
-        mask[valid[k]] = not dominated
-    return mask
-
-
-def hypervolume(values: np.ndarray, directions: Sequence[str],
-                reference: Sequence[float] | np.ndarray | None = None) -> float:
-    """Hypervolume dominated by ``values`` (N, M) up to ``reference`` (M,), in the objectives' own units.
-
-    Computed by optuna's exact implementation after negating "max" objectives. ``reference=None`` uses
-    the worst observed value of each objective. Rows with a NaN/inf, and rows worse than the reference in
-    any objective, add no volume and are dropped; no rows -> 0.0.
-    """
-    from optuna._hypervolume import compute_hypervolume  # optuna's own, used by plot_hypervolume_history
-
-    loss, signs = _as_loss(values, directions)
-    loss = loss[np.isfinite(loss).all(axis=1)]
-    if reference is None:
-        if len(loss) == 0:
-            return 0.0
-        ref = loss.max(axis=0)
-    else:
-        ref = np.asarray(reference, dtype=float).reshape(-1)
-        if ref.shape != signs.shape or not np.isfinite(ref).all():
-            raise ValueError(f"reference must be {len(signs)} finite numbers, got {list(np.asarray(reference))}")
-        ref = ref * signs
-    loss = loss[(loss <= ref).all(axis=1)]
-    if len(loss) == 0:
-        return 0.0
-    return float(compute_hypervolume(loss, ref))
 
 
 def apply_floors(df: pd.DataFrame, floors: Mapping[str, float], base_metrics: Mapping[str, Any]) -> pd.Series:
@@ -157,7 +97,7 @@ def apply_floors(df: pd.DataFrame, floors: Mapping[str, float], base_metrics: Ma
 
 
 def _metric_columns(df: pd.DataFrame) -> list[str]:
-    from lume_ray.metrics import METRICS
+    from lume_ray.evaluate.metrics import METRICS
 
     return [c for c in df.columns if c in METRICS]
 
@@ -279,7 +219,7 @@ def _read_rows(run_dir: Path, rel: str, read: list[tuple[str, int | None, str]],
 
 def task_scores_from_rows(rows: pd.DataFrame) -> dict[str, float]:
     """The LUME task scores re-derived from a per-row table by :func:`lume_ray.metrics.task_scores`."""
-    from lume_ray.metrics import task_scores
+    from lume_ray.evaluate.metrics import task_scores
 
     if not {"split", "task", "kind", "score"} <= set(rows.columns):
         return {}
@@ -1080,13 +1020,3 @@ def parse_floors(pairs: Sequence[tuple[str, str]] | None) -> dict[str, float] | 
     return floors
 
 
-def cli_main(args: Any) -> int:
-    """`lume-ray report RUN_DIR [--out DIR] [--objectives ...] [--floor utility=0.75] [--no-redact]`."""
-    out = build_report(args.run_dir, out_dir=args.out, objectives=args.objectives,
-                       floors=parse_floors(args.floor), redact=not args.no_redact)
-    print(f"report: {out / 'report.html'}")
-    print(f"        {out / 'report.md'} (figures in {out / 'figures'}), {out / 'pareto.csv'}")
-    return 0
-
-
-__all__ = ["apply_floors", "build_report", "cli_main", "hypervolume", "pareto_mask", "redact"]

@@ -248,7 +248,7 @@ def job_env() -> dict[str, str]:
 def build_submission(experiment: str | Path, overrides: list[tuple[str, str]] | None = None,
                      root: str | Path | None = None) -> Submission:
     """Validate the experiment here (so a typo fails now, not on the cluster) and package the sweep job."""
-    from lume_ray.experiment import load_experiment
+    from lume_ray.config import load_experiment
 
     overrides = list(overrides or [])
     exp_path = Path(experiment)

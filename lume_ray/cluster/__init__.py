@@ -1,0 +1,1 @@
+"""Cluster: Ray Jobs submission, status and logs; the ZeRO memory planner."""

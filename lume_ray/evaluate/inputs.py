@@ -1,0 +1,183 @@
+"""[5] Evaluation inputs: a LUME dataset (+ MIA documents, + a multiple-choice set) -> the work items.
+
+Input:  a LUME directory or :class:`~lume_ray.data.LumeData`, member / non-member documents, a utility set
+        (each a path, records, or None for the data directory's default), the models' tokenizers.
+Output: :class:`Inputs`: every input resolved and checked once (members and non-members disjoint, tokenizer
+        and model matching), and the items the model actors score, sorted by stage and token length.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lume_ray.config import EvalConfig
+from lume_ray.data import (
+    KINDS,
+    Choice,
+    Document,
+    LumeData,
+    Row,
+    documents_of,
+    load_documents,
+    load_lume,
+    load_utility,
+)
+from lume_ray.evaluate.metrics import option_prompt
+from lume_ray.model import ModelError, load_tokenizer
+
+MMLU_ID = "cais/mmlu"
+
+
+class EvalError(ValueError):
+    """Evaluation inputs do not fit together; one-line message naming what and the valid choices."""
+
+
+# None: the data directory's default; False or an empty sequence: none.
+DocsArg = str | os.PathLike[str] | Sequence[Document] | bool | None
+UtilityArg = str | os.PathLike[str] | Sequence[Choice] | bool | None
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything evaluated, resolved once (shared by all the models of an :func:`evaluate_many` call)."""
+
+    source: str
+    rows: tuple[Row, ...]
+    members: tuple[Document, ...]
+    nonmembers: tuple[Document, ...]
+    utility: tuple[Choice, ...]
+    utility_style: str
+    notes: tuple[str, ...]
+    items: tuple[dict[str, Any], ...]  # what the model actors see, in (stage, token length) order
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: str
+    inputs: Inputs
+
+
+def _resolve_docs(arg: DocsArg, default: Path | None) -> tuple[Document, ...] | None:
+    if arg is None:
+        return load_documents(default) if default is not None and default.is_file() else None
+    if arg is False or arg is True:
+        return () if arg is False else None
+    if isinstance(arg, str | os.PathLike):
+        return load_documents(Path(arg))
+    return tuple(arg)
+
+
+def load_mmlu() -> tuple[Choice, ...]:
+    """All 57 MMLU subjects, test split, through ``datasets`` (needs the dataset cached or a network)."""
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(MMLU_ID, "all", split="test")
+    except Exception as e:
+        raise EvalError(
+            f"utility 'mmlu': cannot load {MMLU_ID} through datasets ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}); offline, pass a multiple-choice jsonl instead"
+        ) from None
+    return tuple(Choice(r["question"], tuple(r["choices"]), int(r["answer"]), r["subject"]) for r in ds)
+
+
+def _resolve_utility(arg: UtilityArg, default: Path | None) -> tuple[Choice, ...]:
+    if arg is None or arg is True:
+        return load_utility(default) if default is not None and default.is_file() else ()
+    if arg is False:
+        return ()
+    if isinstance(arg, str) and arg.lower() == "mmlu":
+        return load_mmlu()
+    if isinstance(arg, str | os.PathLike):
+        return load_utility(Path(arg))
+    return tuple(arg)
+
+
+def _check_disjoint(members: Sequence[Document], nonmembers: Sequence[Document]) -> None:
+    """Non-members the target saw would make the attack's labels wrong: refuse any shared id or text."""
+    ids = {d.id for d in members} & {d.id for d in nonmembers}
+    texts = {d.document.strip() for d in members} & {d.document.strip() for d in nonmembers}
+    if ids:
+        raise EvalError(f"non-member documents overlap the members: id {sorted(ids)[0]!r} is in both "
+                        f"({len(ids)} shared); non-members must be documents the target never saw")
+    if texts:
+        text = sorted(texts)[0]
+        raise EvalError(f"non-member documents overlap the members: the text {text[:60]!r}... is in both "
+                        f"({len(texts)} shared); non-members must be documents the target never saw")
+
+
+def _check_model(model: str, tokenizer: Any, trust_remote_code: bool) -> None:
+    """Model/tokenizer mismatch from the config alone (before any actor loads weights)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise ModelError(f"{model}: could not load config ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    vocab = getattr(config, "vocab_size", None)
+    if vocab is not None and len(tokenizer) > vocab:
+        raise ModelError(f"{model}: tokenizer has {len(tokenizer)} tokens but the model embeds only {vocab}; "
+                         "model and tokenizer do not match")
+
+
+def resolve_inputs(
+    data: LumeData | str | os.PathLike[str], settings: EvalConfig, members: DocsArg, nonmembers: DocsArg,
+    utility: UtilityArg, tokenizer: Any,
+) -> Inputs:
+    """Load and check every input; build the work items sorted by stage and token length (``tokenizer``'s;
+    the order only saves padding, it changes no result)."""
+    lume = data if isinstance(data, LumeData) else load_lume(Path(data))
+    data_dir = Path(lume.source) if Path(lume.source).is_dir() else None
+    forget, retain = lume.forget[: settings.limit], lume.retain[: settings.limit]
+    rows = forget + retain
+    if not rows:
+        raise EvalError(f"{lume.source}: no rows to evaluate (forget and retain are empty)")
+    notes = []
+    mem = _resolve_docs(members, data_dir / "member.jsonl" if data_dir else None)
+    if mem is None:
+        mem = documents_of(forget)
+        notes.append("members: the forget documents rebuilt from sc rows (input + ' ' + output)")
+    non = _resolve_docs(nonmembers, data_dir / "nonmember.jsonl" if data_dir else None) or ()
+    _check_disjoint(mem, non)
+    choices = _resolve_utility(utility, data_dir / "utility.jsonl" if data_dir else None)
+    style = settings.utility_style
+    if style == "auto":
+        style = "letter" if isinstance(utility, str) and utility.lower() == "mmlu" else "option"
+
+    items: list[dict[str, Any]] = []
+    for r in rows:
+        items.append({"key": f"{r.split}:{r.id}", "kind": r.kind, "prompt": r.input, "completion": r.output})
+    for split, docs in (("member", mem), ("nonmember", non)):
+        for d in docs:
+            items.append({"key": f"{split}:{d.id}", "kind": "doc", "prompt": "", "completion": d.document})
+    for q, c in enumerate(choices):
+        context, continuations = option_prompt(c.question, c.choices, c.subject, style)
+        for j, cont in enumerate(continuations):
+            items.append({"key": f"mc:{q}:{j}", "kind": "mc", "prompt": context, "completion": cont})
+    # Sort by stage, then token length: batches of similar length pad little, and the generation
+    # rows (the expensive stage) form batches of their own except at most one at the boundary.
+    stage = {"sc": 0, "qa": 0, "doc": 1, "mc": 2}
+    lengths = tokenizer([it["prompt"] if it["kind"] in KINDS else it["prompt"] + it["completion"]
+                         for it in items])["input_ids"]
+    order = sorted(range(len(items)), key=lambda i: (stage[items[i]["kind"]], len(lengths[i])))
+    return Inputs(lume.source, tuple(rows), tuple(mem), tuple(non), choices, style, tuple(notes),
+                   tuple(items[i] for i in order))
+
+
+def plan(
+    models: Sequence[str | os.PathLike[str]], data: LumeData | str | os.PathLike[str], settings: EvalConfig,
+    members: DocsArg, nonmembers: DocsArg, utility: UtilityArg, trust_remote_code: bool = False,
+) -> list[Plan]:
+    """Every model's tokenizer checked against its config, the inputs resolved once for all of them."""
+    tokenizers = []
+    for model in models:
+        tok = load_tokenizer(str(model), trust_remote_code=trust_remote_code)
+        _check_model(str(model), tok, trust_remote_code)
+        tokenizers.append(tok)
+    inputs = resolve_inputs(data, settings, members, nonmembers, utility, tokenizers[0])
+    return [Plan(str(model), inputs) for model in models]
+

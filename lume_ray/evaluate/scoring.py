@@ -1,0 +1,171 @@
+"""[5] Scoring: a loaded model + work items -> one result record per item (generation, score, loss features).
+
+Input:  a causal LM and its tokenizer, items from :mod:`lume_ray.evaluate.inputs` (rows to generate and score,
+        documents for the membership attacks, multiple-choice options).
+Output: records ``{key, generation, score, nll, nll_sum, nll_count, mink, minkpp, zlib}``. The same code runs
+        in the Ray actors (:class:`Scorer`), the reference loop and the target build's measurements.
+
+Tokens are made as the challenge's scorer made them (:func:`encode_item`); greedy generation is
+:func:`lume_ray.model.generate_greedy` (batched, left padding) or, with ``exact``, one prompt at a time.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from lume_ray.data import KINDS
+from lume_ray.evaluate.metrics import min_k_score, score_row, token_log_probs, zlib_ratio
+from lume_ray.model import (
+    IGNORE,
+    Encoded,
+    collate,
+    decode_new_tokens,
+    encode_prompt,
+    generate_greedy,
+    load_model,
+    sequence_nll,
+    stop_token_ids,
+)
+
+
+def encode_item(tokenizer: Any, item: dict[str, Any]) -> Encoded:
+    """The tokens a loss is taken on, made as the challenge's scorer made them: ``tokenizer(prompt +
+    completion)`` with the first ``len(tokenizer(prompt))`` tokens masked (rows; options the same way, as
+    lm-evaluation-harness splits context and continuation); a document is ``tokenizer(document)`` with
+    nothing masked. Special tokens stay as the tokenizer adds them (a BOS; an EOS some tokenizers append)."""
+    if item["kind"] == "doc":
+        return Encoded(encode_prompt(tokenizer, item["completion"]), 0)
+    ids = encode_prompt(tokenizer, item["prompt"] + item["completion"])
+    return Encoded(ids, min(len(encode_prompt(tokenizer, item["prompt"])), len(ids)))
+
+
+def item_losses(model: Any, tokenizer: Any, items: Sequence[dict[str, Any]], *, batch_size: int, mia_k: float) -> list[dict[str, float]]:
+    """Summed NLL and token count of each item's completion (rows, options: prompt masked; documents:
+    nothing masked), plus Min-K% / Min-K%++ / zlib features for documents. Batched, length-sorted."""
+    import torch
+
+    device = next(model.parameters()).device
+    out: list[dict[str, float]] = [{} for _ in items]
+    for is_doc in (False, True):
+        idx = [i for i, it in enumerate(items) if (it["kind"] == "doc") == is_doc]
+        enc = {i: encode_item(tokenizer, items[i]) for i in idx}
+        idx.sort(key=lambda i: len(enc[i].input_ids))
+        for start in range(0, len(idx), batch_size):
+            chunk = idx[start : start + batch_size]
+            batch = collate([enc[i] for i in chunk], tokenizer.pad_token_id, mask_prompt=not is_doc)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with torch.no_grad():
+                if is_doc:
+                    # Min-K% needs every token's log-prob; the NLL comes from the same forward.
+                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                    token_lp, token_pp = token_log_probs(logits, batch["labels"])
+                    mask = batch["labels"][:, 1:] != IGNORE
+                    sums, counts = -(token_lp * mask).sum(-1), mask.sum(-1)
+                else:
+                    sums, counts = sequence_nll(model, batch)
+            for b, i in enumerate(chunk):
+                n = int(counts[b])
+                rec = {"nll_sum": float(sums[b]), "nll_count": float(n), "nll": float(sums[b]) / n if n else math.nan}
+                if is_doc:
+                    m = mask[b]
+                    rec["mink"] = min_k_score(token_lp[b][m].tolist(), mia_k)
+                    rec["minkpp"] = min_k_score(token_pp[b][m].tolist(), mia_k)
+                    rec["zlib"] = zlib_ratio(rec["nll"], items[i]["completion"])
+                out[i] = rec
+    return out
+
+
+def score_items(items: Sequence[dict[str, Any]], generations: dict[int, str], losses: Sequence[dict[str, float]]) -> list[dict[str, Any]]:
+    """One result record per item: the loss features, and for rows the generation and its score."""
+    results = []
+    for i, it in enumerate(items):
+        rec: dict[str, Any] = {"key": it["key"], "generation": "", "score": math.nan,
+                               "mink": math.nan, "minkpp": math.nan, "zlib": math.nan}
+        rec.update(losses[i])
+        if i in generations:
+            rec["generation"] = generations[i]
+            rec["score"] = score_row(it["kind"], it["completion"], generations[i])
+        results.append(rec)
+    return results
+
+
+def generate_exact(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int) -> list[str]:
+    """The challenge's generation loop: one prompt at a time, no padding, greedy with KV cache, stopping at
+    the model's own end ids; new tokens decoded as :func:`lume_ray.model.decode_new_tokens` does."""
+    import torch
+
+    device = next(model.parameters()).device
+    out = []
+    for prompt in prompts:
+        ids = torch.tensor([encode_prompt(tokenizer, prompt)], device=device)
+        with torch.no_grad():
+            gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                 max_new_tokens=max_new_tokens, pad_token_id=tokenizer.eos_token_id,
+                                 eos_token_id=stop_token_ids(model, tokenizer), use_cache=True)
+        out.append(decode_new_tokens(tokenizer, gen[:, ids.shape[1] :])[0])
+    return out
+
+
+def score_model(model: Any, tokenizer: Any, items: Sequence[dict[str, Any]], *, max_new_tokens: int,
+                batch_size: int, mia_k: float, exact: bool) -> list[dict[str, Any]]:
+    """Items of one loaded model -> result records (generation + score for rows, loss features for all).
+
+    ``exact``: generation and losses one item at a time, unpadded (the challenge's procedure, bit for bit in
+    any dtype); otherwise batched with left-padded generation (identical in float32, see the runner's notes).
+    """
+    gen_idx = [i for i, it in enumerate(items) if it["kind"] in KINDS]
+    prompts = [items[i]["prompt"] for i in gen_idx]
+    if exact:
+        texts = generate_exact(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
+    else:
+        texts = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    losses = item_losses(model, tokenizer, items, batch_size=1 if exact else batch_size, mia_k=mia_k)
+    return score_items(items, dict(zip(gen_idx, texts, strict=True)), losses)
+
+
+class Scorer:
+    """A model actor (Ray Data's ``map_batches`` class, and the sweep's evaluation pool): batches of items ->
+    result records. Each item names its model; the actor keeps one model loaded and loads the next when a
+    batch moves on to it (items arrive grouped by model, so each actor loads each model about once)."""
+
+    def __init__(self, *, dtype: str, trust_remote_code: bool, use_gpu: bool, max_new_tokens: int, batch_size: int,
+                 mia_k: float, exact: bool = False) -> None:
+        self.dtype, self.trust_remote_code, self.device = dtype, trust_remote_code, "cuda" if use_gpu else "cpu"
+        self.max_new_tokens, self.batch_size, self.mia_k, self.exact = max_new_tokens, batch_size, mia_k, exact
+        self.loaded: tuple[str, Any, Any] | None = None  # (path, model, tokenizer)
+
+    def _load(self, path: str) -> tuple[Any, Any]:
+        """Make ``path`` the loaded model. The previous one is freed first (nothing else holds it), so
+        two large models never sit in memory at once."""
+        if self.loaded is None or self.loaded[0] != path:
+            self.loaded = None
+            gc.collect()
+            if self.device == "cuda":
+                import torch
+
+                torch.cuda.empty_cache()
+            model, tok = load_model(path, dtype=self.dtype, trust_remote_code=self.trust_remote_code,
+                                    device=self.device)
+            self.loaded = (path, model, tok)
+        return self.loaded[1], self.loaded[2]
+
+    def score(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Items (grouped by their ``model``) -> records carrying each item's ``job``."""
+        records: list[dict[str, Any]] = []
+        # A batch at a model boundary holds the end of one model's items and the start of the next.
+        for _, group in itertools.groupby(items, key=lambda it: (it["model"], it["job"])):
+            part = list(group)
+            model, tok = self._load(part[0]["model"])
+            recs = score_model(model, tok, part, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
+                               mia_k=self.mia_k, exact=self.exact)
+            records += [{**rec, "job": it["job"]} for it, rec in zip(part, recs, strict=True)]
+        return records
+
+    def __call__(self, batch: Any) -> Any:  # pandas.DataFrame -> pandas.DataFrame (Ray Data)
+        import pandas as pd
+
+        return pd.DataFrame(self.score(batch.to_dict(orient="records")))

@@ -1,0 +1,180 @@
+"""The run directory (RUN_DIR): the one place that names, writes and reads its files (docs/run_dir.md).
+
+Input:  a path, and what a stage has to record (the study, a trial's state, an evaluation point).
+Output: the files, written atomically; readers that return them as plain data; the results table.
+
+RUN_DIR/
+  experiment.yaml                the resolved experiment (after --set overrides)
+  study.json                     name, seed, sampler, objectives, provenance (git commit, versions)
+  base/metrics.json, rows.parquet   the target before unlearning
+  trials/<trial_id>/trial.json   algorithm, hyperparameters, status, error, trained steps, times
+  trials/<trial_id>/step_XXXXXX/ metrics.json + rows.parquet: one evaluation point
+  trials/<trial_id>/train/       the unlearning job (train_log.jsonl, points.jsonl, result.json, ...)
+  tune/                          the Ray Tune run (what --resume restores)
+  results.parquet                one row per (trial, evaluated step)
+  logs/                          Ray, Tune, DeepSpeed, Optuna logs of the driver
+  report/                        `lume-ray report`'s default output
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lume_ray.files import atomic_file, write_json
+
+STEP_DIR = "step_{:06d}"  # an evaluation point's directory, in a trial and in an unlearning job's points/
+TRIAL_STATES = ("running", "completed", "stopped", "diverged", "failed")
+
+
+def git_commit() -> str:
+    if os.environ.get("LUME_RAY_GIT_COMMIT"):
+        return os.environ["LUME_RAY_GIT_COMMIT"]
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def versions() -> dict[str, str]:
+    import deepspeed
+    import optuna
+    import ray
+    import torch
+    import transformers
+
+    import lume_ray
+
+    return {"lume_ray": lume_ray.__version__, "ray": ray.__version__, "torch": torch.__version__,
+            "deepspeed": deepspeed.__version__, "transformers": transformers.__version__,
+            "optuna": optuna.__version__}
+
+
+class RunDir:
+    """Paths and records of one run directory."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    # -- paths ----------------------------------------------------------------------------------
+    @property
+    def study_path(self) -> Path:
+        return self.root / "study.json"
+
+    @property
+    def experiment_path(self) -> Path:
+        return self.root / "experiment.yaml"
+
+    @property
+    def base(self) -> Path:
+        return self.root / "base"
+
+    @property
+    def trials(self) -> Path:
+        return self.root / "trials"
+
+    @property
+    def tune(self) -> Path:
+        return self.root / "tune"
+
+    @property
+    def results_path(self) -> Path:
+        return self.root / "results.parquet"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    def trial(self, trial_id: str) -> Path:
+        return self.trials / trial_id
+
+    def point(self, trial_id: str, step: int) -> Path:
+        return self.trial(trial_id) / STEP_DIR.format(step)
+
+    # -- study ----------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.study_path.is_file()
+
+    def read_study(self) -> dict[str, Any]:
+        return json.loads(self.study_path.read_text()) if self.exists() else {}
+
+    def write_study(self, study: Mapping[str, Any], experiment: Mapping[str, Any]) -> None:
+        import yaml
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        with atomic_file(self.experiment_path) as tmp:
+            tmp.write_text(yaml.safe_dump(dict(experiment), sort_keys=False))
+        write_json(self.study_path, dict(study))
+
+    def base_metrics(self) -> dict[str, Any] | None:
+        path = self.base / "metrics.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    # -- trials ---------------------------------------------------------------------------------
+    def write_trial(self, trial_id: str, record: Mapping[str, Any]) -> None:
+        if record.get("status") not in TRIAL_STATES:
+            raise ValueError(f"trial status {record.get('status')!r} (valid: {', '.join(TRIAL_STATES)})")
+        write_json(self.trial(trial_id) / "trial.json", dict(record))
+
+    def read_trial(self, trial_id: str) -> dict[str, Any] | None:
+        path = self.trial(trial_id) / "trial.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def trial_records(self) -> list[dict[str, Any]]:
+        return [json.loads(p.read_text()) for p in sorted(self.trials.glob("*/trial.json"))]
+
+    def point_metrics(self, trial_id: str) -> dict[int, dict[str, Any]]:
+        """Evaluated step -> metrics.json of a trial's points."""
+        out = {}
+        for path in sorted(self.trial(trial_id).glob("step_*/metrics.json")):
+            out[int(path.parent.name.split("_")[1])] = json.loads(path.read_text())
+        return out
+
+    # -- results --------------------------------------------------------------------------------
+    def collect_results(self, provenance: Mapping[str, Any]) -> Any:
+        """Every (trial, evaluated step) row from the trial directories -> one DataFrame (no duplicates by
+        design: a row is a step directory). A trial that ended early (diverged, failed, stopped by the
+        scheduler) gets one more row with its status and reason at the step it reached."""
+        import pandas as pd
+
+        from lume_ray.evaluate.metrics import METRICS
+
+        rows = []
+        for info in self.trial_records():
+            base = {"algorithm": info["algorithm"], "trial_id": info["trial_id"],
+                    **{f"hp/{k}": v for k, v in info["hp"].items()},
+                    "trained_steps": info.get("trained_steps", 0), "finished_at": info.get("finished_at"),
+                    "origin": info.get("origin", "sampler"), **provenance}
+            status, error = info.get("status", "running"), info.get("error", "")
+            for step, metrics in self.point_metrics(info["trial_id"]).items():
+                numeric = {k: v for k, v in metrics.items()
+                           if k in METRICS and (v is None or isinstance(v, bool | int | float))}
+                rows.append({**base, "step": step, "status": "ok", "error": "", **numeric,
+                             "wall_s": info.get("wall_s"),
+                             "rows_path": str(self.point(info["trial_id"], step).relative_to(self.root) / "rows.parquet")})
+            if status not in ("completed", "stopped"):  # one more row says why the trial ended early
+                rows.append({**base, "step": info.get("trained_steps", 0),
+                             "status": status if status in ("diverged", "failed") else "failed",
+                             "error": error or "interrupted before it finished", "wall_s": info.get("wall_s"),
+                             "rows_path": ""})
+            elif status == "stopped":
+                rows.append({**base, "step": info.get("trained_steps", 0), "status": "stopped",
+                             "error": error, "wall_s": info.get("wall_s"), "rows_path": ""})
+        frame = pd.DataFrame(rows)
+        if not frame.empty:
+            frame = frame.sort_values(["algorithm", "trial_id", "step"], kind="stable").reset_index(drop=True)
+        return frame
+
+    def write_results(self, frame: Any) -> None:
+        with atomic_file(self.results_path) as tmp:
+            frame.to_parquet(tmp, index=False)

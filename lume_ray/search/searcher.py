@@ -1,0 +1,215 @@
+"""[6] The searcher: one Optuna study per algorithm, behind one Ray Tune ``Searcher`` (ask/tell).
+
+Input:  the experiment (spaces, sampler, budget, objectives with their directions from the metric registry);
+        from Tune: requests for a trial's config, and each evaluated point a trial reports.
+Output: trial configs ``{"algorithm", "origin" (design | sampler), "lr", <algorithm parameters>}``, handed out across all algorithms
+        (so trials of different algorithms share the cluster), and the studies, which learn from every point.
+
+Why a Searcher of our own: Tune's OptunaSearch tells Optuna only a trial's last result (multi-objective
+intermediate results are dropped), so a trial that passes through 5 step counts teaches the optimizer one.
+Here ``steps`` is a dimension of every observation: each evaluated point becomes a completed Optuna trial
+``{lr, ..., steps: s} -> objectives`` (``study.add_trial``). The trial the sampler proposes
+(``study.ask``, with ``steps`` in its space so GP's q-batch acquisition sees it as pending) trains to the
+largest step count; when it ends it is closed as FAIL (user attr ``role: proposal``), so only the points
+count as observations. Before the sampler takes over, each study is seeded with an initial design (box
+corners + centre, :func:`lume_ray.search.space.initial_design`) through ``enqueue_trial``.
+
+Only public extension points: ``ray.tune.search.Searcher`` (suggest / on_trial_result / on_trial_complete /
+save / restore) and Optuna's ask/tell, ``enqueue_trial``, ``add_trial``, ``create_trial``.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ray.tune.search import Searcher
+
+from lume_ray.config import Experiment
+from lume_ray.search import space as sp
+from lume_ray.search.samplers import SamplerContext, make_sampler
+
+ROLE_PROPOSAL, ROLE_POINT = "proposal", "point"
+
+
+@dataclass
+class _Assigned:
+    algorithm: str
+    number: int  # the Optuna trial number of the proposal
+    params: dict[str, Any]
+    origin: str  # "design" or "sampler"
+    told_steps: set[int] = field(default_factory=set)
+
+
+class StudySearcher(Searcher):
+    """Hands out trials across every algorithm's Optuna study and tells each study every evaluated point."""
+
+    def __init__(self, exp: Experiment, *, warm_start: Iterable[Mapping[str, Any]] = (), log: Any = None) -> None:
+        super().__init__(metric=None, mode=None)
+        import optuna
+
+        self.exp = exp
+        self.objectives = list(exp.sweep.objectives)
+        from lume_ray.evaluate.metrics import direction
+
+        directions: list[Literal["minimize", "maximize"]] = [
+            "maximize" if direction(o) == "max" else "minimize" for o in self.objectives]
+        self.studies: dict[str, Any] = {}
+        self.budget: dict[str, int] = {}
+        self.design: dict[str, int] = {}
+        self.started: dict[str, int] = {}
+        self.assigned: dict[str, _Assigned] = {}
+        grid = exp.sweep.sampler == "grid"
+        algorithms = exp.selected_algorithms()
+        for algo in algorithms:
+            space = exp.algorithms[algo]
+            searchable = [n for n, s in space.searched().items() if s.searchable]
+            budget = sp.grid_size(space) if grid else exp.sweep.num_samples if searchable else 1
+            seed = exp.seed + sorted(exp.algorithms).index(algo)  # a distinct, reproducible stream per algorithm
+            sampler = make_sampler(exp.sweep.sampler, SamplerContext(seed=seed, budget=budget, grid=sp.grid_of(space)))
+            study = optuna.create_study(study_name=f"{exp.name}-{algo}", directions=directions, sampler=sampler)
+            design = [] if grid else sp.initial_design(space, sp.design_size(len(searchable), budget,
+                                                                               exp.sweep.initial_design))
+            for params in design:
+                study.enqueue_trial(params, user_attrs={"origin": "design"})
+            self.studies[algo], self.budget[algo], self.design[algo] = study, budget, len(design)
+            self.started[algo] = 0
+        self.warm = self._warm_start(warm_start)
+        if log is not None:
+            for algo in algorithms:
+                log(f"[search {algo}] {self.budget[algo]} trials, sampler {exp.sweep.sampler}, initial design "
+                    f"{self.design[algo]} point(s) (corners + centre of {', '.join(self._searched_names(algo)) or '-'})"
+                    + (f", warm start {self.warm.get(algo, 0)} point(s)" if self.warm.get(algo) else ""))
+
+    # -- what Tune calls --------------------------------------------------------------------------
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any) -> bool:
+        return True  # the objectives come from the experiment, not from Tune
+
+    def total_trials(self) -> int:
+        return sum(self.budget.values())
+
+    def _next_algorithm(self) -> str | None:
+        """The algorithm with the most budget left relative to its size (ties: experiment order), so every
+        algorithm progresses at the same pace and none waits for another to finish."""
+        open_ = [a for a in self.studies if self.started[a] < self.budget[a]]
+        if not open_:
+            return None
+        return min(open_, key=lambda a: (self.started[a] / self.budget[a], list(self.studies).index(a)))
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:  # or Searcher.FINISHED
+        if trial_id in self.assigned:  # a restored trial asks again
+            a = self.assigned[trial_id]
+            return {"algorithm": a.algorithm, "origin": a.origin, **a.params}
+        algo = self._next_algorithm()
+        if algo is None:
+            return Searcher.FINISHED  # type: ignore[return-value]  # Tune's documented sentinel
+        space = self.exp.algorithms[algo]
+        dists = sp.distributions(space, grid=self.exp.sweep.sampler == "grid")
+        dists["steps"] = sp.steps_distribution(space)
+        trial = self.studies[algo].ask(dists)
+        trial.set_user_attr("role", ROLE_PROPOSAL)
+        trial.set_user_attr("tune_trial", trial_id)
+        origin = "design" if trial.user_attrs.get("origin") == "design" else "sampler"
+        params = {k: v for k, v in trial.params.items() if k != "steps"}
+        self.assigned[trial_id] = _Assigned(algo, trial.number, params, origin)
+        self.started[algo] += 1
+        return {"algorithm": algo, "origin": origin, **params}
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Every evaluated point a trial reports becomes one observation of its study (once per step)."""
+        a = self.assigned.get(trial_id)
+        step = result.get("step")
+        if a is None or step is None or result.get("status") in ("diverged", "failed"):
+            return
+        step = int(step)
+        if step in a.told_steps:  # a retried trial reports its earlier points again
+            return
+        values = [result.get(o) for o in self.objectives]
+        if not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+            return
+        self._tell_point(a.algorithm, {**a.params, "steps": step}, [float(v) for v in values],  # type: ignore[arg-type]
+                         {"tune_trial": trial_id, "origin": a.origin})
+        a.told_steps.add(step)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        import optuna
+
+        a = self.assigned.get(trial_id)
+        if a is None:
+            return
+        if result:
+            self.on_trial_result(trial_id, result)
+        study = self.studies[a.algorithm]
+        if study.trials[a.number].state == optuna.trial.TrialState.RUNNING:
+            # A proposal is not an observation (its points are): FAIL keeps it out of every sampler's model.
+            study.tell(a.number, state=optuna.trial.TrialState.FAIL)
+
+    # -- observations -----------------------------------------------------------------------------
+
+    def _searched_names(self, algo: str) -> list[str]:
+        return [n for n, s in self.exp.algorithms[algo].searched().items() if s.searchable]
+
+    def _tell_point(self, algo: str, params: dict[str, Any], values: list[float], attrs: dict[str, Any]) -> bool:
+        import optuna
+
+        space = self.exp.algorithms[algo]
+        dists = sp.distributions(space, grid=self.exp.sweep.sampler == "grid")
+        dists["steps"] = sp.steps_distribution(space)
+        try:
+            trial = optuna.trial.create_trial(params=params, distributions=dists, values=values,
+                                              user_attrs={"role": ROLE_POINT, **attrs})
+        except ValueError:  # a value outside this study's space (a warm start from a narrower or other range)
+            return False
+        self.studies[algo].add_trial(trial)
+        return True
+
+    def _warm_start(self, rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+        """Tell each study the earlier run's points of the same algorithm and parameter names."""
+        told: dict[str, int] = {}
+        for r in rows:
+            algo = str(r.get("algorithm"))
+            if algo not in self.studies or r.get("status") != "ok":
+                continue
+            names = list(self.exp.algorithms[algo].searched())
+            params = {n: r.get(f"hp/{n}") for n in names}
+            values = [r.get(o) for o in self.objectives]
+            if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in params.values()):
+                continue
+            if not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+                continue
+            params = {n: (_plain(v)) for n, v in params.items()}
+            if self._tell_point(algo, {**params, "steps": int(r["step"])}, [float(v) for v in values],  # type: ignore[arg-type]
+                                {"origin": "warm-start", "tune_trial": str(r.get("trial_id", ""))}):
+                told[algo] = told.get(algo, 0) + 1
+        return told
+
+    # -- what the report and tests read -------------------------------------------------------------
+
+    def points(self, algo: str) -> list[Any]:
+        """The completed observations (evaluated points) of an algorithm's study."""
+        return [t for t in self.studies[algo].trials if t.user_attrs.get("role") == ROLE_POINT]
+
+    # -- resume -------------------------------------------------------------------------------------
+
+    def save(self, checkpoint_path: str) -> None:
+        state = {"studies": self.studies, "budget": self.budget, "design": self.design, "started": self.started,
+                 "assigned": self.assigned, "warm": self.warm}
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(state, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        self.studies, self.budget, self.design = state["studies"], state["budget"], state["design"]
+        self.started, self.assigned, self.warm = state["started"], state["assigned"], state["warm"]
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars from a parquet file -> Python numbers (Optuna's distributions compare them)."""
+    if hasattr(value, "item"):
+        return value.item()
+    return value

@@ -1,0 +1,151 @@
+"""[6] Search spaces: an algorithm's :class:`~lume_ray.config.AlgorithmSpace` -> Optuna distributions, the initial
+design, and the boundary check of a front.
+
+Input:  the searched parameters (lr and the algorithm's own; ``steps`` is the trajectory, told to the study as
+        one more dimension of every observation), the trial budget.
+Output: ``distributions`` (what ``study.ask`` samples), ``steps_distribution`` (the dimension every evaluated
+        point carries), ``initial_design`` (box corners in log space where the range is log, and the centre),
+        ``boundary_warnings`` (front points sitting on an edge of the box).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from lume_ray.config import AlgorithmSpace, ParamSpec
+
+
+def distribution(spec: ParamSpec) -> Any:
+    import optuna.distributions as d
+
+    lo, hi = (spec.values + (None,))[:2] if spec.kind != "choice" else (None, None)
+    if spec.kind == "loguniform":
+        return d.FloatDistribution(float(lo), float(hi), log=True)
+    if spec.kind == "uniform":
+        return d.FloatDistribution(float(lo), float(hi))
+    if spec.kind == "int":
+        return d.IntDistribution(int(lo), int(hi))
+    if spec.kind == "choice":
+        return d.CategoricalDistribution(list(spec.values))
+    return d.CategoricalDistribution([spec.values[0]])  # fixed: one choice, never varies
+
+
+def distributions(space: AlgorithmSpace, grid: bool = False) -> dict[str, Any]:
+    """The searched parameters' distributions. With ``grid``, each parameter is its grid values (categorical),
+    which is what Optuna's GridSampler samples from."""
+    import optuna.distributions as d
+
+    if grid:
+        return {name: d.CategoricalDistribution(list(spec.grid_values())) for name, spec in space.searched().items()}
+    return {name: distribution(spec) for name, spec in space.searched().items()}
+
+
+def steps_distribution(space: AlgorithmSpace) -> Any:
+    import optuna.distributions as d
+
+    return d.IntDistribution(1, space.steps.max)
+
+
+def grid_of(space: AlgorithmSpace) -> dict[str, tuple[Any, ...]]:
+    return {name: spec.grid_values() for name, spec in space.searched().items()}
+
+
+def grid_size(space: AlgorithmSpace) -> int:
+    return math.prod(len(v) for v in grid_of(space).values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Initial design: the box's corners and its centre.
+
+
+def _unit_to_value(spec: ParamSpec, u: float) -> Any:
+    """A point of [0, 1] -> the parameter's value (log scale for loguniform; options for choice)."""
+    if spec.kind == "choice":
+        return spec.values[min(int(u * len(spec.values)), len(spec.values) - 1)]
+    lo, hi = float(spec.values[0]), float(spec.values[1])
+    if spec.kind == "loguniform":
+        return float(math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))))
+    value = lo + u * (hi - lo)
+    return int(round(value)) if spec.kind == "int" else float(value)
+
+
+def design_size(n_params: int, budget: int, setting: str | int = "auto") -> int:
+    """Points of the initial design: all 2^d corners + the centre when they fit in half the budget; else half
+    the budget (at least 2: the two opposite corners), space-filling over the corners. ``off`` -> 0."""
+    if setting == "off" or n_params == 0:
+        return 0
+    full = 2 ** n_params + 1
+    if isinstance(setting, int):
+        return min(setting, budget)
+    return min(full, max(2, budget // 2), budget)
+
+
+def initial_design(space: AlgorithmSpace, size: int) -> list[dict[str, Any]]:
+    """``size`` points: corners first, ordered so that any prefix spreads over the box (greedy maximin in the
+    unit cube, starting at the corner of the largest lr with every other parameter at its low end: the
+    aggressive end of the front, where fixed grids and random samples under-explore), then the centre."""
+    searched = {n: s for n, s in space.searched().items() if s.searchable}
+    if size <= 0 or not searched:
+        return []
+    names = list(searched)
+    corners = [tuple(c) for c in itertools.product((0.0, 1.0), repeat=len(names))]
+    first = tuple(1.0 if n == "lr" else 0.0 for n in names)
+    chosen = [first]
+    rest = [c for c in corners if c != first]
+    while rest and len(chosen) < size - 1:
+        best = max(rest, key=lambda c: (min(sum((a - b) ** 2 for a, b in zip(c, o, strict=True)) for o in chosen),
+                                        -corners.index(c)))
+        chosen.append(best)
+        rest.remove(best)
+    points = [dict(zip(names, c, strict=True)) for c in chosen]
+    if len(points) < size:
+        points.append(dict.fromkeys(names, 0.5))
+    if len(points) < size:  # a design of more than corners + centre: every other corner after the centre
+        points += [dict(zip(names, c, strict=True)) for c in rest[: size - len(points)]]
+    return [{n: _unit_to_value(searched[n], u) for n, u in p.items()} for p in points[:size]]
+
+
+# ---------------------------------------------------------------------------------------------
+# The boundary check.
+
+
+def _position(spec: ParamSpec, value: Any) -> float | None:
+    """Where ``value`` sits in its range, 0..1 (log scale for loguniform); None for choice/fixed."""
+    if spec.kind not in ("loguniform", "uniform", "int") or value is None:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    lo, hi = float(spec.values[0]), float(spec.values[1])
+    if hi <= lo or not math.isfinite(v):
+        return None
+    if spec.kind == "loguniform":
+        return (math.log(v) - math.log(lo)) / (math.log(hi) - math.log(lo))
+    return (v - lo) / (hi - lo)
+
+
+def boundary_warnings(space: AlgorithmSpace, front: Sequence[Mapping[str, Any]], algorithm: str, *,
+                      tolerance: float = 0.02, min_share: float = 0.5) -> list[str]:
+    """"lr at its upper bound in 4 of 5 front points: widen the range" for each searched range parameter
+    where at least ``min_share`` of the front points lie within ``tolerance`` of one bound (in the
+    parameter's own scale). ``front``: hyperparameters per front point (``{"lr": ..., "alpha": ...}``)."""
+    warnings: list[str] = []
+    n = len(front)
+    if n == 0:
+        return warnings
+    for name, spec in space.searched().items():
+        positions = [_position(spec, p.get(name)) for p in front]
+        known = [x for x in positions if x is not None]
+        if not known:
+            continue
+        for side, hit in (("upper", [x for x in known if x >= 1 - tolerance]),
+                          ("lower", [x for x in known if x <= tolerance])):
+            if len(hit) >= max(1, math.ceil(min_share * n)):
+                bound = spec.values[1] if side == "upper" else spec.values[0]
+                warnings.append(f"{algorithm}: {name} at its {side} bound ({bound:g}) in {len(hit)} of {n} front "
+                                "points: widen the range")
+    return warnings

@@ -1,0 +1,241 @@
+"""[6] The sweep: an experiment -> one Ray Tune run over every algorithm -> RUN_DIR/results.parquet.
+
+Input:  an :class:`~lume_ray.config.Experiment` whose data and target exist; a Ray cluster (local or ``address``).
+Output: RUN_DIR (:mod:`lume_ray.run_dir`): study.json, the base model's evaluation, one directory per trial,
+        ``results.parquet`` (one row per trial and evaluated step, with hyperparameters, metrics, provenance).
+
+One Tune run holds every algorithm's trials: :class:`~lume_ray.search.searcher.StudySearcher` hands them out
+across the algorithms' Optuna studies, so the cluster never idles at the tail of one algorithm's search.
+One pool of model actors (:mod:`lume_ray.evaluate.pool`) evaluates every trial's points for the whole sweep.
+``resume=True`` restores the Tune run (unfinished and failed trials resume from their checkpoints; the
+searcher's studies come back with it); finished trials are never re-run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from lume_ray.config import ConfigError, Experiment
+from lume_ray.run_dir import RunDir, git_commit, versions
+
+TUNE_NAME = "sweep"
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """The driver was interrupted; everything finished so far is on disk and --resume continues."""
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def max_concurrent(exp: Experiment, driver_cpus: float) -> int:
+    """Trials that fit at once in the cluster's resources: Train workers plus the trial driver, next to the
+    evaluation pool's actors (which live for the whole sweep)."""
+    import ray
+
+    if exp.sweep.max_concurrent:
+        return exp.sweep.max_concurrent
+    res = ray.cluster_resources()
+    tr, ev = exp.train, exp.eval
+    pool_cpu = ev.workers * (ev.cpus_per_actor or 1.0)
+    per_trial_cpu = driver_cpus + tr.workers * tr.cpus_per_worker
+    fits = int((res.get("CPU", 0) - pool_cpu) // per_trial_cpu) if per_trial_cpu else 1_000
+    if tr.use_gpu:
+        fits = min(fits, int(res.get("GPU", 0) // tr.workers))
+    return max(1, fits)
+
+
+def check_cluster(exp: Experiment) -> None:
+    """What the experiment asks of the cluster, checked before anything starts."""
+    import ray
+
+    res = ray.cluster_resources()
+    need = exp.train.workers * exp.train.gpus_per_worker
+    if need and res.get("GPU", 0) < need:
+        raise ConfigError(f"train.gpus_per_worker: {exp.train.gpus_per_worker} x {exp.train.workers} workers needs "
+                          f"{need} GPU(s); the cluster has {res.get('GPU', 0):g} (set train.gpus_per_worker: 0 to "
+                          "train on CPUs)")
+
+
+def study_record(exp: Experiment) -> dict[str, Any]:
+    from lume_ray.evaluate.metrics import direction
+
+    floor = exp.eval.utility_floor
+    return {
+        "name": exp.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seed": exp.seed,
+        "git_commit": git_commit(), "versions": versions(), "sampler": exp.sweep.sampler,
+        "objectives": [{"name": o, "direction": direction(o)} for o in exp.sweep.objectives],
+        "utility_floor": {"relative": floor.relative, "absolute": floor.absolute},
+        "algorithms": exp.selected_algorithms(), "model": exp.path(exp.target.model), "data": exp.path(exp.data.path),
+        "workers": exp.train.workers, "zero": exp.train.zero, "num_samples": exp.sweep.num_samples,
+    }
+
+
+def eval_inputs(exp: Experiment) -> dict[str, Any]:
+    """members / nonmembers / utility for the evaluation; None lets it use the data directory's defaults."""
+    d = exp.data
+    out: dict[str, Any] = {"members": d.member and exp.path(d.member), "nonmembers": d.nonmember and exp.path(d.nonmember)}
+    if d.utility != "auto":
+        out["utility"] = exp.path(d.utility) if d.utility not in (None, "mmlu") else (d.utility or False)
+    return out
+
+
+def _progress_callback(exp: Experiment, searcher: Any, log: Callable[[str], None]) -> Any:
+    from ray.tune import Callback
+
+    from lume_ray.evaluate.metrics import direction
+
+    first = exp.sweep.objectives[0]
+    sign = 1.0 if direction(first) == "max" else -1.0
+    planned = searcher.total_trials()
+
+    class Progress(Callback):
+        def __init__(self) -> None:
+            self.done = 0
+            self.best: dict[str, tuple[float, int]] = {}
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            value = result.get(first)
+            algo = trial.config.get("algorithm", "?")
+            if isinstance(value, int | float) and math.isfinite(value) and (
+                    algo not in self.best or sign * value > sign * self.best[algo][0]):
+                self.best[algo] = (float(value), int(result.get("step", 0)))
+
+        def _line(self, trial: Any, what: str) -> None:
+            algo = trial.config.get("algorithm", "?")
+            best = f"best {first} {self.best[algo][0]:.3f}" if algo in self.best else "no point yet"
+            log(f"[sweep] {self.done}/{planned} trials done; {algo} {trial.trial_id} {what}; {algo} {best}")
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.done += 1
+            self._line(trial, (trial.last_result or {}).get("status", "completed"))
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.done += 1
+            self._line(trial, "FAILED")
+
+    return Progress()
+
+
+def run_sweep(exp: Experiment, *, resume: bool = False, address: str | None = None,
+              warm_start: Iterable[Mapping[str, Any]] = (), log: Callable[[str], None] = say) -> RunDir:
+    """The whole sweep; returns its RunDir. Re-run with ``resume=True`` after an interruption."""
+    import ray
+    from ray import tune
+
+    from lume_ray.evaluate.pool import start_pool
+    from lume_ray.local_ray import ray_session
+    from lume_ray.search.searcher import StudySearcher
+    from lume_ray.search.trial import TrialContext, run_trial
+
+    exp = exp.resolved()
+    rd = RunDir(exp.output_dir)
+    if rd.exists() and not resume:
+        raise ConfigError(f"{rd.root}: already holds a sweep; pass --resume to continue it, or set another output_dir")
+    if resume and not rd.exists():
+        raise ConfigError(f"{rd.root}: no sweep to resume (no study.json); run without --resume")
+    if not rd.exists():
+        rd.write_study(study_record(exp), exp.dump())
+    t0 = time.time()
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # Train propagates it to its workers
+    with ray_session(address=address, num_cpus=max(4, os.cpu_count() or 1), object_store_mb=512):
+        import ray.data
+
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        check_cluster(exp)
+        data, model = exp.path(exp.data.path), exp.path(exp.target.model)
+        pool = start_pool(data=data, settings=exp.eval, base_model=model, trust_remote_code=exp.target.trust_remote_code,
+                          **eval_inputs(exp))
+        log(f"[sweep] evaluation pool: {ray.get(pool.describe.remote())}")
+        base = rd.base_metrics()
+        if base is None:
+            log("[sweep] evaluating the target before unlearning")
+            base = ray.get(pool.evaluate.remote(model, str(rd.base), None))
+        log(f"[sweep] base model: final_score {_fmt(base.get('final_score'))}, utility {_fmt(base.get('utility'))}, "
+            f"forget_efficacy {_fmt(base.get('forget_efficacy'))}, retain_score {_fmt(base.get('retain_score'))}")
+        ctx = TrialContext(exp, str(rd.root), pool, base.get("utility"))
+        # Trial drivers sit on the head node when it advertises `tune_driver` (cluster.yaml); else a little CPU.
+        resources: dict[str, float] = ({"cpu": 0, "tune_driver": 1} if "tune_driver" in ray.cluster_resources()
+                                       else {"cpu": 0.25})
+        trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
+        exp_dir = rd.tune / TUNE_NAME
+        if resume and tune.Tuner.can_restore(str(exp_dir)):
+            log(f"[sweep] resuming {exp_dir}")
+            tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
+                                       resume_errored=True, restart_errored=False)
+            searcher = None
+        else:
+            searcher = StudySearcher(exp, warm_start=warm_start, log=log)
+            concurrency = max_concurrent(exp, resources.get("cpu", 0))
+            log(f"[sweep] {searcher.total_trials()} trials over {len(exp.selected_algorithms())} algorithm(s), "
+                f"up to {concurrency} at once")
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(search_alg=searcher, num_samples=searcher.total_trials(),
+                                            max_concurrent_trials=concurrency),
+                run_config=tune.RunConfig(
+                    name=TUNE_NAME, storage_path=str(rd.tune), verbose=0,
+                    callbacks=[_progress_callback(exp, searcher, log)],
+                    failure_config=tune.FailureConfig(max_failures=exp.sweep.max_failures),
+                ),
+            )
+        tuner.fit()
+        # After Ctrl-C, Tune's fit() returns normally with unfinished trials: stop the whole sweep here.
+        records = rd.trial_records()
+        planned = searcher.total_trials() if searcher is not None else len(records)
+        unfinished = [r["trial_id"] for r in records if r["status"] == "running"]
+        if unfinished or len(records) < planned:
+            raise SweepInterrupted(f"sweep interrupted ({len(records) - len(unfinished)}/{planned} trials finished); "
+                                   f"continue with: lume-ray sweep ... --resume")
+    frame = rd.collect_results({"seed": exp.seed, "workers": exp.train.workers, "zero": exp.train.zero,
+                                "git_commit": git_commit(), "sampler": exp.sweep.sampler})
+    rd.write_results(frame)
+    n_ok = int((frame["status"] == "ok").sum()) if not frame.empty else 0
+    log(f"[sweep] {len(frame)} result rows ({n_ok} evaluated points) in {rd.results_path} after "
+        f"{time.time() - t0:.0f} s")
+    for warning in boundary_warnings(exp, frame):
+        log(f"[sweep] warning: {warning}")
+    return rd
+
+
+def boundary_warnings(exp: Experiment, frame: Any) -> list[str]:
+    """Per algorithm, the searched parameters whose front points sit on an edge of the box."""
+    import numpy as np
+
+    from lume_ray.evaluate.metrics import direction
+    from lume_ray.report.pareto import pareto_mask
+    from lume_ray.search.space import boundary_warnings as edges
+
+    out: list[str] = []
+    if frame.empty:
+        return out
+    objectives = [o for o in exp.sweep.objectives if o in frame.columns]
+    for algo in exp.selected_algorithms():
+        sub = frame[(frame["algorithm"] == algo) & (frame["status"] == "ok")]
+        if sub.empty or not objectives:
+            continue
+        values = np.column_stack([sub[o].astype(float).to_numpy() for o in objectives])
+        front = sub[pareto_mask(values, [direction(o) for o in objectives])]
+        hp = [{c.removeprefix("hp/"): r[c] for c in front.columns if c.startswith("hp/")} for _, r in front.iterrows()]
+        out += edges(exp.algorithms[algo], hp, algo)
+    return out
+
+
+def read_warm_start(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The points of an earlier sweep (its results.parquet) for ``--warm-start``."""
+    import pandas as pd
+
+    path = Path(run_dir) / "results.parquet"
+    if not path.is_file():
+        raise ConfigError(f"--warm-start {run_dir}: no results.parquet there (the run directory of a finished sweep)")
+    return pd.read_parquet(path).to_dict(orient="records")
+
+
+def _fmt(value: Any) -> str:
+    return "null" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
