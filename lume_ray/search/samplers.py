@@ -49,10 +49,14 @@ def make_sampler(name: str, ctx: SamplerContext) -> Any:
 @register_sampler("gp")
 def gp(ctx: SamplerContext) -> Any:
     """Optuna's GPSampler (multi-objective: log EHVI). The initial design replaces its random start-up."""
+    import warnings
+
     import optuna
 
-    return optuna.samplers.GPSampler(seed=ctx.seed, n_startup_trials=2, deterministic_objective=True,
-                                     warn_independent_sampling=False)
+    with warnings.catch_warnings():  # deterministic_objective is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.GPSampler(seed=ctx.seed, n_startup_trials=2, deterministic_objective=True,
+                                         warn_independent_sampling=False)
 
 
 @register_sampler("tpe")

@@ -66,6 +66,9 @@ def _unit_to_value(spec: ParamSpec, u: float) -> Any:
     if spec.kind == "choice":
         return spec.values[min(int(u * len(spec.values)), len(spec.values) - 1)]
     lo, hi = float(spec.values[0]), float(spec.values[1])
+    if u in (0.0, 1.0):  # the box's edges exactly (exp(log(x)) is not always x)
+        value = lo if u == 0.0 else hi
+        return int(value) if spec.kind == "int" else value
     if spec.kind == "loguniform":
         return float(math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))))
     value = lo + u * (hi - lo)
