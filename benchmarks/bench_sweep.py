@@ -1,14 +1,21 @@
-"""Benchmark: hypervolume of the Pareto front against unlearning steps spent, Optuna vs a full grid.
+"""Benchmark: hypervolume of the front against unlearning steps spent, each sampler vs the full grid.
 
-Grid (issue 5): lr {1e-5, 2e-5, 5e-5} x steps {5, 10 epochs' worth} x retain weight {1, 2, 5}, for gd and
-npo, on the quickstart data and target. Optuna (TPE, multi-objective) searches the same ranges with the same
-budget (as many trials as the grid). Both evaluate every trial at 2 points, so a 10-epoch trial also yields
-its 5-epoch point. Hypervolume uses a fixed reference of 0 for each objective (all are scores in [0, 1] to
-maximize), so the two curves are comparable. Prints how many steps Optuna needs to reach the grid's final
-hypervolume, as a fraction of the grid's total (target <= 25%).
+On the quickstart data and target, for gd and npo, on two spaces:
+  suited    lr 3e-4..3e-3 (log), retain weight alpha 1..5 (log), up to 10 epochs; grid {3e-4,1e-3,3e-3} x {1,2,5}
+  boundary  lr 1e-5..5e-5 (log), alpha 1..5 (log), up to 10 epochs; grid {1e-5,2e-5,5e-5} x {1,2,5}
+(npo's beta fixed at 0.1 in both). The grid trains its 9 settings per algorithm to 10 epochs and is evaluated
+at 5 and 10 epochs, i.e. its 18 (setting, steps) points. Each sampler gets the same budget, 9 trials per
+algorithm, every trial trained to 10 epochs and evaluated at 4 evenly spaced points (2.5, 5, 7.5, 10 epochs).
+Hypervolume: objectives forget_efficacy, retain_score and utility (all scores in [0, 1], maximized), reference 0,
+over every evaluated point of the trials finished so far, trials in the order they finished.
 
-    python benchmarks/bench_sweep.py [--out runs/bench_sweep] [--lrs 1e-5 2e-5 5e-5] [--algorithms gd npo]
-                                     [--searches optuna random nsga2]   # each compared with the grid
+Prints, per space and algorithm, the unlearning steps each search needed to reach the grid's final hypervolume,
+as a fraction of the grid's steps: the classic grid, which trains every (setting, steps) pair as its own run
+(what a bash grid does: 9 x 5 + 9 x 10 epochs), and lume-ray's grid sampler, which trains each setting once
+through its trajectory (9 x 10 epochs). Writes RUN/summary.json and RUN/curves.png.
+
+    python benchmarks/bench_sweep.py [--out runs/bench_sweep] [--spaces suited boundary] [--algorithms gd npo]
+                                     [--samplers gp tpe random] [--seeds 0 1]
 """
 
 from __future__ import annotations
@@ -18,90 +25,150 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from lume_ray.config import load_experiment
 from lume_ray.data import load_lume
-from lume_ray.experiment import load_experiment
-from lume_ray.report import analyze, hypervolume_history, load_run
-from lume_ray.sweep import prepare_inputs, resolve, run_sweep
+from lume_ray.pipeline import prepare_data, prepare_target
+from lume_ray.report.pareto import hypervolume
+from lume_ray.search.sweep import run_sweep
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
+SPACES = {"suited": [3e-4, 1e-3, 3e-3], "boundary": [1e-5, 2e-5, 5e-5]}
+ALPHAS = [1.0, 2.0, 5.0]
+OBJECTIVES = ["forget_efficacy", "retain_score", "utility"]
+TRIALS = len(SPACES["suited"]) * len(ALPHAS)  # the grid's settings per algorithm: every sampler's budget
 
 
-def space(lrs: list[float], steps: list[int], algorithm: str, grid: bool) -> str:
-    lr = {"loguniform": [min(lrs), max(lrs)], **({"grid": lrs} if grid else {})}
-    alpha = {"loguniform": [1.0, 5.0], **({"grid": [1.0, 2.0, 5.0]} if grid else {})}
-    out = {"lr": lr, "steps": {"choice": steps}, "alpha": alpha}
+def space(lrs: list[float], max_steps: int, algorithm: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"lr": {"loguniform": [min(lrs), max(lrs)], "grid": lrs},
+                           "steps": {"max": max_steps}, "alpha": {"loguniform": [1.0, 5.0], "grid": ALPHAS}}
     if algorithm == "npo":
         out["beta"] = 0.1
-    return json.dumps(out)
+    return out
 
 
-def history(run_dir: Path, objectives: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per scope ("overall" and each algorithm): cumulative trained steps and hypervolume after each trial."""
-    run = load_run(run_dir)
-    a = analyze(run, objectives)
-    a.reference = [0.0] * len(objectives)  # scores in [0, 1], all maximized: a fixed, shared reference
-    h = hypervolume_history(a)
-    return {scope: (g["compute"].to_numpy(), g["hypervolume"].to_numpy()) for scope, g in h.groupby("scope", sort=False)}
+def curve(frame: pd.DataFrame, algorithm: str) -> tuple[np.ndarray, np.ndarray]:
+    """(cumulative trained steps, hypervolume) after each finished trial of ``algorithm``."""
+    sub = frame[frame["algorithm"] == algorithm]
+    trials = sub.groupby("trial_id").agg(finished_at=("finished_at", "max"), steps=("trained_steps", "max"))
+    trials = trials.sort_values("finished_at")
+    ok = sub[sub["status"] == "ok"]
+    steps, hvs, spent = [0.0], [0.0], 0.0
+    seen: list[str] = []
+    for trial_id, row in trials.iterrows():
+        spent += float(row["steps"])
+        seen.append(str(trial_id))
+        pts = ok[ok["trial_id"].isin(seen)][OBJECTIVES].to_numpy(dtype=float)
+        steps.append(spent)
+        hvs.append(hypervolume(pts, ["max"] * len(OBJECTIVES), [0.0] * len(OBJECTIVES)))
+    return np.array(steps), np.array(hvs)
 
 
-def steps_to_reach(grid: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, np.ndarray]) -> str:
-    """One line: the steps another search spent until its hypervolume reached the grid's final one."""
-    (g_compute, g_hv), (o_compute, o_hv) = grid, other
-    target = g_hv[-1]
-    reached = np.nonzero(o_hv >= target - 1e-12)[0]
-    if not len(reached):
-        return (f"did not reach the grid's final hypervolume {target:.4f} (best {o_hv.max():.4f}) within the "
-                f"same budget ({o_compute[-1]:.0f} steps)")
-    spent = o_compute[reached[0]]
-    return (f"reached the grid's final hypervolume {target:.4f} after {spent:.0f} steps = "
-            f"{spent / g_compute[-1]:.1%} of the grid's {g_compute[-1]:.0f} steps (target <= 25%)")
+def reach(target: float, steps: np.ndarray, hv: np.ndarray) -> float | None:
+    hit = np.nonzero(hv >= target - 1e-12)[0]
+    return float(steps[hit[0]]) if len(hit) else None
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/bench_sweep")
-    p.add_argument("--lrs", type=float, nargs="+", default=[1e-5, 2e-5, 5e-5])
+    p.add_argument("--spaces", nargs="+", default=list(SPACES), choices=list(SPACES))
     p.add_argument("--algorithms", nargs="+", default=["gd", "npo"])
-    p.add_argument("--searches", nargs="+", default=["optuna"], choices=("optuna", "random", "nsga2"),
-                   help="searches to compare with the grid (optuna: TPE; nsga2: Optuna's NSGA-II)")
+    p.add_argument("--samplers", nargs="+", default=["gp", "tpe", "random"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--max-concurrent", type=int, default=3)
     args = p.parse_args()
-    base = load_experiment(QUICKSTART, [("output_dir", "runs/quickstart")])
-    prepare_inputs(base)  # the quickstart data and target (cached)
-    data = load_lume(resolve(base, base.data.path))
-    per_epoch = math.ceil(len(data.forget) / base.train.batch_size)
-    steps = [5 * per_epoch, 10 * per_epoch]
-    objectives = list(base.sweep.objectives)
-    n_grid = len(args.lrs) * len(steps) * 3
-    curves = {}
-    for search in ("grid", *args.searches):
-        kind = "optuna" if search == "nsga2" else search
-        overrides = [
-            ("output_dir", f"{args.out}/{search}"), ("sweep.search", kind), ("sweep.num_samples", str(n_grid)),
-            ("sweep.sampler", "nsga2" if search == "nsga2" else "tpe"),
-            ("sweep.eval_points", "2"), ("sweep.algorithms", json.dumps(args.algorithms)), ("sweep.report", "false"),
-            ("data.path", resolve(base, base.data.path)), ("target.model", resolve(base, base.target.model)),
-        ]
-        overrides += [(f"algorithms.{a}", space(args.lrs, steps, a, search == "grid")) for a in args.algorithms]
-        exp = load_experiment(QUICKSTART, overrides)
-        t0 = time.time()
-        run_dir = Path(exp.output_dir)
-        if not (run_dir / "results.parquet").exists():
-            run_sweep(exp, resume=(run_dir / "study.json").exists())
-        curves[search] = history(run_dir, objectives)
-        compute, hv = curves[search]["overall"]
-        print(f"{search}: {n_grid} trials per algorithm, {time.time() - t0:.0f} s, "
-              f"total steps {compute[-1]:.0f}, final hypervolume {hv[-1]:.4f}", flush=True)
-    print(f"steps per epoch {per_epoch}; step choices {steps}; objectives {objectives}")
-    for scope in ["overall", *args.algorithms]:
-        for search in (*args.searches, "grid"):
-            compute, hv = curves[search][scope]
-            print(f"{scope} {search} hypervolume vs steps: "
-                  + ", ".join(f"{c:.0f}:{h:.4f}" for c, h in zip(compute, hv, strict=True)))
-        for search in args.searches:
-            print(f"{scope}: {search} {steps_to_reach(curves['grid'][scope], curves[search][scope])}")
+    out = Path(args.out)
+    base = load_experiment(QUICKSTART, [("output_dir", "runs/quickstart")]).resolved()
+    data = prepare_data(base)
+    model = prepare_target(base, data)  # the quickstart target (cached)
+    per_epoch = math.ceil(len(load_lume(data).forget) / base.train.batch_size)
+    max_steps = 10 * per_epoch
+    summary: dict[str, Any] = {"steps_per_epoch": per_epoch, "max_steps": max_steps, "objectives": OBJECTIVES,
+                               "trials_per_algorithm": TRIALS, "runs": {}}
+    curves: dict[tuple[str, str, str, int], tuple[np.ndarray, np.ndarray]] = {}
+    for space_name in args.spaces:
+        lrs = SPACES[space_name]
+        runs = [("grid", 0)] + [(s, seed) for s in args.samplers for seed in args.seeds]
+        for sampler, seed in runs:
+            run_dir = out / space_name / (sampler if sampler == "grid" else f"{sampler}-seed{seed}")
+            overrides = [
+                ("output_dir", str(run_dir)), ("seed", str(seed)), ("sweep.sampler", sampler),
+                ("sweep.num_samples", str(TRIALS)), ("sweep.max_concurrent", str(args.max_concurrent)),
+                ("sweep.eval_steps", json.dumps([5 * per_epoch, max_steps] if sampler == "grid" else
+                                                [round(max_steps * k / 4) for k in (1, 2, 3, 4)])),
+                ("sweep.objectives", json.dumps(OBJECTIVES)), ("sweep.algorithms", json.dumps(args.algorithms)),
+                ("sweep.report", "false"), ("data.path", data), ("data.synth", "null"), ("target.model", model),
+                ("target.build", "null"),
+            ]
+            overrides += [(f"algorithms.{a}", json.dumps(space(lrs, max_steps, a))) for a in args.algorithms]
+            exp = load_experiment(QUICKSTART, overrides)
+            t0 = time.time()
+            if not (run_dir / "results.parquet").exists():
+                run_sweep(exp, resume=(run_dir / "study.json").exists())
+            frame = pd.read_parquet(run_dir / "results.parquet")
+            for algo in args.algorithms:
+                curves[(space_name, algo, sampler, seed)] = curve(frame, algo)
+            summary["runs"][str(run_dir)] = {"seconds": round(time.time() - t0), "rows": len(frame)}
+            print(f"{space_name} {sampler} seed {seed}: {len(frame)} rows, {time.time() - t0:.0f} s", flush=True)
+
+    table = []
+    for space_name in args.spaces:
+        for algo in args.algorithms:
+            g_steps, g_hv = curves[(space_name, algo, "grid", 0)]
+            target = float(g_hv[-1])
+            classic = TRIALS * (5 * per_epoch + max_steps)  # each (setting, steps) pair its own run
+            trajectory = float(g_steps[-1])
+            for sampler in args.samplers:
+                for seed in args.seeds:
+                    steps, hv = curves[(space_name, algo, sampler, seed)]
+                    spent = reach(target, steps, hv)
+                    table.append({"space": space_name, "algorithm": algo, "sampler": sampler, "seed": seed,
+                                  "grid_hv": target, "final_hv": float(hv[-1]), "steps_to_reach": spent,
+                                  "of_classic_grid": None if spent is None else spent / classic,
+                                  "of_trajectory_grid": None if spent is None else spent / trajectory,
+                                  "classic_grid_steps": classic, "trajectory_grid_steps": trajectory,
+                                  "curve": [[float(s), float(h)] for s, h in zip(steps, hv, strict=True)]})
+    summary["table"] = table
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    frame = pd.DataFrame(table)
+    print(frame.drop(columns=["curve"]).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    agg = frame.groupby(["space", "algorithm", "sampler"]).agg(
+        reached=("steps_to_reach", lambda s: int(s.notna().sum())), mean_of_classic=("of_classic_grid", "mean"),
+        mean_of_trajectory=("of_trajectory_grid", "mean"), final_hv=("final_hv", "mean"), grid_hv=("grid_hv", "first"))
+    print(agg.to_string(float_format=lambda x: f"{x:.3f}"))
+    plot(curves, args, out / "curves.png")
+    print(f"wrote {out / 'summary.json'} and {out / 'curves.png'}")
+
+
+def plot(curves: dict[tuple[str, str, str, int], tuple[np.ndarray, np.ndarray]], args: Any, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, cols = len(args.spaces), len(args.algorithms)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
+    colors = {"grid": "black", "gp": "tab:blue", "tpe": "tab:orange", "random": "tab:green", "nsga2": "tab:red"}
+    for i, space_name in enumerate(args.spaces):
+        for j, algo in enumerate(args.algorithms):
+            ax = axes[i][j]
+            for (s, a, sampler, seed), (steps, hv) in curves.items():
+                if s == space_name and a == algo:
+                    ax.step(steps, hv, where="post", color=colors.get(sampler, "grey"),
+                            linestyle="-" if seed == args.seeds[0] or sampler == "grid" else "--",
+                            label=f"{sampler}" + ("" if sampler == "grid" else f" seed {seed}"))
+            ax.set_title(f"{algo}, {space_name} space")
+            ax.set_xlabel("unlearning steps spent")
+            ax.set_ylabel("hypervolume")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

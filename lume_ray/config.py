@@ -22,18 +22,38 @@ from __future__ import annotations
 
 import copy
 import math
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from lume_ray.evaluate.metrics import Floor
 
 
 class ConfigError(ValueError):
     """An invalid configuration value; one line naming the file or flag, the key, the value and the valid choices."""
+
+
+def located(loc: Sequence[str | int], message: str, value: Any = None) -> ValidationError:
+    """A validation error at ``loc`` (relative to the model being validated). Raised inside a validator, pydantic
+    prefixes the enclosing field's path, so the one-line error names the full key (``train.offload``,
+    ``algorithms.npo.beta``) rather than the section or "(top level)"."""
+    return ValidationError.from_exception_data("config", [
+        {"type": "value_error", "loc": tuple(loc), "input": value, "ctx": {"error": ValueError(message)}}])
+
+
+def _relocated(prefix: Sequence[str | int], error: ValidationError, *, flatten: str = "") -> ValidationError:
+    """``error`` with every location under ``prefix``, and a leading ``flatten`` level dropped (``params.beta``
+    -> ``beta``: an algorithm's parameters sit beside lr and steps in the YAML)."""
+    def loc(where: tuple[str | int, ...]) -> tuple[str | int, ...]:
+        return (*prefix, *(where[1:] if flatten and where[:1] == (flatten,) else where))
+
+    return ValidationError.from_exception_data("config", [
+        {"type": e["type"], "loc": loc(e["loc"]), "input": e["input"],  # type: ignore[typeddict-item]
+         **({"ctx": e["ctx"]} if "ctx" in e else {})} for e in error.errors()])
 
 
 class Section(BaseModel):
@@ -118,10 +138,10 @@ class TrainConfig(Section):
     @model_validator(mode="after")
     def _combinations(self) -> TrainConfig:
         if self.offload and self.zero != 3:
-            raise ValueError(f"offload: CPU offload needs zero: 3 (got zero: {self.zero})")
+            raise located(["offload"], f"CPU offload needs zero: 3 (got zero: {self.zero})", self.offload)
         if self.batch_size % self.workers:
-            raise ValueError(f"batch_size: {self.batch_size} is not a multiple of workers={self.workers} "
-                             "(every rank takes an equal micro-batch)")
+            raise located(["batch_size"], f"{self.batch_size} is not a multiple of workers={self.workers} "
+                          "(every rank takes an equal micro-batch)", self.batch_size)
         return self
 
     @property
@@ -157,8 +177,12 @@ class EvalConfig(Section):
                         "procedure to the bit in any dtype (slower)")
     mia_k: float = Field(0.2, gt=0, le=1, description="fraction of tokens for Min-K%% / Min-K%%++")
     utility_style: Literal["auto", "letter", "option", "open-instruct"] = Field(
-        "auto", description="auto: the challenge's MMLU procedure for MMLU, option likelihood for a utility file")
-    mmlu_shots: int = Field(5, ge=0, description="MMLU dev-split examples per prompt (the challenge: 5)")
+        "auto", description="auto: open-instruct for MMLU (the challenge's procedure: k-shot, next token among "
+        "' A'..' D'), option for a utility file; letter: lm-eval's zero-shot MMLU (summed log-likelihood)")
+    mmlu_shots: int = Field(5, ge=0, description="MMLU dev-split examples per prompt (open-instruct's --ntrain "
+                            "default, 5)")
+    mmlu_max_tokens: int = Field(2048, ge=1, description="drop MMLU examples one at a time until the prompt "
+                                 "has at most this many tokens (open-instruct: 2048)")
 
     @field_validator("utility_floor", mode="before")
     @classmethod
@@ -217,10 +241,13 @@ class UnlearnJob(Section):
     def _check(self) -> UnlearnJob:
         from lume_ray.algorithms import validate_params
 
-        object.__setattr__(self, "params", validate_params(self.algorithm, self.params))
+        try:
+            object.__setattr__(self, "params", validate_params(self.algorithm, self.params))
+        except ValueError as e:
+            raise located(["params"], str(e), dict(self.params)) from None
         bad = [s for s in self.eval_steps if not 1 <= s <= self.steps]
         if bad:
-            raise ValueError(f"eval_steps: {bad[0]} is outside 1..steps={self.steps}")
+            raise located(["eval_steps"], f"{bad[0]} is outside 1..steps={self.steps}", list(self.eval_steps))
         object.__setattr__(self, "eval_steps", tuple(sorted({*self.eval_steps, self.steps})))
         return self
 
@@ -264,6 +291,13 @@ class ParamSpec(Section):
             raise ValueError(f"grid: expected a non-empty list, got {grid!r}")
         return {"kind": kind, "values": tuple(values), "grid": tuple(grid) if grid is not None else None}
 
+    @model_serializer
+    def _dump(self) -> Any:
+        """Back to the YAML form (experiment.yaml is loadable as an experiment)."""
+        if self.kind == "fixed":
+            return self.values[0]
+        return {self.kind: list(self.values), **({"grid": list(self.grid)} if self.grid is not None else {})}
+
     @property
     def searchable(self) -> bool:
         return self.kind != "fixed" and not (self.kind == "choice" and len(self.values) == 1)
@@ -304,12 +338,16 @@ class StepsSpec(Section):
             return {"max": value}
         if isinstance(raw, Mapping) and "choice" in raw and len(raw) == 1:
             raw = raw["choice"]  # the earlier format: steps to evaluate
-        if isinstance(raw, list):
+        if isinstance(raw, list | tuple):
             steps = [_num(v) for v in raw]
             if not steps or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in steps):
                 raise ValueError(f"expected a non-empty list of integers >= 1, got {raw!r}")
             return {"max": max(steps), "points": tuple(sorted(set(steps)))}
         return raw
+
+    @model_serializer
+    def _dump(self) -> Any:
+        return {"max": self.max, **({"points": list(self.points)} if self.points is not None else {})}
 
 
 def _num(value: Any) -> Any:
@@ -330,32 +368,52 @@ class AlgorithmSpace(Section):
     steps: StepsSpec
     params: dict[str, ParamSpec] = Field(default_factory=dict)
 
+    @model_serializer
+    def _dump(self) -> dict[str, Any]:
+        """Back to the YAML form: lr, steps and the parameters side by side."""
+        return {"lr": self.lr, "steps": self.steps, **self.params}
+
     def searched(self) -> dict[str, ParamSpec]:
         """lr and the algorithm's parameters: everything the sampler chooses (steps is the trajectory)."""
         return {"lr": self.lr, **self.params}
 
 
 def _algorithm_space(algo: str, raw: Any) -> AlgorithmSpace:
+    """``algorithms.<algo>`` -> its space; every error located at its key (``algorithms.npo.beta``)."""
     from lume_ray.algorithms import algorithm_params, get_algorithm, validate_params
 
-    get_algorithm(algo)
+    try:
+        get_algorithm(algo)
+    except ValueError as e:
+        raise located([algo], str(e), raw) from None
     if not isinstance(raw, Mapping):
-        raise ValueError(f"{algo}: expected a mapping of parameter -> distribution")
+        raise located([algo], "expected a mapping of parameter -> distribution", raw)
     valid = [*TRAINER_PARAMS, *algorithm_params(algo)]
     for name in raw:
         if name not in valid:
-            raise ValueError(f"{algo}: unknown parameter {name!r} (valid: {', '.join(valid)})")
+            raise located([algo, name], f"unknown key (valid: {', '.join(valid)})", raw[name])
     for name in TRAINER_PARAMS:
         if name not in raw:
-            raise ValueError(f"{algo}: missing {name!r} (every algorithm needs lr and steps)")
-    space = AlgorithmSpace(lr=raw["lr"], steps=raw["steps"],
-                           params={k: v for k, v in raw.items() if k not in TRAINER_PARAMS})
+            raise located([algo, name], f"missing (every algorithm needs {' and '.join(TRAINER_PARAMS)})", raw)
+    try:
+        space = AlgorithmSpace(lr=raw["lr"], steps=raw["steps"],
+                               params={k: v for k, v in raw.items() if k not in TRAINER_PARAMS})
+    except ValidationError as e:
+        raise _relocated([algo], e, flatten="params") from None
     for value in space.lr.concrete_values():
         if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0 or not math.isfinite(value):
-            raise ValueError(f"{algo}.lr: {value!r} must be a finite number > 0")
+            raise located([algo, "lr"], f"must be a finite number > 0 (got {value!r})", value)
     for name, spec in space.params.items():
+        default = algorithm_params(algo)[name]
+        if isinstance(default, int) and not isinstance(default, bool) and spec.kind in ("uniform", "loguniform"):
+            # a float range would hand a trial layer=1.37: an integer parameter samples integers
+            raise located([algo, name], f"an integer parameter takes {{int: [lo, hi]}}, {{choice: [...]}} or a "
+                          f"number (got {spec.kind})", list(spec.values))
         for value in spec.concrete_values():
-            validate_params(algo, {name: value})  # AlgorithmError names the constraint
+            try:
+                validate_params(algo, {name: value})
+            except ValueError as e:  # AlgorithmError names the constraint
+                raise located([algo, name], str(e), value) from None
     return space
 
 
@@ -483,22 +541,22 @@ class Experiment(Section):
             object.__setattr__(self, "output_dir", f"runs/{self.name}")
         out = Path(self.output_dir)
         if out.exists() and not out.is_dir():
-            raise ValueError(f"output_dir: {self.output_dir!r} exists and is not a directory")
+            raise located(["output_dir"], "exists and is not a directory", self.output_dir)
         sw = self.sweep
         for algo in sw.algorithms or ():
             if algo not in self.algorithms:
-                raise ValueError(f"sweep.algorithms: {algo!r} has no search space here "
-                                 f"(valid: {', '.join(self.algorithms)})")
+                raise located(["sweep", "algorithms"], f"{algo!r} has no search space here "
+                              f"(valid: {', '.join(self.algorithms)})", list(sw.algorithms or ()))
         for algo, space in self.algorithms.items():
             for step in self.eval_steps(algo):
                 if step > space.steps.max:
-                    raise ValueError(f"sweep.eval_steps: {step} is beyond algorithms.{algo}.steps max "
-                                     f"{space.steps.max}")
+                    raise located(["sweep", "eval_steps"], f"{step} is beyond algorithms.{algo}.steps max "
+                                  f"{space.steps.max}", step)
         if sw.early_stop is not None:
             longest = max(s.steps.max for s in self.algorithms.values())
             if sw.early_stop.rungs[-1] > longest:
-                raise ValueError(f"sweep.early_stop.rungs: {sw.early_stop.rungs[-1]} is beyond every "
-                                 f"algorithm's steps (largest max: {longest})")
+                raise located(["sweep", "early_stop", "rungs"], f"{sw.early_stop.rungs[-1]} is beyond every "
+                              f"algorithm's steps (largest max: {longest})", list(sw.early_stop.rungs))
         return self
 
     # -- derived values, one place each ------------------------------------------------------
@@ -574,14 +632,21 @@ def _fields_at(model: type[BaseModel], loc: Sequence[Any]) -> list[str] | None:
     """The valid keys of the model found at ``loc`` (for "unknown key" errors)."""
     current: Any = model
     for part in loc:
-        if isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
+        if isinstance(current, _Keyed):  # a key of a dict[str, Model] field (algorithms.npo)
+            current = current.model
+        elif isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
             annotation = current.model_fields[part].annotation
-            current = _model_in(annotation)
+            current = _Keyed(_model_in(annotation.__args__[1])) if typing.get_origin(annotation) is dict \
+                else _model_in(annotation)
         else:
             return None
     if isinstance(current, type) and issubclass(current, BaseModel):
         return list(current.model_fields)
     return None
+
+
+class _Keyed(typing.NamedTuple):
+    model: Any
 
 
 def _model_in(annotation: Any) -> Any:

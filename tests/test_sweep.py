@@ -1,7 +1,8 @@
-"""Sweeps on the local Ray cluster: results rows, search strategies, divergence, resume, worker death.
+"""Sweeps on the local Ray cluster: results rows, one Tune run for every algorithm, the evaluation pool,
+divergence, resume, worker death, warm start.
 
-Real parts throughout: Ray Tune + OptunaSearch, Ray Train + DeepSpeed trials, Ray Data evaluation, on the
-tiny OLMo fixture. Each sweep here is a handful of trials of a few steps.
+Real parts throughout: Ray Tune + the Optuna study searcher, Ray Train + DeepSpeed trials, the sweep's pool of
+model actors, on the tiny OLMo fixture. Each sweep here is a handful of trials of a few steps.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from lume_ray.experiment import experiment_from_dict, load_experiment
-from lume_ray.sweep import make_searcher, run_sweep, tune_space
+from lume_ray.config import experiment_from_dict
+from lume_ray.search.sweep import read_warm_start, run_sweep
 
 pytestmark = [pytest.mark.ray]
 
@@ -36,8 +37,8 @@ def small_experiment(tmp_path: Path, data: Path, model: Path, **sweep: object) -
         "sweep": {"num_samples": 2, "eval_points": 2, "max_concurrent": 1, "report": False,
                   "objectives": ["forget_efficacy", "retain_score"], **sweep},
         "algorithms": {
-            "ga": {"lr": {"loguniform": [1e-4, 1e-3], "grid": [1e-4, 1e-3]}, "steps": 4},
-            "npo": {"lr": {"loguniform": [1e-4, 1e-3], "grid": [1e-3]}, "steps": 4,
+            "ga": {"lr": {"loguniform": [1e-4, 1e-3], "grid": [1e-4, 1e-3]}, "steps": {"max": 4}},
+            "npo": {"lr": {"loguniform": [1e-4, 1e-3], "grid": [1e-3]}, "steps": {"max": 4},
                     "beta": {"uniform": [0.1, 1.0], "grid": [0.1, 0.5]}},
         },
     }
@@ -47,7 +48,7 @@ def small_experiment(tmp_path: Path, data: Path, model: Path, **sweep: object) -
 def finished_sweep(tmp_path_factory: pytest.TempPathFactory, tiny_lume: Path, tiny_model: Path, ray_local) -> Path:
     tmp = tmp_path_factory.mktemp("sweep")
     exp = experiment_from_dict(small_experiment(tmp, tiny_lume, tiny_model, max_concurrent=2))
-    return run_sweep(exp)
+    return run_sweep(exp).root
 
 
 def test_results_have_one_row_per_trial_and_point(finished_sweep: Path) -> None:
@@ -58,7 +59,8 @@ def test_results_have_one_row_per_trial_and_point(finished_sweep: Path) -> None:
     # 4 steps, 2 evaluation points -> steps 2 and 4 for every trial, no duplicates
     assert sorted(frame.groupby("trial_id")["step"].apply(tuple).unique()) == [(2, 4)]
     assert not frame.duplicated(["trial_id", "step"]).any()
-    for col in ("hp/lr", "hp/steps", "forget/Task1/sc", "retain/Task2/qa", "task_aggregate", "forget_efficacy",
+    assert "hp/steps" not in frame.columns  # steps is the trajectory: the `step` column
+    for col in ("hp/lr", "origin", "sampler", "forget/Task1/sc", "retain/Task2/qa", "task_aggregate", "forget_efficacy",
                 "retain_score", "final_score", "wall_s", "seed", "git_commit", "workers", "zero"):
         assert col in frame.columns, col
     assert frame.loc[frame.algorithm == "npo", "hp/beta"].notna().all()
@@ -69,6 +71,22 @@ def test_results_have_one_row_per_trial_and_point(finished_sweep: Path) -> None:
     study = json.loads((finished_sweep / "study.json").read_text())
     assert study["objectives"][0] == {"name": "forget_efficacy", "direction": "max"}
     assert (finished_sweep / "base" / "metrics.json").is_file()
+    # Every point was scored by the sweep's pool of model actors, not a pipeline of its own.
+    for metrics in finished_sweep.glob("trials/*/step_*/metrics.json"):
+        assert json.loads(metrics.read_text())["settings"]["runner"] == "pool"
+
+
+def test_one_tune_run_holds_every_algorithm(finished_sweep: Path) -> None:
+    """The algorithms' trials share the cluster: one Tune experiment, and trials of ga and npo overlap in time."""
+    assert [p.name for p in (finished_sweep / "tune").iterdir() if p.is_dir()] == ["sweep"]
+    records = [json.loads(p.read_text()) for p in finished_sweep.glob("trials/*/trial.json")]
+    assert all(r["status"] == "completed" for r in records)
+    spans = {a: [(r["started_at"], r["finished_at"]) for r in records if r["algorithm"] == a] for a in ("ga", "npo")}
+    overlap = any(s1 < e2 and s2 < e1 for s1, e1 in spans["ga"] for s2, e2 in spans["npo"])
+    assert overlap, spans
+    # Both algorithms' first trials are their initial design's points.
+    assert {r["origin"] for r in records} <= {"design", "sampler"}
+    assert sum(r["origin"] == "design" for r in records) >= 2
 
 
 def test_rerun_without_resume_refuses(finished_sweep: Path, tiny_lume: Path, tiny_model: Path) -> None:
@@ -77,20 +95,25 @@ def test_rerun_without_resume_refuses(finished_sweep: Path, tiny_lume: Path, tin
         run_sweep(experiment_from_dict(raw))
 
 
-@pytest.mark.parametrize("search", ["optuna", "random", "grid"])
-def test_search_strategies_build(search: str) -> None:
-    exp = load_experiment(Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml")
-    searcher = make_searcher(exp, "npo", search)
-    assert searcher is not None
-    space = tune_space(exp.algorithms["npo"], grid=search == "grid")
-    assert set(space) == set(exp.algorithms["npo"])
+def test_warm_start_reads_an_earlier_sweep(finished_sweep: Path, tmp_path: Path) -> None:
+    from lume_ray.search.searcher import StudySearcher
+
+    rows = read_warm_start(finished_sweep)
+    raw = yaml.safe_load((finished_sweep / "experiment.yaml").read_text())
+    raw["output_dir"] = str(tmp_path / "widened")
+    raw["algorithms"]["ga"]["lr"] = {"loguniform": [1e-5, 1e-2]}  # a widened range
+    searcher = StudySearcher(experiment_from_dict(raw), warm_start=rows)
+    frame = pd.read_parquet(finished_sweep / "results.parquet")
+    assert searcher.warm == frame[frame.status == "ok"].groupby("algorithm").size().to_dict()
+    with pytest.raises(ValueError, match="no results.parquet"):
+        read_warm_start(tmp_path)
 
 
 def test_diverging_trial_is_recorded_and_the_sweep_goes_on(
         tmp_path: Path, tiny_lume: Path, tiny_model: Path, ray_local) -> None:
-    raw = small_experiment(tmp_path, tiny_lume, tiny_model, search="grid", eval_points=1)
-    raw["algorithms"] = {"ga": {"lr": {"loguniform": [1e-4, 1e7], "grid": [1e-3, 1e6]}, "steps": 3}}
-    run_dir = run_sweep(experiment_from_dict(raw))
+    raw = small_experiment(tmp_path, tiny_lume, tiny_model, sampler="grid", eval_points=1)
+    raw["algorithms"] = {"ga": {"lr": {"loguniform": [1e-4, 1e7], "grid": [1e-3, 1e6]}, "steps": {"max": 3}}}
+    run_dir = run_sweep(experiment_from_dict(raw)).root
     frame = pd.read_parquet(run_dir / "results.parquet")
     by_lr = {lr: group for lr, group in frame.groupby("hp/lr")}
     diverged = by_lr[1e6]
@@ -148,7 +171,7 @@ def test_trial_whose_worker_dies_is_retried_from_its_checkpoint(
     import threading
 
     raw = small_experiment(tmp_path, tiny_lume, tiny_model, num_samples=1, eval_points=3, max_failures=1)
-    raw["algorithms"] = {"ga": {"lr": 1e-4, "steps": 60}}
+    raw["algorithms"] = {"ga": {"lr": 1e-4, "steps": {"max": 60}}}
     run_dir = Path(raw["output_dir"])
     killed: list[int] = []
 

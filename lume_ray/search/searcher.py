@@ -108,8 +108,10 @@ class StudySearcher(Searcher):
         if algo is None:
             return Searcher.FINISHED  # type: ignore[return-value]  # Tune's documented sentinel
         space = self.exp.algorithms[algo]
-        dists = sp.distributions(space, grid=self.exp.sweep.sampler == "grid")
-        dists["steps"] = sp.steps_distribution(space)
+        grid = self.exp.sweep.sampler == "grid"
+        dists = sp.distributions(space, grid=grid)
+        if not grid:  # the grid sampler samples only its grid; the others see steps as the pending dimension
+            dists["steps"] = sp.steps_distribution(space)
         trial = self.studies[algo].ask(dists)
         trial.set_user_attr("role", ROLE_PROPOSAL)
         trial.set_user_attr("tune_trial", trial_id)
