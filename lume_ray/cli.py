@@ -123,7 +123,7 @@ def _validate(model: Any, raw: dict[str, Any], command: str, flags: dict[str, st
     except ConfigError as e:
         message = str(e)
         for key, flag in sorted(flags.items(), key=lambda kv: -len(kv[0])):
-            message = message.replace(f": {key}:", f": {flag}:")
+            message = message.replace(f": {key}:", f": {flag}:").replace(f": {key}.", f": {flag} ")
         raise ConfigError(message) from None
 
 
@@ -173,7 +173,7 @@ def cmd_target_build(args: argparse.Namespace) -> int:
 
 
 def cmd_unlearn(args: argparse.Namespace) -> int:
-    from lume_ray.config import UnlearnJob
+    from lume_ray.config import ConfigError, UnlearnJob
     from lume_ray.local_ray import ray_session
     from lume_ray.train import run_unlearning
 
@@ -181,7 +181,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     raw["params"] = dict(args.params or [])
     if args.lora is not None:
         raw.setdefault("train", {})["lora"] = dict(args.lora)
-    if args.eval_every:
+    if args.eval_every is not None:
+        if args.eval_every < 1:
+            raise ConfigError(f"lume-ray unlearn: --eval-every: must be >= 1 (got {args.eval_every})")
         steps = int(raw.get("steps", UnlearnJob.model_fields["steps"].default))
         raw["eval_steps"] = list(range(args.eval_every, steps + 1, args.eval_every))
     job = _validate(UnlearnJob, raw, "unlearn", {**args.flags, "train.lora": "--lora", "params": "--set"})
@@ -296,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     # -- [3,4] unlearn --------------------------------------------------------------------------
     un = sub.add_parser("unlearn", help="run one unlearning job (Ray Train + DeepSpeed ZeRO)")
     flags = add_model_options(un, UnlearnJob, skip=("params", "lora"))
-    un.add_argument("--eval-every", type=int, default=0, metavar="K",
+    un.add_argument("--eval-every", type=int, default=None, metavar="K",
                     help="an evaluation point every K steps (the last step always is one)")
     un.add_argument("--set", dest="params", nargs="+", type=_kv, default=[], metavar="KEY=VALUE",
                     help="algorithm parameters, e.g. beta=0.1 alpha=1 retain_loss=kl")

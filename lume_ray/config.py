@@ -541,7 +541,7 @@ class Experiment(Section):
             object.__setattr__(self, "output_dir", f"runs/{self.name}")
         out = Path(self.output_dir)
         if out.exists() and not out.is_dir():
-            raise located(["output_dir"], "exists and is not a directory", self.output_dir)
+            raise located(["output_dir"], f"{self.output_dir!r} exists and is not a directory", self.output_dir)
         sw = self.sweep
         for algo in sw.algorithms or ():
             if algo not in self.algorithms:
