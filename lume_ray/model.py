@@ -6,11 +6,13 @@ Output: ``(model, tokenizer)`` in eval mode; :func:`encode_pair` / :func:`collat
         the padded tensors every later stage uses, so training and evaluation tokenize identically.
 
 Everything that loads a model goes through :func:`load_model`: one place for dtype, padding and the
-``trust_remote_code`` default (off).
+``trust_remote_code`` default (off). Everything that writes one goes through :func:`save_model` and
+:func:`save_tokenizer`, so that the directory also loads in transformers 4.45 (the challenge's pin).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -97,6 +99,60 @@ def check_compatible(model: Any, tokenizer: Any, name: str = "model") -> None:
             f"{name}: tokenizer has {len(tokenizer)} tokens but the model embeds only {n_embed}; "
             "model and tokenizer do not match"
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving: directories that load in transformers 5 and in 4.45 (the challenge's environment).
+
+# transformers 5 saves ``tokenizer_class: TokenizersBackend`` (or a family name) in tokenizer_config.json; 4.45
+# refuses the first, and builds a family's fast class (LlamaTokenizerFast, ...) by re-deriving special-token
+# handling from config keys 5.x may not write (measured: a 5.x LlamaTokenizer without BOS came back from 4.45
+# prepending one). ``PreTrainedTokenizerFast`` is built from tokenizer.json as it is by both versions (measured
+# on OLMo's, Llama's and GPT-2's kinds of tokenizer: the same ids and text as the tokenizer that was saved).
+TRANSFORMERS4_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
+
+
+def save_tokenizer(tokenizer: Any, path: str | os.PathLike[str]) -> None:
+    """``tokenizer.save_pretrained(path)``, then tokenizer_config.json's ``tokenizer_class`` set to
+    ``PreTrainedTokenizerFast`` so that transformers 4.45 (the challenge's pin) loads it as transformers 5 does:
+    from tokenizer.json, unchanged. Left alone when no tokenizer.json was written (a slow tokenizer)."""
+    tokenizer.save_pretrained(path)
+    config_path, tokenizer_json = Path(path) / "tokenizer_config.json", Path(path) / "tokenizer.json"
+    if not config_path.is_file() or not tokenizer_json.is_file():
+        return
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if config.get("tokenizer_class") != TRANSFORMERS4_TOKENIZER_CLASS:
+        config["tokenizer_class"] = TRANSFORMERS4_TOKENIZER_CLASS
+        config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def transformers4_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A config.json dict with the keys transformers 4.45 reads where transformers 5 renamed them, the new ones
+    kept (5.x reads both): ``torch_dtype`` beside ``dtype``; ``rope_theta`` (+ ``rope_scaling`` unless the
+    default rotary) beside ``rope_parameters``, which 4.45 ignores: without them it would silently use its
+    default base of 10000 (Llama 3's is 500000)."""
+    out = dict(config)
+    if "dtype" in out and "torch_dtype" not in out:
+        out["torch_dtype"] = out["dtype"]
+    rope = out.get("rope_parameters")
+    if isinstance(rope, dict) and "rope_theta" in rope and not isinstance(rope["rope_theta"], dict):
+        out.setdefault("rope_theta", rope["rope_theta"])
+        scaling = {k: v for k, v in rope.items() if k != "rope_theta"}
+        if scaling.get("rope_type", "default") != "default":
+            out.setdefault("rope_scaling", scaling)
+    return out
+
+
+def save_model(model: Any, path: str | os.PathLike[str], **kwargs: Any) -> None:
+    """``model.save_pretrained(path, **kwargs)``, then config.json given the keys transformers 4.45 reads
+    (:func:`transformers4_config`)."""
+    model.save_pretrained(path, **kwargs)
+    config_path = Path(path) / "config.json"
+    if config_path.is_file():
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        fixed = transformers4_config(config)
+        if fixed != config:
+            config_path.write_text(json.dumps(fixed, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 # ---------------------------------------------------------------------------------------------

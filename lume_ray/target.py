@@ -441,9 +441,11 @@ def build_target(
         "versions": {"torch": torch.__version__, "transformers": _transformers_version()},
     }
 
-    with atomic_dir(out) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+    from lume_ray.model import save_model, save_tokenizer
+
+    with atomic_dir(out) as tmp:  # loads in transformers 5 and in 4.45, the challenge's pin
+        save_model(model, tmp)
+        save_tokenizer(tokenizer, tmp)
         manifest["build_seconds"] = round(time.perf_counter() - started, 1)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
