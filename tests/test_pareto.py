@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lume_ray.report import apply_floors, hypervolume, pareto_mask
+from lume_ray.evaluate.metrics import Floor
+from lume_ray.report import apply_floors, hypervolume, pareto_mask, parse_floors
+from lume_ray.report.analysis import Floors
 
 NAN = float("nan")
 
@@ -65,7 +67,7 @@ def test_hypervolume_2d_staircase():
     pts = np.array([[1, 3], [2, 2], [3, 1]], dtype=float)
     assert hypervolume(pts, ["max", "max"], [0, 0]) == pytest.approx(6.0)
     # Duplicates, dominated points and NaN rows add nothing.
-    more = np.vstack([pts, [[2, 2], [1, 1], [NAN, 9]]])
+    more = np.vstack([pts, np.array([[2, 2], [1, 1], [NAN, 9]])])
     assert hypervolume(more, ["max", "max"], [0, 0]) == pytest.approx(6.0)
     # The same as minimization: negate the points and the reference.
     assert hypervolume(-pts, ["min", "min"], [0, 0]) == pytest.approx(6.0)
@@ -150,3 +152,42 @@ def test_floor_errors():
         apply_floors(df, {"utility": 0.75}, {})
     with pytest.raises(ValueError, match="'mia_score' is not a column"):
         apply_floors(df, {"mia_score": 0.5}, {"mia_score": 0.4})
+
+
+UTILITIES = [0.20, 0.29999999999, 0.30, 0.3000000001, 0.33, 0.36, 0.40, NAN]
+
+
+@pytest.mark.parametrize(("floor", "expected"), [
+    # 0.75 x 0.40 = 0.30000000000000004; Floor.met's tolerance of 1e-9 lets 0.29999999999 and 0.30 pass.
+    (Floor(), [False, True, True, True, True, True, True, False]),
+    (Floor(relative=0.9, absolute=None), [False, False, False, False, False, True, True, False]),  # >= 0.36
+    (Floor(relative=None, absolute=0.33), [False, False, False, False, True, True, True, False]),
+    (Floor(relative=0.5, absolute=0.36), [False, False, False, False, False, True, True, False]),  # max(0.2, 0.36)
+    (Floor(relative=None, absolute=None), [True, True, True, True, True, True, True, False]),  # NaN never passes
+])
+def test_feasibility_is_floor_met(floor, expected):
+    """The report's feasibility of a point is exactly Floor.met (the sweep's utility_floor_met), relative or absolute."""
+    df = pd.DataFrame({"status": ["ok"] * len(UTILITIES), "utility": UTILITIES})
+    got = apply_floors(df, {"utility": floor}, {"utility": 0.40}).tolist()
+    assert got == expected
+    assert got == [floor.met(None if math.isnan(u) else u, 0.40) is True for u in UTILITIES]
+
+
+def test_absolute_floor_needs_no_base():
+    df = pd.DataFrame({"status": ["ok", "ok", "failed"], "utility": [0.30, 0.40, 0.50]})
+    assert apply_floors(df, {"utility": Floor(relative=None, absolute=0.35)}, {}).tolist() == [False, True, False]
+
+
+def test_parse_floors():
+    assert parse_floors(None) is None
+    assert parse_floors([]) == Floors()
+    assert parse_floors([("utility", "0.75")]) == Floors(Floor(relative=0.75, absolute=None))
+    assert parse_floors([("utility.absolute", "0.371")]) == Floors(Floor(relative=None, absolute=0.371))
+    both = parse_floors([("utility.relative", "0.5"), ("utility.absolute", "0.371"), ("mia_score", "0.8")])
+    assert both == Floors(Floor(relative=0.5, absolute=0.371), {"mia_score": 0.8})
+    with pytest.raises(ValueError, match="not a number"):
+        parse_floors([("utility", "high")])
+    with pytest.raises(ValueError, match="unknown metric 'utlity'"):
+        parse_floors([("utlity", "0.75")])
+    with pytest.raises(ValueError, match="only utility has relative/absolute parts"):
+        parse_floors([("mia_score.absolute", "0.5")])

@@ -1,22 +1,26 @@
-"""The report built from a hand-made run directory that follows notes/run_dir.md.
+"""The report built from a hand-made run directory that follows docs/run_dir.md.
 
 Three algorithms (ga, gd, npo), 2-3 trials each, steps 10/20/30, one failed and one diverged trial,
 base/rows.parquet and per-point rows.parquet files whose generations carry real-looking SSNs, phones
-and emails. The objective values are chosen so that every front flag below is computed by hand.
+and emails. The objective values are chosen so that every front flag, best point, grid budget and
+boundary warning below is computed by hand.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from lume_ray import cli, report
-from lume_ray.metrics import task_score_name
+from lume_ray.evaluate.metrics import Floor, task_score_name
+from lume_ray.report import analysis
 
 NAN = float("nan")
 BASE = {"forget_efficacy": 0.02, "retain_score": 0.97, "utility": 0.40, "mia_score": 0.10}
@@ -44,7 +48,19 @@ FRONT_OVERALL = {("gd-1", 10), ("gd-2", 10), ("gd-1", 20), ("gd-1", 30), ("npo-2
                  ("npo-3", 10)}
 FRONT_ALGORITHM = {("ga-1", 10), ("ga-1", 20), ("gd-1", 10), ("gd-2", 10), ("gd-1", 20), ("gd-1", 30),
                    ("npo-2", 10), ("npo-2", 20), ("npo-2", 30), ("npo-3", 10)}
-INFEASIBLE = {("ga-1", 30), ("ga-2", 30), ("npo-1", 10), ("npo-3", 20)}
+INFEASIBLE = {("ga-1", 30), ("ga-2", 30), ("npo-1", 10), ("npo-3", 14)}  # + the failed / diverged rows
+HPS = {"ga-1": {"hp/lr": 1e-5}, "ga-2": {"hp/lr": 3e-5}, "gd-1": {"hp/lr": 2e-5, "hp/alpha": 1.0},
+       "gd-2": {"hp/lr": 5e-5, "hp/alpha": 0.3}, "npo-1": {"hp/lr": 9e-5, "hp/beta": 0.1},
+       "npo-2": {"hp/lr": 1e-5, "hp/beta": 0.5}, "npo-3": {"hp/lr": 1e-4, "hp/beta": 0.05}}
+# The search spaces (experiment.yaml). ga: lr without a grid counts 3 values -> 3 settings x 30 steps = 90;
+# gd: lr grid of 3 x alpha range without a grid (3) = 9 x 30 = 270; npo: lr grid of 2 x beta choice of 3 = 6 x 30 = 180.
+SPACES = {
+    "ga": {"lr": {"loguniform": [1e-5, 1e-4]}, "steps": 30},
+    "gd": {"lr": {"loguniform": [1e-5, 1e-4], "grid": [1e-5, 3e-5, 1e-4]}, "steps": 30,
+           "alpha": {"loguniform": [0.1, 10.0]}},
+    "npo": {"lr": {"loguniform": [1e-5, 1e-4], "grid": [1e-5, 1e-4]}, "steps": 30,
+            "beta": {"choice": [0.05, 0.1, 0.5]}},
+}
 
 # Real-looking PII in LUME's formats (escaped underscores in emails, several phone styles, bare digits).
 PII = ["(542) 122-6248", "900-12-3456", "900123456", "5552013344", "tomas\\_reyes@me.com",
@@ -109,37 +125,36 @@ def _rows(fe: float, rs: float, after: bool) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def make_run_dir(root: Path) -> Path:
-    run = root / "run"
+def make_run_dir(root: Path, name: str = "run") -> Path:
+    run = root / name
     (run / "base").mkdir(parents=True)
     study = {"name": "tiny-study", "created": "2025-01-01T00:00:00", "seed": 7, "git_commit": "abc1234",
              "versions": {"lume_ray": "0.1.0", "ray": "2.60.0", "torch": "2.13.0", "deepspeed": "0.19.8",
                           "transformers": "5.24.0", "optuna": "5.0.0"},
-             "search": "optuna", "sampler": "TPESampler",
+             "sampler": "gp",
              "objectives": [{"name": n, "direction": "max"} for n in ("forget_efficacy", "retain_score", "utility")],
-             "utility_floor": 0.75, "algorithms": ["ga", "gd", "npo"], "model": "embedded tiny OLMo",
-             "data": "embedded synthetic LUME", "workers": 2, "zero": 2, "num_samples": 7}
+             "utility_floor": {"relative": 0.75, "absolute": None}, "algorithms": ["ga", "gd", "npo"],
+             "model": "embedded tiny OLMo", "data": "embedded synthetic LUME", "workers": 2, "zero": 2,
+             "num_samples": 3}
     (run / "study.json").write_text(json.dumps(study))
-    (run / "experiment.yaml").write_text("name: tiny-study\nseed: 7\nsearch:\n  num_samples: 7\n")
+    (run / "experiment.yaml").write_text(yaml.safe_dump({"name": "tiny-study", "seed": 7, "algorithms": SPACES}))
     (run / "base" / "metrics.json").write_text(json.dumps(_metrics(**{
         "fe": BASE["forget_efficacy"], "rs": BASE["retain_score"], "ut": BASE["utility"], "mia": BASE["mia_score"]})))
     _rows(BASE["forget_efficacy"], BASE["retain_score"], after=False).to_parquet(run / "base" / "rows.parquet")
 
-    hps = {"ga-1": {"hp/lr": 1e-5}, "ga-2": {"hp/lr": 3e-5}, "gd-1": {"hp/lr": 2e-5, "hp/alpha": 1.0},
-           "gd-2": {"hp/lr": 5e-5, "hp/alpha": 0.3}, "npo-1": {"hp/lr": 9e-5, "hp/beta": 0.1},
-           "npo-2": {"hp/lr": 1e-5, "hp/beta": 0.5}, "npo-3": {"hp/lr": 1e-4, "hp/beta": 0.05}}
     finished = {"ga-1": 3, "ga-2": 5, "gd-1": 2, "gd-2": 6, "npo-1": 1, "npo-2": 4, "npo-3": 7}
     trained = {"npo-1": 10, "npo-3": 14}
     records = []
 
     def record(alg: str, tid: str, step: int, status: str, error: str, metrics: dict[str, float]) -> dict:
         rel = f"trials/{tid}/step_{step:06d}/rows.parquet"
-        return {"algorithm": alg, "trial_id": tid, "step": step, "status": status, "error": error,
-                "hp/lr": NAN, "hp/alpha": NAN, "hp/beta": NAN, "hp/steps": 30.0, **hps[tid], **metrics,
-                "utility_floor_met": bool(metrics["utility"] >= 0.3), "wall_s": 2.0 * step,
+        return {"algorithm": alg, "trial_id": tid, "hp/lr": NAN, "hp/alpha": NAN, "hp/beta": NAN, **HPS[tid],
                 "trained_steps": trained.get(tid, 30), "finished_at": 1.7e9 + finished[tid],
-                "rows_path": rel if status == "ok" else "", "seed": 7, "workers": 2, "zero": 2,
-                "git_commit": "abc1234", "search": "optuna"}
+                "origin": "design" if tid in ("ga-1", "gd-1") else "sampler",
+                "seed": 7, "workers": 2, "zero": 2, "git_commit": "abc1234", "sampler": "gp",
+                "step": step, "status": status, "error": error, **metrics,
+                "utility_floor_met": Floor().met(metrics["utility"], BASE["utility"]), "wall_s": 2.0 * step,
+                "rows_path": rel if status == "ok" else ""}
 
     for alg, tid, step, fe, rs, ut in POINTS:
         m = _metrics(fe, rs, ut, mia=0.3 + 0.5 * fe)
@@ -151,7 +166,7 @@ def make_run_dir(root: Path) -> Path:
     nan_metrics = {k: NAN for k in _metrics(0.5, 0.5, 0.5, 0.5)}
     records.append(record("npo", "npo-1", 10, "failed", "RuntimeError: worker 1 died scoring b1qa1 ('900123456')",
                           nan_metrics))
-    records.append(record("npo", "npo-3", 20, "diverged", "loss became NaN at step 14", nan_metrics))
+    records.append(record("npo", "npo-3", 14, "diverged", "loss became NaN at step 14", nan_metrics))
     pd.DataFrame(records).to_parquet(run / "results.parquet")
     return run
 
@@ -166,18 +181,104 @@ def _flags(table: pd.DataFrame, column: str) -> set[tuple[str, int]]:
     return {(r.trial_id, int(r.step)) for r in table[table[column]].itertuples()}
 
 
+def _answer(md: str) -> str:
+    return md.split("## The answer")[1].split("## Leaderboard")[0]
+
+
 def test_files_exist(built):
     run, out = built
     assert out == run / "report"
-    for name in ("report.html", "report.md", "pareto.csv", "results.parquet", "hypervolume.csv"):
+    for name in ("report.html", "report.md", "pareto.csv", "results.parquet", "hypervolume.csv", "budget.csv"):
         assert (out / name).stat().st_size > 0, name
     pngs = sorted(p.name for p in (out / "figures").glob("*.png"))
-    assert pngs == sorted(["forget_vs_retain.png", "forget_vs_utility.png", "metrics_vs_step.png",
-                           "hypervolume_vs_compute.png", "hyperparameters.png"])
+    assert pngs == sorted(["front.png", "forget_vs_utility.png", "metrics_vs_step.png",
+                           "hypervolume_vs_steps.png", "hyperparameters.png"])
     md = (out / "report.md").read_text()
     for png in pngs:
         assert f"figures/{png}" in md
     assert not [p for p in run.iterdir() if p.name.startswith(".report")], "temporary folder left behind"
+
+
+def test_report_opens_with_the_answer(built):
+    _, out = built
+    md = (out / "report.md").read_text()
+    order = [md.index(h) for h in ("## The answer", "figures/front.png", "## Leaderboard",
+                                   "## Study setup and provenance", "### Files read")]
+    assert order == sorted(order), order
+    html_text = (out / "report.html").read_text()
+    order = [html_text.index(h) for h in ('id="answer"', 'id="fig-front"', 'id="leaderboard"', 'id="provenance"')]
+    assert order == sorted(order), order
+
+
+def test_answer_names_each_algorithms_best_point(built):
+    """Best by final_score = (harmonic_mean(6 x fe, 6 x rs) + mia + utility) / 3 with mia = 0.3 + 0.5 fe:
+    ga-1@20 = (0.5455 + 0.60 + 0.33) / 3 = 0.492 beats ga-2@20 0.445 and ga-1@10 0.422;
+    gd-1@30 = (0.6679 + 0.725 + 0.34) / 3 = 0.578 beats gd-1@20 0.570;
+    npo-2@20 = (0.7347 + 0.675 + 0.35) / 3 = 0.587 beats npo-2@30 0.503 (and is the best overall)."""
+    _, out = built
+    answer = _answer((out / "report.md").read_text())
+    paragraphs = {ln.split("**")[1]: ln for ln in answer.splitlines() if ln.startswith("**")}
+    assert set(paragraphs) == {"ga", "gd", "npo"}
+    ga, gd, npo = paragraphs["ga"], paragraphs["gd"], paragraphs["npo"]
+    assert "trial ga-1 at step 20 with lr=1e-05: forget efficacy 0.600, retain score 0.500, utility 0.330" in ga
+    assert "trial gd-1 at step 30 with lr=2e-05, alpha=1: forget efficacy 0.850, retain score 0.550, utility 0.340" in gd
+    assert "trial npo-2 at step 20 with lr=1e-05, beta=0.5: forget efficacy 0.750, retain score 0.720, utility 0.350" in npo
+    # What it costs against the base model (retain 0.970, utility 0.400).
+    assert "loses 0.470 retain score (0.970 → 0.500, -48.5%)" in ga
+    assert "loses 0.420 retain score (0.970 → 0.550, -43.3%) and loses 0.060 utility (0.400 → 0.340, -15.0%)" in gd
+    assert "loses 0.250 retain score (0.970 → 0.720, -25.8%) and loses 0.050 utility (0.400 → 0.350, -12.5%)" in npo
+    for text in (ga, gd, npo):
+        assert "It passes the floor (utility ≥ 0.75 × base = 0.300)" in text
+    # Trials and points: ga 2 trials (1 from the design), 6 points, 4 feasible, 2 on its front; npo: 3 trials
+    # (one failed before its first point), 4 ok points, all feasible, all on its front.
+    assert "2 trials, 1 from the initial design, 6 evaluated points (4 feasible, 2 on its front)" in ga
+    assert "3 trials, 4 evaluated points (4 feasible, 4 on its front)" in npo
+    assert "Best trade-off overall by final_score: npo (trial npo-2, step 20, final_score 0.587)" in answer
+
+
+def test_grid_budget_statement(built):
+    """Steps spent = sum of trained_steps: ga 30 + 30, gd 30 + 30, npo 10 (failed) + 30 + 14 (diverged)."""
+    _, out = built
+    answer = _answer((out / "report.md").read_text())
+    assert "60 unlearning steps, 67% of what a full grid of the same space costs (3 lr = 3 settings × 30 steps = " \
+           "90 steps)" in answer
+    assert "60 unlearning steps, 22% of what a full grid of the same space costs (3 lr × 3 alpha = 9 settings × " \
+           "30 steps = 270 steps)" in answer
+    assert "54 unlearning steps, 30% of what a full grid of the same space costs (2 lr × 3 beta = 6 settings × " \
+           "30 steps = 180 steps)" in answer
+    budget = pd.read_csv(out / "budget.csv").set_index("algorithm")
+    assert budget["steps spent"].to_dict() == {"ga": 60, "gd": 60, "npo": 54}
+    assert budget["grid steps"].astype(int).to_dict() == {"ga": 90, "gd": 270, "npo": 180}
+
+
+def test_boundary_warning_fires_at_the_edge_and_not_inside(built, tmp_path):
+    """ga's front (ga-1@10, ga-1@20) has lr 1e-5, its range's lower bound: 2 of 2. npo's front has lr 1e-5 in
+    3 of 4 points (npo-3@10 sits at the upper bound, 1 of 4: under half). gd's front has lr 2e-5 / 5e-5 (log
+    positions 0.30 / 0.70) and alpha 1.0 / 0.3 (0.50 / 0.24): inside."""
+    run, out = built
+    answer = _answer((out / "report.md").read_text())
+    assert "- ga: lr at its lower bound (1e-05) in 2 of 2 front points: widen the range" in answer
+    assert "- npo: lr at its lower bound (1e-05) in 3 of 4 front points: widen the range" in answer
+    assert "upper bound" not in answer and "gd: " not in answer
+    # The same fronts inside a widened ga range: no warning for ga.
+    wide = tmp_path / "wide"
+    shutil.copytree(run, wide, ignore=shutil.ignore_patterns("report"))
+    spaces = {**SPACES, "ga": {"lr": {"loguniform": [1e-6, 1e-4]}, "steps": 30}}
+    (wide / "experiment.yaml").write_text(yaml.safe_dump({"name": "tiny-study", "algorithms": spaces}))
+    answer = _answer((report.build_report(wide) / "report.md").read_text())
+    assert "ga: lr at its" not in answer and "npo: lr at its lower bound" in answer
+    # ga's grid now counts 3 values of the wider range as well: same budget.
+    assert "(3 lr = 3 settings × 30 steps = 90 steps)" in answer
+
+
+def test_experiment_yaml_as_the_sweep_dumps_it(tmp_path):
+    from lume_ray.config import experiment_from_dict
+
+    exp = experiment_from_dict({"name": "x", "output_dir": str(tmp_path / "out"), "algorithms": SPACES})
+    spaces = analysis.read_spaces(yaml.safe_load(yaml.safe_dump(exp.dump())))
+    assert sorted(spaces) == ["ga", "gd", "npo"]
+    assert spaces["gd"].steps.max == 30 and spaces["gd"].params["alpha"].values == (0.1, 10.0)
+    assert [analysis.grid_count(s) for s in spaces["npo"].searched().values()] == [2, 3]
 
 
 def test_front_flags(built):
@@ -190,6 +291,18 @@ def test_front_flags(built):
         assert _flags(table, "on_front_algorithm") == FRONT_ALGORITHM
 
 
+def test_feasible_agrees_with_utility_floor_met(built):
+    """The sweep's utility_floor_met (Floor.met) and the report's feasible are one definition."""
+    _, out = built
+    table = pd.read_parquet(out / "results.parquet")
+    ok = table["status"] == "ok"
+    assert (table.loc[ok, "feasible"] == table.loc[ok, "utility_floor_met"].astype(bool)).all()
+    assert not table.loc[~ok, "feasible"].any()
+    # 0.75 x 0.40 is 0.30000000000000004: ga-2@20 (utility 0.31) and npo-2@30 (0.31) pass, and a point exactly
+    # on the floor would too (tests/test_pareto.py).
+    assert table.loc[ok, "feasible"].sum() == 14
+
+
 def test_hypervolume_history_ends_at_the_total(built):
     run, out = built
     hist = pd.read_csv(out / "hypervolume.csv")
@@ -197,27 +310,24 @@ def test_hypervolume_history_ends_at_the_total(built):
     for scope, g in hist.groupby("scope"):
         assert np.all(np.diff(g["hypervolume"]) >= -1e-12), scope  # adding trials never loses volume
         assert g["hypervolume"].iloc[-1] == pytest.approx(a.hv[scope])
-    # Overall compute: 5 full trials of 30 steps + failed npo-1 (10) + diverged npo-3 (14).
-    assert hist[hist["scope"] == "overall"]["compute"].max() == 5 * 30 + 10 + 14
+    # Overall steps: 5 full trials of 30 steps + failed npo-1 (10) + diverged npo-3 (14).
+    assert hist[hist["scope"] == "overall"]["steps"].max() == 5 * 30 + 10 + 14
     # Scores in [0, 1] to maximize: the reference is their natural worst value, 0.
     assert a.reference == pytest.approx([0.0, 0.0, 0.0])
     assert a.hv["overall"] > a.hv["ga"] > 0
 
 
 def test_leaderboard_is_best_feasible_by_final_score(built):
-    run, out = built
-    res = pd.read_parquet(run / "results.parquet")
-    ok = res[(res["status"] == "ok") & (res["utility"] >= 0.3 - 1e-9)]
+    _, out = built
     md = (out / "report.md").read_text()
-    board = md.split("## Leaderboard")[1].split("## Pareto fronts")[0]
+    board = md.split("## Leaderboard")[1].split("## How much")[0]
     lines = [ln for ln in board.splitlines() if ln.startswith("| ")]
     assert lines[1].startswith("| base (before unlearning)")
-    for alg, g in ok.groupby("algorithm"):
-        best = g.loc[g["final_score"].idxmax()]
+    for alg, trial, step, final in (("ga", "ga-1", 20, 0.492), ("gd", "gd-1", 30, 0.578), ("npo", "npo-2", 20, 0.587)):
         row = next(ln for ln in lines if ln.startswith(f"| {alg} |"))
-        assert f"| {best['trial_id']} | {best['step']} |" in row
-        assert f"{best['final_score']:.3f}" in row
-    assert "| ga |" in board and "lr=" in board
+        assert f"| {trial} | {step} |" in row
+        assert f"{final:.3f}" in row
+    assert "| ga | ga-1 | 20 | lr=1e-05 |" in board
 
 
 def test_no_raw_pii_anywhere(built):
@@ -230,6 +340,7 @@ def test_no_raw_pii_anywhere(built):
         for pii in PII:
             assert pii not in text, f"{pii!r} in {where}"
     assert "[SSN]" in csv  # the failed trial's error message quoted an SSN
+    assert "[SSN]" in pd.read_parquet(out / "results.parquet")["error"].str.cat()
 
 
 def test_no_redact_shows_pii(built, tmp_path):
@@ -246,24 +357,28 @@ def test_no_redact_shows_pii(built, tmp_path):
 def test_report_states_provenance_and_rows_read(built):
     _, out = built
     md = (out / "report.md").read_text()
-    for text in ("abc1234", "optuna", "TPESampler", "ray 2.60.0", "embedded tiny OLMo", "utility ≥ 0.75 × base"):
-        assert text in md, text
-    files = md.split("### Files read")[1].split("## Leaderboard")[0]
+    setup = md.split("## Study setup and provenance")[1]
+    for text in ("abc1234", "| sampler | gp, 3 trials per algorithm |", "ray 2.60.0", "embedded tiny OLMo",
+                 "utility ≥ 0.75 × base = 0.300"):
+        assert text in setup, text
+    files = md.split("### Files read")[1]
     assert f"| results.parquet | {len(POINTS) + 2} |" in files
     assert f"| base/rows.parquet | {sum(len(d) for d in DOCS.values())} |" in files
+    assert "search spaces of ga, gd, npo" in files
     # Every rows file the report read re-derives its 12 task scores and they match results.parquet.
     assert files.count("12 task scores re-derived from rows match") == 4  # base + best of ga, gd, npo
-    assert "npo-1" in md and "worker 1 died" in md and "loss became NaN at step 14" in md  # failures listed
+    fails = md.split("## Trials that ended early")[1].split("## Study setup")[0]
+    assert "npo-1" in fails and "worker 1 died" in fails and "loss became NaN at step 14" in fails
 
 
 def test_html_is_self_contained_and_escaped(built):
     _, out = built
     text = (out / "report.html").read_text()
-    assert text.count("<html") == 1 and "Plotly.newPlot" in text
-    assert 'src="http' not in text and "src='http" not in text  # plotly.js is inline, nothing to fetch
-    assert "fig-forget_vs_retain" in text and "fig-hypervolume_vs_compute" in text
+    assert text.count("<html") == 1 and text.count("<svg") == 5  # one inline SVG per figure
+    assert "<script" not in text and 'src="http' not in text and "href=\"http" not in text  # nothing to fetch
+    assert 'id="fig-front"' in text and 'id="fig-hypervolume_vs_steps"' in text
     # Markup characters in the data are escaped, never raw markup.
-    assert "Ada&#x27;s door was &lt;blue&gt; &amp; tall" in text and "<blue>" not in text
+    assert "Ada&#39;s door was &lt;blue&gt; &amp; tall" in text and "<blue>" not in text
 
 
 def test_objectives_and_floors_options(built, tmp_path):
@@ -274,6 +389,18 @@ def test_objectives_and_floors_options(built, tmp_path):
     # No floor: ga-1@30 (0.95, 0.10) has the best forget efficacy and joins the 2-D front.
     assert ("ga-1", 30) in _flags(table, "on_front_overall")
     assert table["feasible"].sum() == len(POINTS)
+    assert "No floor applied." in _answer((out / "report.md").read_text())
+
+
+def test_absolute_floor(built, tmp_path):
+    """utility >= 0.36 (absolute): ga-1@10, ga-2@10, gd-1@10, gd-1@20, gd-2@10, npo-2@10, npo-3@10."""
+    run, _ = built
+    out = report.build_report(run, out_dir=tmp_path / "abs", floors={"utility": Floor(relative=None, absolute=0.36)})
+    table = pd.read_parquet(out / "results.parquet")
+    assert _flags(table, "feasible") == {("ga-1", 10), ("ga-2", 10), ("gd-1", 10), ("gd-1", 20), ("gd-2", 10),
+                                         ("npo-2", 10), ("npo-3", 10)}
+    answer = _answer((out / "report.md").read_text())
+    assert "It passes the floor (utility ≥ 0.36)" in answer
 
 
 def test_redact_patterns():
@@ -295,6 +422,11 @@ def test_bad_input(tmp_path, built):
         report.build_report(run, out_dir=tmp_path / "x", objectives=["forget"])
     with pytest.raises(ValueError, match="recorded only"):
         report.build_report(run, out_dir=tmp_path / "x", objectives=["mia_auc"])
+    with pytest.raises(ValueError, match="comparing runs needs --out"):
+        report.compare_runs([run, run], None)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="exists and is not a directory"):
+        report.build_report(run, out_dir=tmp_path / "file")
     assert not (tmp_path / "x").exists()
 
 
@@ -308,5 +440,13 @@ def test_cli(built, tmp_path, capsys):
     assert _flags(table, "feasible") == {("ga-1", 10), ("ga-2", 10), ("gd-1", 10), ("gd-1", 20), ("gd-2", 10),
                                          ("npo-2", 10), ("npo-3", 10)}
     assert "report.html" in capsys.readouterr().out
+    # Relative and absolute parts together: utility >= max(0.5 x 0.40, 0.385) = 0.385: gd-1@10, gd-2@10, npo-3@10.
+    assert cli.main(["report", str(run), "--out", str(tmp_path / "both"), "--floor", "utility=0.5",
+                     "utility.absolute=0.385"]) == 0
+    table = pd.read_parquet(tmp_path / "both" / "results.parquet")
+    assert _flags(table, "feasible") == {("gd-1", 10), ("gd-2", 10), ("npo-3", 10)}
+    capsys.readouterr()
     assert cli.main(["report", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert cli.main(["report", str(run), "--out", str(tmp_path / "y"), "--floor", "utility.lower=0.3"]) == 2
+    assert "valid: utility, utility.relative, utility.absolute" in capsys.readouterr().err

@@ -1,20 +1,40 @@
-"""[7] Report: a sweep's run directory -> Pareto fronts, hypervolume, leaderboard and figures."""
+"""[7] Report: a sweep's run directory -> the answer, Pareto fronts, hypervolume, leaderboard and figures.
+
+    pareto.py    Pareto masks, ranks, hypervolume (moocore)           points -> numbers
+    redact.py    PII patterns                                         text -> text
+    analysis.py  RUN_DIR -> feasibility, fronts, answer, tables       a run -> plain data
+    compare.py   several RUN_DIRs, one hypervolume reference         runs -> differences
+    figures.py   matplotlib figures (PNG for Markdown, SVG inline)    plain data -> figures
+    render.py    Jinja2 templates (templates/*.j2), atomic output     everything -> report folder
+"""
+
+from __future__ import annotations
 
 from typing import Any
 
-from lume_ray.report.build import apply_floors, build_report, parse_floors, redact
+from lume_ray.report.analysis import analyze, apply_floors, hypervolume_history, load_run, parse_floors
 from lume_ray.report.pareto import hypervolume, pareto_mask
+from lume_ray.report.redact import redact
+from lume_ray.report.render import build_report, compare_runs
 
 
 def cli_report(args: Any) -> int:
-    """`lume-ray report RUN_DIR [RUN_DIR ...] [--out DIR] [--objectives ...] [--floor utility=0.75] [--no-redact]`."""
+    """`lume-ray report RUN_DIR [RUN_DIR ...] [--out DIR] [--objectives ...] [--floor utility=0.75] [--no-redact]`:
+    one run -> its report; several -> their comparison (needs --out)."""
+    floors = parse_floors(args.floor)
     if len(args.run_dirs) > 1:
-        raise ValueError("comparing several runs is not implemented yet")
-    out = build_report(args.run_dirs[0], out_dir=args.out, objectives=args.objectives,
-                       floors=parse_floors(args.floor), redact=not args.no_redact)
+        if args.no_redact:
+            raise ValueError("--no-redact: a comparison shows no sample text (drop the flag)")
+        out = compare_runs(args.run_dirs, args.out, objectives=args.objectives, floors=floors)
+        print(f"comparison: {out / 'report.html'}")
+        print(f"            {out / 'report.md'} (figures in {out / 'figures'}), {out / 'differences.csv'}")
+        return 0
+    out = build_report(args.run_dirs[0], out_dir=args.out, objectives=args.objectives, floors=floors,
+                       redact=not args.no_redact)
     print(f"report: {out / 'report.html'}")
     print(f"        {out / 'report.md'} (figures in {out / 'figures'}), {out / 'pareto.csv'}")
     return 0
 
 
-__all__ = ["apply_floors", "build_report", "cli_report", "hypervolume", "pareto_mask", "redact"]
+__all__ = ["analyze", "apply_floors", "build_report", "cli_report", "compare_runs", "hypervolume",
+           "hypervolume_history", "load_run", "pareto_mask", "parse_floors", "redact"]
