@@ -1,15 +1,19 @@
-"""Metrics: every scorer and aggregate against values worked out by hand (no model, no Ray)."""
+"""Metrics: every scorer and aggregate against values worked out by hand (no model, no Ray), and the registry's
+contract: every registered metric is computed from a realistic input and lands in an evaluation's metrics.json."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
-from lume_ray import metrics
-from lume_ray.metrics import (
+from lume_ray.evaluate import metrics
+from lume_ray.evaluate.metrics import (
     METRICS,
     TASK_SCORE_NAMES,
+    Floor,
+    MetricInputs,
     exact_match,
     final_score,
     forget_efficacy,
@@ -24,9 +28,10 @@ from lume_ray.metrics import (
     task_aggregate,
     task_scores,
     token_log_probs,
-    utility_floor_met,
     zlib_ratio,
 )
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_rouge_l_recall_uses_stemmer_and_recall() -> None:
@@ -148,12 +153,22 @@ def test_option_scoring() -> None:
 def test_final_score_and_floor() -> None:
     assert final_score(0.827, 0.847, 0.443) == pytest.approx((0.827 + 0.847 + 0.443) / 3)
     assert final_score(0.9, None, 0.4) is None
-    assert utility_floor_met(0.3, 0.4, 0.75) is True  # 0.3 >= 0.75 * 0.4
-    assert utility_floor_met(0.29, 0.4, 0.75) is False
-    assert utility_floor_met(0.29, None, 0.75) is None
+    relative = Floor(relative=0.75)
+    assert relative.met(0.3, 0.4) is True  # 0.3 >= 0.75 * 0.4 (0.30000000000000004 in floats)
+    assert relative.met(0.29, 0.4) is False
+    assert relative.met(0.29, None) is None  # no reference: cannot tell
+    absolute = Floor(relative=None, absolute=0.371)  # the 7B leaderboard's MMLU floor
+    assert absolute.met(0.371, None) is True and absolute.met(0.37, None) is False and absolute.met(None, 0.5) is None
+    both = Floor(relative=0.75, absolute=0.371)
+    assert both.threshold(0.6) == pytest.approx(0.45) and both.threshold(0.4) == pytest.approx(0.371)
+    assert Floor(relative=None, absolute=None).met(0.0, None) is True
+    with pytest.raises(ValueError, match="must be a number >= 0"):
+        Floor(relative=-1.0)
 
 
-def test_run_metrics_whole_dict() -> None:
+def _realistic() -> MetricInputs:
+    """Every split x task x kind with rows, members and non-members with every attack feature, a utility set,
+    a reference utility: the input on which no metric has a reason to be null."""
     rows = []
     for split, table in (("forget", FORGET), ("retain", RETAIN)):
         for name, score in table.items():
@@ -161,8 +176,13 @@ def test_run_metrics_whole_dict() -> None:
             rows.append({"split": split, "task": task, "kind": kind, "score": score, "nll": 2.0 if split == "forget" else 1.0})
     docs = [{"nll": x, "zlib": x / 10, "mink": -x, "minkpp": -x} for x in (1.0, 2.0, 3.0)]
     non = [{"nll": x, "zlib": x / 10, "mink": -x, "minkpp": -x} for x in (2.5, 4.0)]
-    out = run_metrics(rows, members=docs, nonmembers=non, utility_correct=[True, False, True, True],
-                      reference_utility=0.9, utility_floor=0.75)
+    return MetricInputs(rows=rows, members=docs, nonmembers=non, utility_correct=[True, False, True, True],
+                        reference_utility=0.9, floor=Floor(relative=0.75))
+
+
+def test_run_metrics_whole_dict() -> None:
+    inputs = _realistic()
+    out = run_metrics(inputs)
     assert out["task_aggregate"] == pytest.approx(0.659110, abs=1e-6)
     for prefix in ("", "zlib_", "mink_", "minkpp_"):
         assert out[f"mia_{prefix}auc"] == pytest.approx(5 / 6)
@@ -171,13 +191,55 @@ def test_run_metrics_whole_dict() -> None:
     assert out["final_score"] == pytest.approx((out["task_aggregate"] + 1 / 3 + 0.75) / 3)
     assert out["forget_nll"] == 2.0 and out["retain_nll"] == 1.0
     assert out["counts"]["rows"] == {"forget": 6, "retain": 6} and out["notes"] == []
+    assert out["utility_floor"] == {"relative": 0.75, "absolute": None} and out["reference_utility"] == 0.9
     # every number in the dict is a registered metric (directions known to sweeps and reports)
-    recorded = {"reference_utility", "utility_floor", "utility_floor_met", "counts", "notes"}
-    assert set(out) - recorded <= set(METRICS)
+    recorded = {"reference_utility", "utility_floor", "counts", "notes"}
+    assert set(out) - recorded == set(METRICS)
+    # an absolute floor alone needs no reference
+    absolute = run_metrics(MetricInputs(rows=inputs.rows, utility_correct=[True, False], floor=Floor(None, 0.371)))
+    assert absolute["utility"] == 0.5 and absolute["utility_floor_met"] is True
 
-    bare = run_metrics(rows[:11])
+    bare = run_metrics(MetricInputs(rows=inputs.rows[:11]))
     assert bare["mia_score"] is None and bare["utility"] is None and bare["final_score"] is None
+    assert bare["utility_floor_met"] is None  # relative floor (default 0.75), no reference
     assert any("retain/Task3/qa" in n for n in bare["notes"]) and any(n.startswith("mia_*: null: no member") for n in bare["notes"])
+
+
+@pytest.fixture(scope="module")
+def evaluated_metrics(tiny_model: Any, tiny_lume: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """metrics.json as an evaluation writes it (the in-process reference runner, a random tiny model, every
+    input given: non-members, a utility set, a reference utility)."""
+    import json
+
+    from lume_ray.config import EvalConfig
+    from lume_ray.data import Choice, Document
+    from lume_ray.evaluate.runner import evaluate_reference
+
+    out = tmp_path_factory.mktemp("metrics_json")
+    nonmembers = [Document("n1", "Selma Ruud was a geologist who mapped caves in Bergen."),
+                  Document("n2", "Ivo Brand was born on May 5, 1990. His email is ivo@example.org.")]
+    utility = [Choice("What is 2+2?", ("3", "4", "5", "6"), 1), Choice("Sky color?", ("red", "blue", "green", "gray"), 1)]
+    evaluate_reference(tiny_model, tiny_lume, EvalConfig(max_new_tokens=4), nonmembers=nonmembers, utility=utility,
+                       reference_utility=0.5, out_dir=out)
+    return dict(json.loads((out / "metrics.json").read_text()))
+
+
+@pytest.mark.parametrize("name", list(METRICS))
+def test_every_registered_metric_is_computed_and_written(name: str, evaluated_metrics: dict[str, Any]) -> None:
+    """The registry's contract, for every metric (a new one is tested by being registered): it has a known
+    direction and a description, run_metrics computes a value from a realistic input (numbers finite, the
+    floor a bool), and an evaluation's metrics.json carries it."""
+    metric = METRICS[name]
+    assert metric.direction in ("max", "min", None) and metric.description
+    value = run_metrics(_realistic())[name]
+    assert value is not None, name
+    if name == "utility_floor_met":
+        assert isinstance(value, bool)
+    else:
+        assert isinstance(value, float) and math.isfinite(value), (name, value)
+    assert name in evaluated_metrics
+    if name in ("utility", "mia_auc", "mia_score", "forget_nll", "retain_nll", "final_score", "utility_floor_met"):
+        assert evaluated_metrics[name] is not None, name  # inputs the evaluation had: a number came out
 
 
 def test_registry_directions() -> None:
@@ -188,4 +250,6 @@ def test_registry_directions() -> None:
     with pytest.raises(ValueError, match="unknown metric"):
         metrics.direction("accuracy")
     with pytest.raises(ValueError, match="already registered"):
-        metrics.register_metric("utility", "max", "dup")
+        metrics.register_metric("utility", "max", "dup")(lambda inp, done: None)
+    with pytest.raises(ValueError, match="direction must be"):
+        metrics.register_metric("accuracy", "up", "bad")
