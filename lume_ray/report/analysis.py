@@ -729,11 +729,11 @@ def leaderboard(run: Run, a: Analysis) -> pd.DataFrame:
 
 def front_table(a: Analysis) -> pd.DataFrame:
     df = a.table
-    rows = [{"scope": "overall", "points": len(df), "feasible": int(df["feasible"].sum()),
+    rows = [{"scope": "overall", "result rows": len(df), "feasible": int(df["feasible"].sum()),
              "on front": int(df["on_front_overall"].sum()), "hypervolume": a.hv["overall"]}]
     for alg in a.algorithms:
         g = df[df["algorithm"] == alg]
-        rows.append({"scope": alg, "points": len(g), "feasible": int(g["feasible"].sum()),
+        rows.append({"scope": alg, "result rows": len(g), "feasible": int(g["feasible"].sum()),
                      "on front": int(g["on_front_algorithm"].sum()), "hypervolume": a.hv[alg]})
     return pd.DataFrame(rows)
 
