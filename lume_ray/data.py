@@ -2,8 +2,10 @@
 
 Input:  a LUME directory (``forget.jsonl`` + ``retain.jsonl``, or ``forget.parquet`` + ``retain.parquet``),
         or a Hugging Face dataset id with ``forget``/``retain`` splits; optional membership files
-        (``{"id", "document"}`` lines) and a multiple-choice utility file (MMLU's shape).
-Output: :class:`LumeData` (two tuples of :class:`Row`), :class:`Document` lists, :class:`Choice` lists.
+        (``{"id", "document"}`` lines), a multiple-choice utility file (MMLU's shape), or MMLU itself (a local
+        directory in Hendrycks' csv or cais/mmlu's parquet layout).
+Output: :class:`LumeData` (two tuples of :class:`Row`), :class:`Document` lists, :class:`Choice` lists,
+        :class:`MultipleChoiceSet` (questions + each subject's few-shot examples).
 
 Every row is checked once, here, so later stages can trust it. A bad row raises :class:`DataError`
 whose one-line message names the file, the line and the field (and the valid choices).
@@ -253,6 +255,133 @@ def load_utility(path: str | Path) -> tuple[Choice, ...]:
     if not items:
         raise DataError(f"{path}: no questions")
     return tuple(items)
+
+
+# ---------------------------------------------------------------------------------------------
+# MMLU (the challenge's utility): a test split scored, a dev split giving each subject's few-shot examples.
+
+MMLU_SPLITS = ("dev", "test")
+_LETTERS = "ABCD"
+
+
+@dataclass(frozen=True)
+class MultipleChoiceSet:
+    """Questions to score and, per subject, the few-shot examples that precede them (MMLU's dev split, in
+    file order; empty for a plain utility file). ``mmlu``: read as MMLU (its directory layouts or ``datasets``)."""
+
+    questions: tuple[Choice, ...]
+    shots: dict[str, tuple[Choice, ...]]
+    source: str
+    mmlu: bool = False
+
+
+def _answer_index(where: str, value: Any) -> int:
+    if isinstance(value, str) and len(value.strip()) == 1 and value.strip() in _LETTERS:
+        return _LETTERS.index(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 4:
+        raise DataError(f"{where}: field 'answer' must be 0..3 or a letter A..D, got {value!r}")
+    return int(value)
+
+
+def _mmlu_csv(path: Path, subject: str) -> tuple[Choice, ...]:
+    """Hendrycks' ``{subject}_{split}.csv`` (no header: question, A, B, C, D, answer letter), read exactly as
+    open-instruct's ``eval/mmlu/run_eval.py`` reads it: ``pandas.read_csv(header=None)``, each cell formatted as
+    ``"{}".format`` formats it (so pandas' type inference shows: in an all-numeric column "0.50" reads "0.5")."""
+    import pandas as pd
+
+    frame = pd.read_csv(path, header=None)
+    if frame.shape[1] != 6:
+        raise DataError(f"{path}: expected 6 columns (question, A, B, C, D, answer), got {frame.shape[1]}")
+    out = []
+    for i in range(frame.shape[0]):
+        where = f"{path}:row {i + 1}"
+        choices = tuple(f"{frame.iloc[i, j + 1]}" for j in range(4))
+        out.append(Choice(f"{frame.iloc[i, 0]}", choices, _answer_index(where, frame.iloc[i, 5]), subject))
+    return tuple(out)
+
+
+def _mmlu_records(records: Iterable[tuple[str, Any]], subject: str | None) -> list[Choice]:
+    """cais/mmlu rows ``{question, subject, choices: [4], answer: 0..3}`` (parquet or json lines)."""
+    out = []
+    for where, rec in records:
+        choices = _field(where, rec, "choices", object)
+        if hasattr(choices, "tolist"):  # numpy array from parquet
+            choices = choices.tolist()
+        if not isinstance(choices, list | tuple) or len(choices) != 4 or not all(isinstance(c, str) for c in choices):
+            raise DataError(f"{where}: field 'choices' must be a list of 4 strings")
+        answer = rec.get("answer")
+        answer = int(answer) if hasattr(answer, "item") else answer  # numpy int from parquet
+        subj = str(rec.get("subject") or subject or "")
+        out.append(Choice(_field(where, rec, "question"), tuple(choices), _answer_index(where, answer), subj))
+    return out
+
+
+def _split_files(directory: Path, split: str) -> list[Path]:
+    """A cais/mmlu split inside one folder: ``{split}-00000-of-00001.parquet``, ``{split}.parquet``, ``.jsonl``..."""
+    found = [p for p in sorted(directory.iterdir()) if p.is_file() and p.name.split("-")[0].split(".")[0] == split
+             and p.suffix in (".parquet", ".jsonl", ".json")]
+    return found
+
+
+def _by_subject(choices: Iterable[Choice]) -> dict[str, list[Choice]]:
+    groups: dict[str, list[Choice]] = {}
+    for c in choices:
+        groups.setdefault(c.subject, []).append(c)
+    return groups
+
+
+def load_mmlu_dir(path: str | Path) -> MultipleChoiceSet:
+    """MMLU from a local directory, in any of the layouts it is distributed in:
+
+    - Hendrycks' original (what open-instruct reads): ``dev/{subject}_dev.csv`` + ``test/{subject}_test.csv``,
+      directly in ``path`` or in ``path/data``;
+    - cais/mmlu (the Hugging Face repository): ``{subject}/dev-*.parquet`` + ``{subject}/test-*.parquet`` per
+      subject, or ``all/dev-*.parquet`` + ``all/test-*.parquet`` with a ``subject`` column (``.jsonl`` too).
+
+    Subjects come sorted and each split in file order, as open-instruct iterates them."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a directory (an MMLU directory holds dev/ and test/, or one folder per subject)")
+    for base in (root, root / "data"):
+        if (base / "test").is_dir() and (base / "dev").is_dir() and any((base / "test").glob("*_test.csv")):
+            subjects = sorted(f.name[: -len("_test.csv")] for f in (base / "test").glob("*_test.csv"))
+            test: list[Choice] = []
+            shots: dict[str, tuple[Choice, ...]] = {}
+            for subject in subjects:
+                dev = base / "dev" / f"{subject}_dev.csv"
+                if not dev.is_file():
+                    raise DataError(f"{dev}: file not found (every test subject needs its dev split)")
+                shots[subject] = _mmlu_csv(dev, subject)
+                test += _mmlu_csv(base / "test" / f"{subject}_test.csv", subject)
+            return MultipleChoiceSet(tuple(test), shots, str(root), mmlu=True)
+    folders = [root / "all"] if (root / "all").is_dir() else [root] if _split_files(root, "test") else [
+        d for d in sorted(root.iterdir()) if d.is_dir() and _split_files(d, "test")]
+    if not folders:
+        raise DataError(f"{root}: no MMLU here (expected dev/*_dev.csv + test/*_test.csv, or cais/mmlu's "
+                        "{subject}/test-*.parquet + dev-*.parquet, or all/test-*.parquet)")
+    splits: dict[str, list[Choice]] = {"dev": [], "test": []}
+    for folder in folders:
+        named = None if folder.name == "all" or folder == root else folder.name
+        for split in MMLU_SPLITS:
+            files = _split_files(folder, split)
+            if not files:
+                raise DataError(f"{folder}: no {split} split ({split}-*.parquet or {split}.jsonl)")
+            for f in files:
+                splits[split] += _mmlu_records(read_records(f), named)
+    return mmlu_set(splits["test"], splits["dev"], str(root))
+
+
+def mmlu_set(test: Iterable[Choice], dev: Iterable[Choice], source: str) -> MultipleChoiceSet:
+    """Test questions and dev examples -> the set open-instruct scores: subjects sorted, file order within each."""
+    tests, devs = _by_subject(test), _by_subject(dev)
+    missing = sorted(set(tests) - set(devs))
+    if missing:
+        raise DataError(f"{source}: subject {missing[0]!r} has test questions but no dev examples "
+                        f"({len(missing)} such subject(s))")
+    questions = tuple(c for s in sorted(tests) for c in tests[s])
+    if not questions:
+        raise DataError(f"{source}: no test questions")
+    return MultipleChoiceSet(questions, {s: tuple(devs[s]) for s in sorted(tests)}, source, mmlu=True)
 
 
 def documents_of(rows: Iterable[Row]) -> tuple[Document, ...]:

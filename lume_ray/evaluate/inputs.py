@@ -4,6 +4,10 @@ Input:  a LUME directory or :class:`~lume_ray.data.LumeData`, member / non-membe
         (each a path, records, or None for the data directory's default), the models' tokenizers.
 Output: :class:`Inputs`: every input resolved and checked once (members and non-members disjoint, tokenizer
         and model matching), and the items the model actors score, sorted by stage and token length.
+
+Defaults beside the data (DATA = a LUME directory): members DATA/mia/member.jsonl, else DATA/member.jsonl, else
+the forget documents rebuilt from sc rows; non-members DATA/mia/nonmember.jsonl, else DATA/nonmember.jsonl, else
+none; utility DATA/utility.jsonl, else none. The challenge's own MIA files sit in ``mia/`` beside its data.
 """
 
 from __future__ import annotations
@@ -20,16 +24,20 @@ from lume_ray.data import (
     Choice,
     Document,
     LumeData,
+    MultipleChoiceSet,
     Row,
     documents_of,
     load_documents,
     load_lume,
+    load_mmlu_dir,
     load_utility,
+    mmlu_set,
 )
-from lume_ray.evaluate.metrics import option_prompt
+from lume_ray.evaluate.metrics import mmlu_prompt, option_prompt
 from lume_ray.model import ModelError, load_tokenizer
 
 MMLU_ID = "cais/mmlu"
+MIA_DIR = "mia"  # where the challenge's member / non-member files sit beside its data
 
 
 class EvalError(ValueError):
@@ -50,7 +58,8 @@ class Inputs:
     members: tuple[Document, ...]
     nonmembers: tuple[Document, ...]
     utility: tuple[Choice, ...]
-    utility_style: str
+    utility_style: str  # open-instruct (one "next" item per question), letter or option (four "mc" items each)
+    utility_source: str | None
     notes: tuple[str, ...]
     items: tuple[dict[str, Any], ...]  # what the model actors see, in (stage, token length) order
 
@@ -61,9 +70,13 @@ class Plan:
     inputs: Inputs
 
 
-def _resolve_docs(arg: DocsArg, default: Path | None) -> tuple[Document, ...] | None:
+def _resolve_docs(arg: DocsArg, data_dir: Path | None, name: str) -> tuple[Document, ...] | None:
+    """A path or records as given; None: ``DATA/mia/{name}``, else ``DATA/{name}``, else None."""
     if arg is None:
-        return load_documents(default) if default is not None and default.is_file() else None
+        for candidate in ((data_dir / MIA_DIR / name, data_dir / name) if data_dir is not None else ()):
+            if candidate.is_file():
+                return load_documents(candidate)
+        return None
     if arg is False or arg is True:
         return () if arg is False else None
     if isinstance(arg, str | os.PathLike):
@@ -71,30 +84,58 @@ def _resolve_docs(arg: DocsArg, default: Path | None) -> tuple[Document, ...] | 
     return tuple(arg)
 
 
-def load_mmlu() -> tuple[Choice, ...]:
-    """All 57 MMLU subjects, test split, through ``datasets`` (needs the dataset cached or a network)."""
+def load_mmlu() -> MultipleChoiceSet:
+    """All 57 MMLU subjects, test split and the dev split's few-shot examples, through ``datasets`` (needs the
+    dataset cached or a network)."""
     try:
         import datasets
 
-        ds = datasets.load_dataset(MMLU_ID, "all", split="test")
+        splits = {split: datasets.load_dataset(MMLU_ID, "all", split=split) for split in ("test", "dev")}
     except Exception as e:
         raise EvalError(
             f"utility 'mmlu': cannot load {MMLU_ID} through datasets ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}); offline, pass a multiple-choice jsonl instead"
+            f"{str(e).splitlines()[0] if str(e) else ''}); offline, pass an MMLU directory (dev/ + test/ csv, or "
+            "cais/mmlu's parquet files) or a multiple-choice jsonl instead"
         ) from None
-    return tuple(Choice(r["question"], tuple(r["choices"]), int(r["answer"]), r["subject"]) for r in ds)
+    test, dev = ([Choice(r["question"], tuple(r["choices"]), int(r["answer"]), r["subject"]) for r in splits[s]]
+                 for s in ("test", "dev"))
+    return mmlu_set(test, dev, MMLU_ID)
 
 
-def _resolve_utility(arg: UtilityArg, default: Path | None) -> tuple[Choice, ...]:
+def _resolve_utility(arg: UtilityArg, default: Path | None) -> MultipleChoiceSet | None:
+    """"mmlu": ``datasets``; a directory: MMLU in one of its layouts; a file: a multiple-choice jsonl."""
     if arg is None or arg is True:
-        return load_utility(default) if default is not None and default.is_file() else ()
+        return (MultipleChoiceSet(load_utility(default), {}, str(default))
+                if default is not None and default.is_file() else None)
     if arg is False:
-        return ()
+        return None
     if isinstance(arg, str) and arg.lower() == "mmlu":
         return load_mmlu()
     if isinstance(arg, str | os.PathLike):
-        return load_utility(Path(arg))
-    return tuple(arg)
+        path = Path(arg)
+        if path.is_dir():
+            return load_mmlu_dir(path)
+        return MultipleChoiceSet(load_utility(path), {}, str(path))
+    if isinstance(arg, MultipleChoiceSet):
+        return arg
+    return MultipleChoiceSet(tuple(arg), {}, "(records)")
+
+
+def fit_mmlu_prompts(tokenizer: Any, questions: Sequence[Choice], shots: dict[str, tuple[Choice, ...]], k: int,
+                     max_tokens: int) -> tuple[list[str], list[int]]:
+    """open-instruct's prompts: ``k`` dev examples of the question's subject (fewer when the subject has fewer),
+    then one example fewer while the prompt, tokenized with ``add_special_tokens=False``, is longer than
+    ``max_tokens`` (2048 there). Stops at zero examples (open-instruct would loop on). Returns the prompts and
+    the number of examples each kept."""
+    ks = [min(k, len(shots.get(q.subject, ()))) for q in questions]
+    prompts = [mmlu_prompt(q, shots.get(q.subject, ()), n) for q, n in zip(questions, ks, strict=True)]
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]] if prompts else []
+    for i, q in enumerate(questions):
+        while lengths[i] > max_tokens and ks[i] > 0:
+            ks[i] -= 1
+            prompts[i] = mmlu_prompt(q, shots.get(q.subject, ()), ks[i])
+            lengths[i] = len(tokenizer(prompts[i], add_special_tokens=False)["input_ids"])
+    return prompts, ks
 
 
 def _check_disjoint(members: Sequence[Document], nonmembers: Sequence[Document]) -> None:
@@ -137,16 +178,17 @@ def resolve_inputs(
     if not rows:
         raise EvalError(f"{lume.source}: no rows to evaluate (forget and retain are empty)")
     notes = []
-    mem = _resolve_docs(members, data_dir / "member.jsonl" if data_dir else None)
+    mem = _resolve_docs(members, data_dir, "member.jsonl")
     if mem is None:
         mem = documents_of(forget)
         notes.append("members: the forget documents rebuilt from sc rows (input + ' ' + output)")
-    non = _resolve_docs(nonmembers, data_dir / "nonmember.jsonl" if data_dir else None) or ()
+    non = _resolve_docs(nonmembers, data_dir, "nonmember.jsonl") or ()
     _check_disjoint(mem, non)
-    choices = _resolve_utility(utility, data_dir / "utility.jsonl" if data_dir else None)
+    mc = _resolve_utility(utility, data_dir / "utility.jsonl" if data_dir else None)
+    choices = mc.questions if mc is not None else ()
     style = settings.utility_style
     if style == "auto":
-        style = "letter" if isinstance(utility, str) and utility.lower() == "mmlu" else "option"
+        style = "open-instruct" if mc is not None and mc.mmlu else "option"
 
     items: list[dict[str, Any]] = []
     for r in rows:
@@ -154,18 +196,28 @@ def resolve_inputs(
     for split, docs in (("member", mem), ("nonmember", non)):
         for d in docs:
             items.append({"key": f"{split}:{d.id}", "kind": "doc", "prompt": "", "completion": d.document})
-    for q, c in enumerate(choices):
-        context, continuations = option_prompt(c.question, c.choices, c.subject, style)
-        for j, cont in enumerate(continuations):
-            items.append({"key": f"mc:{q}:{j}", "kind": "mc", "prompt": context, "completion": cont})
+    if style == "open-instruct" and mc is not None:
+        prompts, kept = fit_mmlu_prompts(tokenizer, choices, mc.shots, settings.mmlu_shots, settings.mmlu_max_tokens)
+        for q, prompt in enumerate(prompts):
+            items.append({"key": f"mc:{q}", "kind": "next", "prompt": prompt, "completion": ""})
+        short = sum(1 for n in kept if n < settings.mmlu_shots)
+        if short:
+            notes.append(f"utility: {short} of {len(kept)} questions have fewer than {settings.mmlu_shots} examples "
+                         f"(their subject's dev split is shorter, or the prompt exceeded {settings.mmlu_max_tokens} "
+                         f"tokens); {min(kept)} at least")
+    else:
+        for q, c in enumerate(choices):
+            context, continuations = option_prompt(c.question, c.choices, c.subject, style)
+            for j, cont in enumerate(continuations):
+                items.append({"key": f"mc:{q}:{j}", "kind": "mc", "prompt": context, "completion": cont})
     # Sort by stage, then token length: batches of similar length pad little, and the generation
     # rows (the expensive stage) form batches of their own except at most one at the boundary.
-    stage = {"sc": 0, "qa": 0, "doc": 1, "mc": 2}
-    lengths = tokenizer([it["prompt"] if it["kind"] in KINDS else it["prompt"] + it["completion"]
+    stage = {"sc": 0, "qa": 0, "doc": 1, "mc": 2, "next": 2}
+    lengths = tokenizer([it["prompt"] if it["kind"] in KINDS or it["kind"] == "next" else it["prompt"] + it["completion"]
                          for it in items])["input_ids"]
     order = sorted(range(len(items)), key=lambda i: (stage[items[i]["kind"]], len(lengths[i])))
-    return Inputs(lume.source, tuple(rows), tuple(mem), tuple(non), choices, style, tuple(notes),
-                   tuple(items[i] for i in order))
+    return Inputs(lume.source, tuple(rows), tuple(mem), tuple(non), choices, style,
+                  mc.source if mc is not None else None, tuple(notes), tuple(items[i] for i in order))
 
 
 def plan(

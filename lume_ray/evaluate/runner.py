@@ -12,7 +12,9 @@ pipeline, so the actor pool's start-up is paid once. :func:`evaluate_reference` 
 challenge ran (one prompt at a time, in process); the tests and ``benchmarks/bench_eval.py`` check that both
 give the same numbers. Batched float math is not bit-identical to unbatched: an exact near-tie of two logits
 can flip one greedy token (measured: 1 of 400 rows of a random-weight model, ~190 tokens into a repetitive
-babble; scores unchanged). ``EvalConfig.exact`` makes the actors generate one prompt at a time, unpadded.
+babble; scores unchanged); in bfloat16 such flips are common. ``EvalConfig.exact`` makes every actor score one
+item at a time, unpadded (generation, losses, MMLU answers), the challenge's procedure in any dtype, while the
+items still spread over the actor pool.
 """
 
 from __future__ import annotations
@@ -163,14 +165,17 @@ def finish(
                      "nll": float(res["nll"])})
     correct = []
     for q, c in enumerate(inputs.utility):
-        lls = [-float(by_key[f"mc:{q}:{j}"]["nll_sum"]) for j in range(len(c.choices))]
-        correct.append(pick_option(lls) == c.answer)
+        if inputs.utility_style == "open-instruct":  # the answer token picked after the k-shot prompt
+            pick = int(by_key[f"mc:{q}"]["pick"])
+        else:  # the option whose continuation is most likely
+            pick = pick_option([-float(by_key[f"mc:{q}:{j}"]["nll_sum"]) for j in range(len(c.choices))])
+        correct.append(pick == c.answer)
     out = run_metrics(MetricInputs(
         rows=rows, members=[by_key[f"member:{d.id}"] for d in inputs.members],
         nonmembers=[by_key[f"nonmember:{d.id}"] for d in inputs.nonmembers], utility_correct=correct,
         reference_utility=reference_utility, floor=settings.utility_floor, notes=list(inputs.notes)))
     out["settings"] = {**settings.model_dump(mode="json"), "utility_style": inputs.utility_style,
-                       "model": plan.model, "data": inputs.source, "runner": runner}
+                       "utility": inputs.utility_source, "model": plan.model, "data": inputs.source, "runner": runner}
     out["seconds"] = round(seconds, 3)
     out = _nan_to_none(out)
     if out_dir is not None:
@@ -205,7 +210,8 @@ def evaluate(
 
     Defaults when the data lives in a directory: members = DATA/mia/member.jsonl or DATA/member.jsonl, else
     the forget documents rebuilt from sc rows; non-members = DATA/mia/nonmember.jsonl or DATA/nonmember.jsonl,
-    else none (MIA metrics null); utility = DATA/utility.jsonl, else none; ``utility="mmlu"`` loads MMLU.
+    else none (MIA metrics null); utility = DATA/utility.jsonl, else none. ``utility="mmlu"`` loads MMLU through
+    ``datasets``, a directory is read as MMLU (csv or cais/mmlu layout), a file as a multiple-choice jsonl.
     An empty sequence turns a part off. Uses the connected Ray cluster, or starts (and stops) a local one.
     """
     return evaluate_many([model], data, settings, members=members, nonmembers=nonmembers, utility=utility,

@@ -2,23 +2,26 @@
 
 Input:  a causal LM and its tokenizer, items from :mod:`lume_ray.evaluate.inputs` (rows to generate and score,
         documents for the membership attacks, multiple-choice options).
-Output: records ``{key, generation, score, nll, nll_sum, nll_count, mink, minkpp, zlib}``. The same code runs
-        in the Ray actors (:class:`Scorer`), the reference loop and the target build's measurements.
+Output: records ``{key, generation, score, nll, nll_sum, nll_count, mink, minkpp, zlib, pick}``. The same code
+        runs in the Ray actors (:class:`Scorer`), the reference loop and the target build's measurements.
 
 Tokens are made as the challenge's scorer made them (:func:`encode_item`); greedy generation is
-:func:`lume_ray.model.generate_greedy` (batched, left padding) or, with ``exact``, one prompt at a time.
+:func:`lume_ray.model.generate_greedy` (batched, left padding) or, with ``exact``, one prompt at a time. MMLU
+questions (``kind == "next"``) are answered as open-instruct's ``eval/mmlu/run_eval.py`` answers them
+(:func:`next_token_picks`).
 """
 
 from __future__ import annotations
 
 import gc
+import inspect
 import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
 
 from lume_ray.data import KINDS
-from lume_ray.evaluate.metrics import min_k_score, score_row, token_log_probs, zlib_ratio
+from lume_ray.evaluate.metrics import OPTION_LETTERS, min_k_score, score_row, token_log_probs, zlib_ratio
 from lume_ray.model import (
     IGNORE,
     Encoded,
@@ -43,15 +46,64 @@ def encode_item(tokenizer: Any, item: dict[str, Any]) -> Encoded:
     return Encoded(ids, min(len(encode_prompt(tokenizer, item["prompt"])), len(ids)))
 
 
+def answer_token_ids(tokenizer: Any) -> list[int]:
+    """The ids open-instruct compares: the LAST token of ``tokenizer.encode(" " + letter, add_special_tokens=False)``
+    for A..D (a Metaspace tokenizer may split " A" into "▁" + "▁A"; the letter is the last piece)."""
+    ids = [tokenizer.encode(" " + letter, add_special_tokens=False)[-1] for letter in OPTION_LETTERS]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"the tokenizer maps the answers ' A'..' D' to the same last token ({ids}); "
+                         "the open-instruct utility style cannot tell them apart (use utility_style letter)")
+    return ids
+
+
+def next_token_picks(model: Any, tokenizer: Any, prompts: Sequence[str], *, batch_size: int, exact: bool) -> list[int]:
+    """open-instruct's ``get_next_word_predictions`` for MMLU: the index (0..3) of the answer among " A".." D"
+    whose token is most likely next after each prompt.
+
+    As there: the prompt tokenized with the tokenizer's own special tokens (``add_special_tokens`` left at its
+    default: a Llama tokenizer prepends BOS, GPT-2's and OLMo's add nothing), the next-token logits in float32
+    (transformers 4.45, the challenge's pin, upcast them), softmax over the whole vocabulary, the four answer
+    tokens' probabilities, argmax (the first on ties). ``exact``: one prompt at a time with the full logits
+    (open-instruct's default batch size 1); otherwise left-padded batches whose position ids skip the padding,
+    and only the last position's logits.
+    """
+    import torch
+
+    answer_ids = answer_token_ids(tokenizer)
+    device = next(model.parameters()).device
+    encoded = [encode_prompt(tokenizer, p) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    keep_last = not exact and "logits_to_keep" in inspect.signature(model.forward).parameters
+    size = 1 if exact else batch_size
+    picks = [0] * len(prompts)
+    for start in range(0, len(order), size):
+        chunk = order[start : start + size]
+        batch = collate([Encoded(encoded[i], len(encoded[i])) for i in chunk], tokenizer.pad_token_id,
+                        padding_side="left")
+        ids, attn = batch["input_ids"].to(device), batch["attention_mask"].to(device)  # (B, T)
+        kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": attn}
+        if not exact:
+            kwargs["position_ids"] = (attn.cumsum(-1) - 1).clamp(min=0)  # left padding must not move positions
+        if keep_last:
+            kwargs["logits_to_keep"] = 1
+        with torch.no_grad():
+            logits = model(**kwargs).logits[:, -1, :].float()  # (B, V)
+        probs = torch.softmax(logits, dim=-1)[:, answer_ids]  # (B, 4)
+        for i, pick in zip(chunk, torch.argmax(probs, dim=-1).tolist(), strict=True):
+            picks[i] = int(pick)
+    return picks
+
+
 def item_losses(model: Any, tokenizer: Any, items: Sequence[dict[str, Any]], *, batch_size: int, mia_k: float) -> list[dict[str, float]]:
     """Summed NLL and token count of each item's completion (rows, options: prompt masked; documents:
-    nothing masked), plus Min-K% / Min-K%++ / zlib features for documents. Batched, length-sorted."""
+    nothing masked), plus Min-K% / Min-K%++ / zlib features for documents. Batched, length-sorted. Items of
+    kind ``next`` (MMLU questions answered by the next token) take no loss here."""
     import torch
 
     device = next(model.parameters()).device
     out: list[dict[str, float]] = [{} for _ in items]
     for is_doc in (False, True):
-        idx = [i for i, it in enumerate(items) if (it["kind"] == "doc") == is_doc]
+        idx = [i for i, it in enumerate(items) if it["kind"] != "next" and (it["kind"] == "doc") == is_doc]
         enc = {i: encode_item(tokenizer, items[i]) for i in idx}
         idx.sort(key=lambda i: len(enc[i].input_ids))
         for start in range(0, len(idx), batch_size):
@@ -79,13 +131,18 @@ def item_losses(model: Any, tokenizer: Any, items: Sequence[dict[str, Any]], *, 
     return out
 
 
-def score_items(items: Sequence[dict[str, Any]], generations: dict[int, str], losses: Sequence[dict[str, float]]) -> list[dict[str, Any]]:
-    """One result record per item: the loss features, and for rows the generation and its score."""
+def score_items(items: Sequence[dict[str, Any]], generations: dict[int, str], losses: Sequence[dict[str, float]],
+                picks: dict[int, int] | None = None) -> list[dict[str, Any]]:
+    """One result record per item: the loss features, for rows the generation and its score, for MMLU
+    questions the picked answer (``pick``, 0..3; NaN elsewhere)."""
     results = []
     for i, it in enumerate(items):
-        rec: dict[str, Any] = {"key": it["key"], "generation": "", "score": math.nan,
-                               "mink": math.nan, "minkpp": math.nan, "zlib": math.nan}
+        rec: dict[str, Any] = {"key": it["key"], "generation": "", "score": math.nan, "nll": math.nan,
+                               "nll_sum": math.nan, "nll_count": math.nan, "mink": math.nan, "minkpp": math.nan,
+                               "zlib": math.nan, "pick": math.nan}
         rec.update(losses[i])
+        if picks is not None and i in picks:
+            rec["pick"] = float(picks[i])
         if i in generations:
             rec["generation"] = generations[i]
             rec["score"] = score_row(it["kind"], it["completion"], generations[i])
@@ -114,8 +171,9 @@ def score_model(model: Any, tokenizer: Any, items: Sequence[dict[str, Any]], *, 
                 batch_size: int, mia_k: float, exact: bool) -> list[dict[str, Any]]:
     """Items of one loaded model -> result records (generation + score for rows, loss features for all).
 
-    ``exact``: generation and losses one item at a time, unpadded (the challenge's procedure, bit for bit in
-    any dtype); otherwise batched with left-padded generation (identical in float32, see the runner's notes).
+    ``exact``: generation, losses and MMLU answers one item at a time, unpadded (the challenge's procedure, bit
+    for bit in any dtype); otherwise batched with left-padded generation (identical in float32, see the runner's
+    notes).
     """
     gen_idx = [i for i, it in enumerate(items) if it["kind"] in KINDS]
     prompts = [items[i]["prompt"] for i in gen_idx]
@@ -124,7 +182,10 @@ def score_model(model: Any, tokenizer: Any, items: Sequence[dict[str, Any]], *, 
     else:
         texts = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
     losses = item_losses(model, tokenizer, items, batch_size=1 if exact else batch_size, mia_k=mia_k)
-    return score_items(items, dict(zip(gen_idx, texts, strict=True)), losses)
+    next_idx = [i for i, it in enumerate(items) if it["kind"] == "next"]
+    picks = next_token_picks(model, tokenizer, [items[i]["prompt"] for i in next_idx], batch_size=batch_size,
+                             exact=exact) if next_idx else []
+    return score_items(items, dict(zip(gen_idx, texts, strict=True)), losses, dict(zip(next_idx, picks, strict=True)))
 
 
 class Scorer:
