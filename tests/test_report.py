@@ -450,3 +450,37 @@ def test_cli(built, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert cli.main(["report", str(run), "--out", str(tmp_path / "y"), "--floor", "utility.lower=0.3"]) == 2
     assert "valid: utility, utility.relative, utility.absolute" in capsys.readouterr().err
+
+
+def _variant(run: Path, root: Path, name: str, edit) -> Path:
+    copy = root / name
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("report"))
+    edit(pd.read_parquet(copy / "results.parquet")).to_parquet(copy / "results.parquet")
+    return copy
+
+
+def test_run_without_utility(built, tmp_path):
+    """No utility set: utility is null everywhere. The study's objectives drop it (said in a note), the floor is
+    not applied (said too), and the fronts are 2-D: ga-1@30 (0.95, 0.10), the best forget efficacy, joins them."""
+    run, _ = built
+    bare = _variant(run, tmp_path, "bare", lambda r: r.assign(utility=None, utility_floor_met=None))
+    out = report.build_report(bare)
+    table = pd.read_parquet(out / "results.parquet")
+    assert table["feasible"].sum() == len(POINTS)
+    assert ("ga-1", 30) in _flags(table, "on_front_overall")
+    answer = _answer((out / "report.md").read_text())
+    assert "utility: no value recorded in this run; fronts and hypervolume use forget_efficacy, retain_score" in answer
+    assert "utility floor (utility ≥ 0.75 × base = 0.300) not applied: the run recorded no utility" in answer
+    with pytest.raises(ValueError, match="objective 'utility' has no value in"):
+        report.build_report(bare, out_dir=tmp_path / "u", objectives=["forget_efficacy", "utility"])
+
+
+def test_every_trial_failed(built, tmp_path):
+    run, _ = built
+    failed = _variant(run, tmp_path, "failed", lambda r: r[r["status"] != "ok"])
+    out = report.build_report(failed)
+    md = (out / "report.md").read_text()
+    assert "No evaluated point: every trial ended before its first evaluation" in _answer(md)
+    assert "**npo**: no evaluated point" in md
+    assert not (out / "figures" / "front.png").exists()
+    assert "worker 1 died" in md.split("## Trials that ended early")[1]

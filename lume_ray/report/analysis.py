@@ -422,17 +422,27 @@ def analyze(run: Run, objectives: Sequence[str] | None = None,
     """Feasibility, fronts, hypervolumes and best points of one run. ``floors=None``: the study's utility floor;
     ``{}``: none. ``reference``: a hypervolume reference shared with other runs (default: this run's own)."""
     df = run.results.copy()
-    objs = resolve_objectives(objectives, run.study, df)
-    dirs: list[str] = [direction(o) for o in objs]
     notes = list(run.notes)
+    objs = resolve_objectives(objectives, run.study, df)
+    empty = [o for o in objs if not has_values(df, o)] if (df["status"] == "ok").any() else []
+    if empty and objectives:
+        raise ValueError(f"objective {empty[0]!r} has no value in {run.rd.results_path} (e.g. utility without a "
+                         "utility set): leave it out of --objectives")
+    if empty and len(empty) < len(objs):  # the study's objectives, one never recorded (no utility set)
+        objs = [o for o in objs if o not in empty]
+        notes.append(f"{', '.join(empty)}: no value recorded in this run; fronts and hypervolume use "
+                     f"{', '.join(objs)}")
+    dirs: list[str] = [direction(o) for o in objs]
     if floors is None:
         chosen = Floors.from_study(run.study)
         u = chosen.utility
         if u is not None and not has_values(df, "utility"):
-            notes.append(f"utility floor ({u.describe()}) not applied: the run recorded no utility")
+            notes.append(f"utility floor ({'; '.join(chosen.describe(run.base_metrics))}) not applied: the run "
+                         "recorded no utility")
             chosen = Floors()
         elif u is not None and u.relative is not None and _number(run.base_metrics.get("utility")) is None:
-            notes.append(f"utility floor ({u.describe()}) not applied: no base utility in base/metrics.json")
+            notes.append(f"utility floor ({'; '.join(chosen.describe(run.base_metrics))}) not applied: no base "
+                         "utility in base/metrics.json")
             chosen = Floors()
     else:
         chosen = Floors.of(floors)
@@ -694,8 +704,10 @@ def answer(run: Run, a: Analysis, budget: Mapping[str, Budget], warnings: Mappin
                    f"{int(df['on_front_overall'].sum())} of {int(df['feasible'].sum())} feasible points, from "
                    + (", ".join(sorted(df.loc[df['on_front_overall'], 'algorithm'].unique())) or "no algorithm")
                    + f"; hypervolume {a.hv['overall']:.4f}.")
+    elif not (df["status"] == "ok").any():
+        overall = "No evaluated point: every trial ended before its first evaluation (see the trials that ended early)."
     else:
-        overall = f"No point passes the floor ({floor_text or 'none'}): no algorithm gives an acceptable trade-off."
+        overall = f"No point passes the floor ({floor_text}): no algorithm gives an acceptable trade-off."
     all_warnings = [w for alg in a.algorithms for w in warnings.get(alg, [])]
     return Answer(overall, paragraphs, all_warnings)
 

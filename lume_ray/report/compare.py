@@ -67,6 +67,8 @@ def compare(run_dirs: Sequence[str | Path], objectives: Sequence[str] | None = N
             resolve_objectives(objs, run.study, run.results)
         except ValueError as e:
             raise ValueError(f"{run.run_dir}: {e}") from None
+    if not objectives:  # the study's objectives: keep those every run recorded (utility needs a utility set)
+        objs = [o for o in objs if all(has_values(run.results, o) for run in runs)] or objs
     dirs = [direction(o) for o in objs]
     first = [analyze(run, objs, floors) for run in runs]
     # One reference for all: the same rule as one run's, applied to every run's points and base model.
