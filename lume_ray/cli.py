@@ -12,6 +12,7 @@ with its description as help, and is validated by the same model. Stage modules 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -190,7 +191,10 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     t = job.train
     print(f"[unlearn] {job.algorithm} {job.params} lr={job.lr} steps={job.steps} batch={t.batch_size} "
           f"workers={t.workers} zero={t.zero} precision={t.resolved_precision} -> {job.out}", flush=True)
-    with ray_session(address=args.address, log_to_driver=True):
+    # A cluster to connect to is connected here; a local Ray is started by run_unlearning itself, after its
+    # checks of the data and the model (a bad path is a one-line error, not a Ray start-up first).
+    remote = args.address or os.environ.get("RAY_ADDRESS")
+    with ray_session(address=remote, log_to_driver=True) if remote else contextlib.nullcontext():
         res = run_unlearning(job)
     print(f"[unlearn] {res.status}{': ' + res.reason if res.reason else ''} after {res.steps_done} steps "
           f"in {res.wall_s:.1f} s (resumed from step {res.resumed_from})")

@@ -1,86 +1,119 @@
-"""Unlearning jobs: config and DeepSpeed template validation, seeded batches, LoRA merging (fast, no Ray);
-then real Ray Train + DeepSpeed runs of the tiny OLMo on the local cluster (marked ``ray``): a 2-worker
-ZeRO-3 job, the same job on 1 worker (same losses), resume after an interruption, LoRA, divergence.
+"""Unlearning jobs: the job model, DeepSpeed template validation, seeded batches, the LoRA merge (fast, no Ray);
+then real Ray Train + DeepSpeed runs of the tiny OLMo on the local cluster (marked ``ray``): a 2-worker ZeRO-3
+job, the same job on 1 worker (same losses), resume with more steps, LoRA under ZeRO-3, divergence, and a worker
+killed mid-run (failed with its reason, then resumed from its checkpoint).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
+import signal
+import threading
+import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from lume_ray.cli import build_parser, main
-from lume_ray.config import ConfigError, UnlearnConfig
-from lume_ray.train import (
-    DeepSpeedConfigError,
-    _jsonl_truncate,
-    batch_indices,
-    ds_template_path,
-    load_ds_config,
-    merge_lora_state_dict,
-    run_unlearning,
-    worker_slice,
-)
+from lume_ray.cli import main
+from lume_ray.config import ConfigError, LoraConfig, UnlearnJob, validate
+from lume_ray.train import UnlearnResult, read_points, run_unlearning
+from lume_ray.train.batches import batch_indices, worker_slice
+from lume_ray.train.ds_config import DeepSpeedConfigError, ds_template_path, load_ds_config
+from lume_ray.train.loop import truncate_jsonl
+from lume_ray.train.lora import merged_state_dict, peft_config
 
 
-def _cfg(tmp_path: Path, **kw: Any) -> UnlearnConfig:
+def _cfg(tmp_path: Path, train: dict[str, Any] | None = None, **kw: Any) -> UnlearnJob:
     base: dict[str, Any] = {"model": "m", "data": "d", "algorithm": "npo", "out": str(tmp_path / "out")}
-    return UnlearnConfig(**{**base, **kw})
+    return UnlearnJob.model_validate({**base, **kw, "train": train or {}})
 
 
-# -- config -------------------------------------------------------------------------------------
+# -- the job ------------------------------------------------------------------------------------
 
 
-def test_config_fills_params_and_checks_every_key(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, params={"beta": "0.2"}, batch_size=8, workers=2, steps=10, eval_every=4)
+def test_job_fills_params_and_checks_every_key(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, {"batch_size": 8, "workers": 2}, params={"beta": "0.2"}, steps=10, eval_steps=[8, 4])
     assert cfg.params == {"beta": 0.2, "alpha": 1.0, "retain_loss": "nll"}
-    assert cfg.micro_batch == 4 and cfg.resolved_precision == "fp32"
-    assert cfg.eval_steps() == [4, 8, 10]
-    assert _cfg(tmp_path, steps=5).eval_steps() == [5]
-    assert _cfg(tmp_path, use_gpu=True).resolved_precision == "bf16"
-    assert UnlearnConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.train.micro_batch == 4 and cfg.train.resolved_precision == "fp32"
+    assert cfg.eval_steps == (4, 8, 10)  # sorted, the last step always a point
+    assert _cfg(tmp_path, steps=5).eval_steps == (5,)
+    assert _cfg(tmp_path, {"gpus_per_worker": 1}).train.resolved_precision == "bf16"
+    assert UnlearnJob.model_validate(cfg.model_dump(mode="json")) == cfg  # what the workers receive
+    with pytest.raises(Exception, match="frozen"):
+        cfg.lr = 1.0  # type: ignore[misc]
+    base = {"model": "m", "data": "d", "algorithm": "npo", "out": "o"}
     bad = [
-        ({"algorithm": "sgd"}, r"unknown algorithm 'sgd' \(valid: "),
-        ({"params": {"gamma": 1}}, "unknown parameter 'gamma'"),
-        ({"batch_size": 6, "workers": 4}, "divisible by workers=4"),
-        ({"zero": 1}, r"zero=1: valid: 0, 2, 3"),
-        ({"offload": True, "zero": 2}, "offload needs zero=3"),
-        ({"precision": "fp16"}, "valid: auto, fp32, bf16"),
-        ({"lr": 0}, "lr=0: must be"),
-        ({"steps": 0}, "steps=0: must be an integer >= 1"),
-        ({"lora": {"rank": 8}}, r"lora: unknown key 'rank' \(valid: r, alpha, dropout, target_modules\)"),
-        ({"lora": {"r": 0}}, "lora: r=0 must be an integer >= 1"),
+        ({"algorithm": "sgd"}, r"algorithm: unknown algorithm 'sgd' \(valid: "),
+        ({"params": {"gamma": 1}}, r"params: npo: unknown parameter 'gamma'"),
+        ({"train": {"batch_size": 6, "workers": 4}}, r"train\.batch_size: 6 is not a multiple of workers=4"),
+        ({"train": {"zero": 1}}, r"train\.zero: Input should be 0, 2 or 3 \(got 1\)"),
+        ({"train": {"offload": True, "zero": 2}}, r"train\.offload: CPU offload needs zero: 3"),
+        ({"train": {"precision": "fp16"}}, r"train\.precision: Input should be 'auto', 'fp32' or 'bf16'"),
+        ({"lr": 0}, r"lr: Input should be greater than 0 \(got 0\)"),
+        ({"steps": 0}, r"steps: Input should be greater than or equal to 1 \(got 0\)"),
+        ({"train": {"lora": {"rank": 8}}}, r"train\.lora\.rank: unknown key \(valid: r, alpha, dropout, target_modules\)"),
+        ({"train": {"lora": {"r": 0}}}, r"train\.lora\.r: Input should be greater than or equal to 1 \(got 0\)"),
+        ({"beta": 1}, r"beta: unknown key \(valid: model, data, algorithm, params"),
     ]
     for kw, message in bad:
-        with pytest.raises(ConfigError, match=message):
-            _cfg(tmp_path, **kw)
-    with pytest.raises(ConfigError, match="unknown unlearn key 'beta'"):
-        UnlearnConfig.from_dict({**cfg.to_dict(), "beta": 1})
+        with pytest.raises(ConfigError, match=rf"^job: {message}"):
+            validate(UnlearnJob, {**base, **kw}, "job")
 
 
-def test_config_from_cli_arguments(tmp_path: Path) -> None:
-    args = build_parser().parse_args([
-        "unlearn", "--model", "m", "--data", "d", "--algorithm", "npo", "--out", str(tmp_path),
-        "--set", "beta=0.5", "retain_loss=kl", "--lora", "r=4", "--workers", "2", "--batch-size", "4",
-        "--zero", "3", "--precision", "bf16", "--eval-every", "5", "--steps", "20"])
-    cfg = UnlearnConfig.from_args(args)
-    assert cfg.params == {"beta": 0.5, "alpha": 1.0, "retain_loss": "kl"}
-    assert cfg.lora == {"r": 4, "alpha": 16.0, "dropout": 0.0, "target_modules": "all-linear"}
-    assert (cfg.workers, cfg.zero, cfg.precision, cfg.eval_steps()) == (2, 3, "bf16", [5, 10, 15, 20])
-    assert UnlearnConfig.from_args(build_parser().parse_args(
-        ["unlearn", "--model", "m", "--data", "d", "--algorithm", "ga", "--out", "o"])).lora is None
+def test_job_from_cli_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    """`lume-ray unlearn` builds the job from its generated flags and hands it to run_unlearning as it is."""
+    import lume_ray.train
+
+    jobs: list[UnlearnJob] = []
+
+    def fake_run(job: UnlearnJob) -> UnlearnResult:
+        jobs.append(job)
+        return UnlearnResult("completed", "", [], str(tmp_path / "log"), 0.0, job.steps)
+
+    monkeypatch.setattr(lume_ray.train, "run_unlearning", fake_run)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert main(["unlearn", "--model", "m", "--data", "d", "--algorithm", "npo", "--out", str(tmp_path),
+                 "--set", "beta=0.5", "retain_loss=kl", "--lora", "r=4", "--workers", "2", "--batch-size", "4",
+                 "--zero", "3", "--precision", "bf16", "--eval-every", "5", "--steps", "20", "--no-trust-remote-code"]) == 0
+    job = jobs[-1]
+    assert job.params == {"beta": 0.5, "alpha": 1.0, "retain_loss": "kl"}
+    assert job.train.lora == LoraConfig(r=4, alpha=16.0, dropout=0.0, target_modules="all-linear")
+    assert (job.train.workers, job.train.zero, job.train.precision, job.eval_steps) == (2, 3, "bf16", (5, 10, 15, 20))
+    assert (job.steps, job.train.batch_size, job.trust_remote_code) == (20, 4, False)
+    assert main(["unlearn", "--model", "m", "--data", "d", "--algorithm", "ga", "--out", "o"]) == 0
+    assert jobs[-1].train.lora is None and jobs[-1] == UnlearnJob(model="m", data="d", algorithm="ga", out="o")
+    assert "[unlearn] completed after 60 steps" in capsys.readouterr().out
 
 
-def test_cli_rejects_bad_input_before_starting_ray(tmp_path: Path, tiny_lume: Path, capsys: Any) -> None:
+def test_cli_rejects_bad_input_before_starting_ray(tmp_path: Path, tiny_lume: Path, capsys: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import lume_ray.local_ray
+
+    def no_ray(**kw: Any) -> Any:
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(lume_ray.local_ray, "ray_session", no_ray)
+    monkeypatch.setattr(lume_ray.local_ray, "start_local", no_ray)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     common = ["unlearn", "--model", str(tmp_path / "missing"), "--data", str(tiny_lume), "--out", str(tmp_path / "o")]
     assert main([*common, "--algorithm", "npo", "--set", "gamma=1"]) == 2
-    assert "lume-ray: error: npo: unknown parameter 'gamma' (valid: beta, alpha, retain_loss)" in capsys.readouterr().err
+    assert "lume-ray: error: lume-ray unlearn: --set: npo: unknown parameter 'gamma' (valid: beta, alpha, retain_loss)" \
+        in capsys.readouterr().err
+    import ray
+
+    if ray.is_initialized():  # another test module's session: run_unlearning would use it, never start one
+        pytest.skip("Ray is already running in this process")
     assert main([*common, "--algorithm", "ga"]) == 2
     assert "model path does not exist" in capsys.readouterr().err
+    assert main(["unlearn", "--model", str(tmp_path), "--data", str(tmp_path / "nodata"), "--algorithm", "ga",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "nodata" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 # -- DeepSpeed templates --------------------------------------------------------------------------
@@ -88,8 +121,8 @@ def test_cli_rejects_bad_input_before_starting_ray(tmp_path: Path, tiny_lume: Pa
 
 @pytest.mark.parametrize("zero,offload", [(0, False), (2, False), (3, False), (3, True)])
 def test_ds_templates_load_and_fill(tmp_path: Path, zero: int, offload: bool) -> None:
-    cfg = _cfg(tmp_path, zero=zero, offload=offload, batch_size=8, workers=2, lr=3e-5, precision="bf16")
-    ds = load_ds_config(cfg)
+    train = {"zero": zero, "offload": offload, "batch_size": 8, "workers": 2, "precision": "bf16"}
+    ds = load_ds_config(_cfg(tmp_path, train, lr=3e-5))
     assert (ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"]) == (8, 4)
     assert ds["optimizer"]["params"]["lr"] == 3e-5 and ds["optimizer"]["params"]["torch_adam"] is True
     assert ds["bf16"]["enabled"] is True and ds["zero_optimization"]["stage"] == zero
@@ -98,12 +131,12 @@ def test_ds_templates_load_and_fill(tmp_path: Path, zero: int, offload: bool) ->
         assert ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
     if offload:
         assert ds["zero_optimization"]["offload_param"] == {"device": "cpu", "pin_memory": False}
-    gpu = load_ds_config(_cfg(tmp_path, zero=zero, offload=offload, use_gpu=True))
+    gpu = load_ds_config(_cfg(tmp_path, {"zero": zero, "offload": offload, "gpus_per_worker": 1}))
     assert gpu["optimizer"]["params"]["torch_adam"] is (not offload) and gpu["bf16"]["enabled"] is True
 
 
 def test_ds_template_validation(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, zero=3)
+    cfg = _cfg(tmp_path, {"zero": 3})
     template = json.loads(ds_template_path(3, False).read_text())
 
     def check(mutate: Any, message: str) -> None:
@@ -123,6 +156,7 @@ def test_ds_template_validation(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(DeepSpeedConfigError, match="malformed JSON"):
         load_ds_config(cfg, tmp_path / "bad.json")
+    assert issubclass(DeepSpeedConfigError, ConfigError)  # a one-line CLI error, exit 2
 
 
 # -- seeded, paired batches ----------------------------------------------------------------------
@@ -143,17 +177,21 @@ def test_batches_are_seeded_epochs_and_split_evenly_over_workers() -> None:
 def test_jsonl_truncate_keeps_steps_up_to_the_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "log.jsonl"
     path.write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3, 4)))
-    _jsonl_truncate(path, 2)
+    truncate_jsonl(path, 2)
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
+    truncate_jsonl(tmp_path / "missing.jsonl", 2)  # nothing to truncate: no error, no file
+    assert not (tmp_path / "missing.jsonl").exists()
 
 
 def test_merged_lora_state_dict_equals_peft_merge(tiny_model: Path) -> None:
-    from peft import LoraConfig, get_peft_model
+    """The saved weights of a LoRA job: the gathered PEFT state dict merged by PEFT's own merge_and_unload."""
+    from peft import get_peft_model
 
     from lume_ray.model import load_model
 
     model, _ = load_model(tiny_model)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    lora = LoraConfig(r=4, alpha=8)
+    peft_model = get_peft_model(model, peft_config(lora))
     torch.manual_seed(0)
     with torch.no_grad():  # LoRA B starts at zero: give the adapter a non-trivial value
         for name, p in peft_model.named_parameters():
@@ -161,11 +199,15 @@ def test_merged_lora_state_dict_equals_peft_merge(tiny_model: Path) -> None:
                 p.normal_(0, 0.1)
     trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
-    merged = merge_lora_state_dict(peft_model.state_dict(), scaling=8 / 4)
+    state = {k: v.clone() for k, v in peft_model.state_dict().items()}  # what save_16bit_model hands over
+    merged = merged_state_dict(peft_model.base_model.model.config, lora, state)
     reference = copy.deepcopy(peft_model).merge_and_unload().state_dict()
     assert set(merged) == set(reference)
     for key, value in reference.items():
         torch.testing.assert_close(merged[key], value)
+    assert any(not torch.equal(merged[k], v) for k, v in load_model(tiny_model)[0].state_dict().items())
+    with pytest.raises(RuntimeError, match="does not fit the PEFT model"):
+        merged_state_dict(peft_model.base_model.model.config, LoraConfig(r=4, target_modules="q_proj"), state)
 
 
 # -- real jobs on the local Ray cluster ------------------------------------------------------------
@@ -175,30 +217,36 @@ def _log(result: Any) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(result.log_path).read_text().splitlines()]
 
 
-def _job(tmp_path: Path, model: Path, data: Path, name: str, **kw: Any) -> UnlearnConfig:
+def _job(tmp_path: Path, model: Path, data: Path, name: str, train: dict[str, Any] | None = None,
+         **kw: Any) -> UnlearnJob:
     base: dict[str, Any] = {"model": str(model), "data": str(data), "algorithm": "npo", "lr": 1e-3, "steps": 4,
-                            "eval_every": 2, "batch_size": 4, "workers": 2, "zero": 3, "seed": 0,
-                            "out": str(tmp_path / name)}
-    return UnlearnConfig(**{**base, **kw})
+                            "eval_steps": [2], "seed": 0, "out": str(tmp_path / name)}
+    return UnlearnJob.model_validate({**base, **kw, "train": {"batch_size": 4, "workers": 2, "zero": 3,
+                                                               **(train or {})}})
+
+
+def _with(job: UnlearnJob, train: dict[str, Any] | None = None, **kw: Any) -> UnlearnJob:
+    """``job`` with some fields changed, validated again."""
+    return UnlearnJob.model_validate({**job.model_dump(), **kw, "train": {**job.train.model_dump(), **(train or {})}})
 
 
 @pytest.fixture(scope="module")
 def two_worker_run(ray_local: Any, tiny_model: Path, tiny_lume: Path, tmp_path_factory: pytest.TempPathFactory
-                   ) -> tuple[UnlearnConfig, Any]:
+                   ) -> tuple[UnlearnJob, Any]:
     cfg = _job(tmp_path_factory.mktemp("unlearn"), tiny_model, tiny_lume, "zero3x2")
     return cfg, run_unlearning(cfg)
 
 
 @pytest.mark.ray
 def test_two_worker_zero3_job_writes_points_logs_and_loadable_models(
-        two_worker_run: tuple[UnlearnConfig, Any], tiny_model: Path, tiny_lume: Path) -> None:
+        two_worker_run: tuple[UnlearnJob, Any], tiny_model: Path, tiny_lume: Path) -> None:
     from lume_ray.algorithms import mean_nll
     from lume_ray.data import load_lume
     from lume_ray.model import collate, encode_pair, load_model
 
     cfg, res = two_worker_run
     assert (res.status, res.reason, res.steps_done, res.resumed_from) == ("completed", "", 4, 0)
-    assert [p.step for p in res.points] == [2, 4]
+    assert [p.step for p in res.points] == [2, 4] and read_points(cfg.out) == res.points
     log = _log(res)
     assert [r["step"] for r in log] == [1, 2, 3, 4]
     assert all({"loss", "forget_loss", "retain_loss", "lr", "wall_s"} <= set(r) for r in log)
@@ -207,7 +255,7 @@ def test_two_worker_zero3_job_writes_points_logs_and_loadable_models(
     forget = load_lume(tiny_lume).forget
     for point in res.points:
         assert Path(point.model_dir) == Path(cfg.out) / "points" / f"step_{point.step:06d}"
-        model, tok = load_model(point.model_dir)  # gathered ZeRO-3 weights + tokenizer
+        model, tok = load_model(point.model_dir)  # gathered ZeRO-3 weights (save_16bit_model) + tokenizer
         assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), base.state_dict().values(),
                                                            strict=True))
         # The saved weights are the trained ones: their forget NLL is the loss the job reported.
@@ -215,18 +263,23 @@ def test_two_worker_zero3_job_writes_points_logs_and_loadable_models(
         with torch.no_grad():
             assert mean_nll(model, batch).mean().item() == pytest.approx(point.forget_loss, rel=1e-5)
     assert json.loads((Path(cfg.out) / "result.json").read_text())["status"] == "completed"
+    assert json.loads((Path(cfg.out) / "config.json").read_text()) == cfg.model_dump(mode="json")
+    ranks = sorted(p.name for p in (Path(cfg.out) / "workers").iterdir())
+    assert ranks == ["rank0.json", "rank1.json"]
 
 
 @pytest.mark.ray
-def test_one_worker_gives_the_same_losses_and_resumes_where_it_stopped(
-        two_worker_run: tuple[UnlearnConfig, Any], tmp_path: Path) -> None:
+def test_one_worker_gives_the_same_losses_and_resumes_with_more_steps(
+        two_worker_run: tuple[UnlearnJob, Any], tmp_path: Path) -> None:
     cfg2, res2 = two_worker_run
     two = [r["loss"] for r in _log(res2)]
-    cfg1 = UnlearnConfig.from_dict({**cfg2.to_dict(), "workers": 1, "steps": 2, "out": str(tmp_path / "one")})
+    cfg1 = _with(cfg2, {"workers": 1}, steps=2, eval_steps=[2], out=str(tmp_path / "one"))
     first = run_unlearning(cfg1)  # "interrupted" after step 2 (its last checkpoint)
     assert (first.status, first.steps_done) == ("completed", 2)
     assert [r["loss"] for r in _log(first)] == pytest.approx(two[:2], rel=1e-5)
-    resumed = run_unlearning(UnlearnConfig.from_dict({**cfg1.to_dict(), "steps": 4}))
+    again = run_unlearning(cfg1)  # nothing more to train: the stored result, no Ray Train run
+    assert (again.status, again.steps_done, again.points, again.wall_s) == ("completed", 2, first.points, 0.0)
+    resumed = run_unlearning(_with(cfg1, steps=4))
     assert (resumed.status, resumed.steps_done, resumed.resumed_from) == ("completed", 4, 2)
     log = _log(resumed)
     assert [r["step"] for r in log] == [1, 2, 3, 4]  # steps 1-2 from the first run, 3-4 appended
@@ -235,17 +288,17 @@ def test_one_worker_gives_the_same_losses_and_resumes_where_it_stopped(
     assert [p.step for p in resumed.points] == [2, 4]
     assert resumed.points[-1].forget_loss == pytest.approx(res2.points[-1].forget_loss, rel=1e-5)
     with pytest.raises(ConfigError, match=r"holds a job with lr=0.001, not 0.002: use another out"):
-        run_unlearning(UnlearnConfig.from_dict({**cfg1.to_dict(), "lr": 2e-3}))
+        run_unlearning(_with(cfg1, lr=2e-3))
 
 
 @pytest.mark.ray
-def test_lora_job_trains_the_adapter_and_saves_merged_weights(
+def test_lora_job_under_zero3_trains_the_adapter_and_saves_merged_weights(
         ray_local: Any, tiny_model: Path, tiny_lume: Path, tmp_path: Path) -> None:
     from lume_ray.model import load_model
 
     # ZeRO-3 on one worker: the LoRA merge runs on gathered shards; NPO's reference is the adapter switched off.
-    cfg = _job(tmp_path, tiny_model, tiny_lume, "lora", workers=1, zero=3, steps=2, eval_every=1, lr=1e-2,
-               lora={"r": 4, "alpha": 8})
+    cfg = _job(tmp_path, tiny_model, tiny_lume, "lora", {"workers": 1, "zero": 3, "lora": {"r": 4, "alpha": 8}},
+               steps=2, eval_steps=[1], lr=1e-2)
     res = run_unlearning(cfg)
     assert (res.status, [p.step for p in res.points]) == ("completed", [1, 2])
     assert _log(res)[0]["log_ratio"] == 0.0  # step 1: adapter off == adapter on (B starts at zero)
@@ -255,21 +308,76 @@ def test_lora_job_trains_the_adapter_and_saves_merged_weights(
     changed = {k for k, v in merged.state_dict().items() if not torch.equal(v, base.state_dict()[k])}
     assert changed and all(k.endswith("proj.weight") for k in changed)  # only LoRA-adapted linears moved
     assert "model.embed_tokens.weight" not in changed
+    first, _ = load_model(res.points[0].model_dir)
+    assert any(not torch.equal(v, merged.state_dict()[k]) for k, v in first.state_dict().items())  # step 2 moved on
 
 
 @pytest.mark.ray
 def test_divergence_stops_every_rank_with_a_status(
         ray_local: Any, tiny_model: Path, tiny_lume: Path, tmp_path: Path, capsys: Any) -> None:
     # A huge learning rate makes gradient ascent produce NaN logits at step 2.
-    cfg = _job(tmp_path, tiny_model, tiny_lume, "div", algorithm="ga", lr=1e6, steps=6, workers=2, zero=2)
+    cfg = _job(tmp_path, tiny_model, tiny_lume, "div", {"workers": 2, "zero": 2}, algorithm="ga", lr=1e6, steps=6)
     res = run_unlearning(cfg)
     assert res.status == "diverged" and res.steps_done == 1
     assert res.reason == "non-finite loss (nan) at step 2"
     assert res.points == []
     assert _log(res)[-1] == {"step": 2, "loss": pytest.approx(float("nan"), nan_ok=True), "status": "diverged"}
-    # The same command again reports the verdict without training again (no Ray needed for that).
+    # The same command again reports the verdict without training again.
     args = ["unlearn", "--model", cfg.model, "--data", cfg.data, "--algorithm", "ga", "--lr", "1e6", "--steps", "6",
             "--batch-size", "4", "--workers", "2", "--zero", "2", "--out", cfg.out]
     capsys.readouterr()
     assert main(args) == 0
     assert "diverged: non-finite loss (nan) at step 2 after 1 steps" in capsys.readouterr().out
+
+
+@pytest.mark.ray
+def test_killed_worker_fails_the_job_with_its_reason_and_a_rerun_resumes(
+        two_worker_run: tuple[UnlearnJob, Any], tmp_path: Path) -> None:
+    """SIGKILL the worker after its first checkpoint: the job ends "failed" with a reason (never "running", never
+    an exception), keeps the point it saved; the same job again resumes from that checkpoint."""
+    cfg2, res2 = two_worker_run
+    cfg = _with(cfg2, {"workers": 1}, steps=5000, eval_steps=[2], out=str(tmp_path / "killed"))
+    out = Path(cfg.out)
+    killed: list[int] = []
+
+    def killer() -> None:
+        deadline = time.time() + 300
+        while time.time() < deadline and not killed:
+            log, pid_file = out / "train_log.jsonl", out / "workers" / "rank0.json"
+            steps = [json.loads(line).get("step", 0) for line in log.read_text().splitlines()] if log.exists() else []
+            if steps and max(steps) >= 4 and pid_file.is_file():
+                pid = json.loads(pid_file.read_text())["pid"]
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    res = run_unlearning(cfg)
+    thread.join(timeout=5)
+    assert killed, "the worker was never killed"
+    assert res.status == "failed" and res.reason.startswith("worker rank 0 died ("), res.reason
+    assert 4 <= res.steps_done < cfg.steps and [p.step for p in res.points] == [2]
+    assert json.loads((out / "result.json").read_text())["status"] == "failed"
+    # The same out again (4 steps now): resumed from the step-2 checkpoint, the lost steps dropped and redone.
+    resumed = run_unlearning(_with(cfg, steps=4, eval_steps=[2]))
+    assert (resumed.status, resumed.steps_done, resumed.resumed_from) == ("completed", 4, 2)
+    assert [r["step"] for r in _log(resumed)] == [1, 2, 3, 4]
+    assert [r["loss"] for r in _log(resumed)] == pytest.approx([r["loss"] for r in _log(res2)], rel=1e-5)
+
+
+def test_cli_uses_a_given_cluster_address(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--address connects first (the job then runs there); without it no Ray is started by the CLI itself."""
+    import lume_ray.local_ray
+    import lume_ray.train
+
+    sessions: list[dict[str, Any]] = []
+    monkeypatch.setattr(lume_ray.local_ray, "ray_session", lambda **kw: sessions.append(kw) or nullcontext())
+    monkeypatch.setattr(lume_ray.train, "run_unlearning",
+                        lambda job: UnlearnResult("completed", "", [], "log", 0.0, job.steps))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    argv = ["unlearn", "--model", "m", "--data", "d", "--algorithm", "ga", "--out", str(tmp_path / "o")]
+    assert main(argv) == 0 and sessions == []
+    assert main([*argv, "--address", "ray://head:10001"]) == 0
+    assert sessions == [{"address": "ray://head:10001", "log_to_driver": True}]

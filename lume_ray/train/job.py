@@ -212,7 +212,7 @@ def run_unlearning(cfg: UnlearnJob, *, storage_path: str | None = None, run_name
             status, reason = "failed", f"stopped at step {steps_done} of {cfg.steps}"
     else:
         status = "failed"
-        reason = f"{type(error).__name__}: {_first_line(error)}"
+        reason = _reason(error)
         log = _read_jsonl(out / LOG_NAME)
         steps_done = max((r["step"] for r in log if "forget_loss" in r), default=0)
     res = UnlearnResult(status=status, reason=reason, points=read_points(out, through=steps_done),
@@ -220,6 +220,16 @@ def run_unlearning(cfg: UnlearnJob, *, storage_path: str | None = None, run_name
                         resumed_from=resumed_from, run_dir=str(Path(storage) / name))
     _write_result(out, res)
     return res
+
+
+def _reason(error: BaseException) -> str:
+    """Why a job failed, in one line. A worker process that died (killed, out of memory, crashed) fails Ray Train's
+    health check: its WorkerGroupError's text is only a "[Rank 0 Error Snippet]" header, the cause is kept apart."""
+    for rank, failure in sorted((getattr(error, "worker_failures", None) or {}).items()):
+        cause = getattr(failure, "health_check_failure", None)
+        if cause is not None:
+            return f"worker rank {rank} died ({type(cause).__name__}: {_first_line(cause)})"[:300]
+    return f"{type(error).__name__}: {_first_line(error)}"
 
 
 def _first_line(e: BaseException) -> str:
