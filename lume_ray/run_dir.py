@@ -167,13 +167,22 @@ class RunDir:
                              "status": status if status in ("diverged", "failed") else "failed",
                              "error": error or "interrupted before it finished", "wall_s": info.get("wall_s"),
                              "rows_path": ""})
-            elif status == "stopped":
-                rows.append({**base, "step": info.get("trained_steps", 0), "status": "stopped",
+            elif status == "stopped":  # compute spent: what the job trained before it was stopped
+                base["trained_steps"] = max(base["trained_steps"], self.trained_steps(info["trial_id"]))
+                rows.append({**base, "step": base["trained_steps"], "status": "stopped",
                              "error": error, "wall_s": info.get("wall_s"), "rows_path": ""})
         frame = pd.DataFrame(rows)
         if not frame.empty:
             frame = frame.sort_values(["algorithm", "trial_id", "step"], kind="stable").reset_index(drop=True)
         return frame
+
+    def trained_steps(self, trial_id: str) -> int:
+        """The last step a trial's job logged (train/train_log.jsonl)."""
+        log = self.trial(trial_id) / "train" / "train_log.jsonl"
+        if not log.is_file():
+            return 0
+        steps = [json.loads(line).get("step", 0) for line in log.read_text().splitlines() if line.strip()]
+        return int(max(steps, default=0))
 
     def write_results(self, frame: Any) -> None:
         with atomic_file(self.results_path) as tmp:

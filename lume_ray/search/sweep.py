@@ -13,7 +13,6 @@ searcher's studies come back with it); finished trials are never re-run.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -22,6 +21,7 @@ from typing import Any
 
 from lume_ray.config import ConfigError, Experiment
 from lume_ray.run_dir import RunDir, git_commit, versions
+from lume_ray.status import read_driver, write_driver
 
 TUNE_NAME = "sweep"
 
@@ -31,7 +31,9 @@ class SweepInterrupted(KeyboardInterrupt):
 
 
 def say(message: str) -> None:
-    print(message, flush=True)
+    from lume_ray.console import say as console_say  # the terminal even while a quiet console holds stdout
+
+    console_say(message)
 
 
 def max_concurrent(exp: Experiment, driver_cpus: float) -> int:
@@ -86,49 +88,14 @@ def eval_inputs(exp: Experiment) -> dict[str, Any]:
     return out
 
 
-def _progress_callback(exp: Experiment, searcher: Any, log: Callable[[str], None]) -> Any:
-    from ray.tune import Callback
-
-    from lume_ray.evaluate.metrics import direction
-
-    first = exp.sweep.objectives[0]
-    sign = 1.0 if direction(first) == "max" else -1.0
-    planned = searcher.total_trials()
-
-    class Progress(Callback):
-        def __init__(self) -> None:
-            self.done = 0
-            self.best: dict[str, tuple[float, int]] = {}
-
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-            value = result.get(first)
-            algo = trial.config.get("algorithm", "?")
-            if isinstance(value, int | float) and math.isfinite(value) and (
-                    algo not in self.best or sign * value > sign * self.best[algo][0]):
-                self.best[algo] = (float(value), int(result.get("step", 0)))
-
-        def _line(self, trial: Any, what: str) -> None:
-            algo = trial.config.get("algorithm", "?")
-            best = f"best {first} {self.best[algo][0]:.3f}" if algo in self.best else "no point yet"
-            log(f"[sweep] {self.done}/{planned} trials done; {algo} {trial.trial_id} {what}; {algo} {best}")
-
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.done += 1
-            self._line(trial, (trial.last_result or {}).get("status", "completed"))
-
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.done += 1
-            self._line(trial, "FAILED")
-
-    return Progress()
-
-
 def run_sweep(exp: Experiment, *, resume: bool = False, address: str | None = None,
               warm_start: Iterable[Mapping[str, Any]] = (), log: Callable[[str], None] = say) -> RunDir:
     """The whole sweep; returns its RunDir. Re-run with ``resume=True`` after an interruption."""
     import ray
     from ray import tune
 
+    from lume_ray import tracking
+    from lume_ray.console import SweepView, current, relay
     from lume_ray.evaluate.pool import start_pool
     from lume_ray.local_ray import ray_session
     from lume_ray.search.searcher import StudySearcher
@@ -144,7 +111,10 @@ def run_sweep(exp: Experiment, *, resume: bool = False, address: str | None = No
         rd.write_study(study_record(exp), exp.dump())
     t0 = time.time()
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # Train propagates it to its workers
-    with ray_session(address=address, num_cpus=max(4, os.cpu_count() or 1), object_store_mb=512):
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's configuration box and TensorBoard hint: our view says it
+    # Workers' output (DeepSpeed, the step lines) reaches the driver only when a console files it in RUN_DIR/logs.
+    with ray_session(address=address, num_cpus=max(4, os.cpu_count() or 1), object_store_mb=512,
+                     log_to_driver=current() is not None):
         import ray.data
 
         ray.data.DataContext.get_current().enable_progress_bars = False
@@ -165,32 +135,49 @@ def run_sweep(exp: Experiment, *, resume: bool = False, address: str | None = No
                                        else {"cpu": 0.25})
         trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
         exp_dir = rd.tune / TUNE_NAME
-        if resume and tune.Tuner.can_restore(str(exp_dir)):
-            log(f"[sweep] resuming {exp_dir}")
-            tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
-                                       resume_errored=True, restart_errored=False)
-            searcher = None
-        else:
-            searcher = StudySearcher(exp, warm_start=warm_start, log=log)
-            concurrency = max_concurrent(exp, resources.get("cpu", 0))
-            log(f"[sweep] {searcher.total_trials()} trials over {len(exp.selected_algorithms())} algorithm(s), "
-                f"up to {concurrency} at once")
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(search_alg=searcher, num_samples=searcher.total_trials(),
-                                            max_concurrent_trials=concurrency),
-                run_config=tune.RunConfig(
-                    name=TUNE_NAME, storage_path=str(rd.tune), verbose=0,
-                    callbacks=[_progress_callback(exp, searcher, log)],
-                    failure_config=tune.FailureConfig(max_failures=exp.sweep.max_failures),
-                ),
-            )
-        tuner.fit()
+        # The console's live view and the trackers hear Tune's events through a relay (console.Relay: a
+        # restored Tuner brings back its pickled callbacks, so those must not hold the view itself).
+        trackers = tracking.trackers(exp, rd.root)
+        restoring = resume and tune.Tuner.can_restore(str(exp_dir))
+        searcher = None if restoring else StudySearcher(exp, warm_start=warm_start, log=log)
+        budget = dict(searcher.budget) if searcher is not None else dict(read_driver(rd).get("planned") or {})
+        write_driver(rd, budget)
+        with relay([SweepView(exp, rd, budget, log), *trackers]) as hooks:
+            if restoring:
+                log(f"[sweep] resuming {exp_dir}")
+                tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
+                                           resume_errored=True, restart_errored=False)
+            else:
+                assert searcher is not None
+                concurrency = max_concurrent(exp, resources.get("cpu", 0))
+                log(f"[sweep] {searcher.total_trials()} trials over {len(exp.selected_algorithms())} algorithm(s), "
+                    f"up to {concurrency} at once")
+                scheduler = None
+                if exp.sweep.early_stop is not None:
+                    from lume_ray.search.scheduler import ParetoSuccessiveHalving
+
+                    scheduler = ParetoSuccessiveHalving(exp, str(rd.root))
+                    log(f"[sweep] early stopping: {scheduler.debug_string()}")
+                tuner = tune.Tuner(
+                    trainable,
+                    tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
+                                                num_samples=searcher.total_trials(), max_concurrent_trials=concurrency),
+                    run_config=tune.RunConfig(
+                        name=TUNE_NAME, storage_path=str(rd.tune), verbose=0, callbacks=[hooks],
+                        failure_config=tune.FailureConfig(max_failures=exp.sweep.max_failures),
+                    ),
+                )
+            try:
+                tuner.fit()
+            except BaseException as e:
+                tracking.end_sweep(trackers, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+                raise
         # After Ctrl-C, Tune's fit() returns normally with unfinished trials: stop the whole sweep here.
         records = rd.trial_records()
-        planned = searcher.total_trials() if searcher is not None else len(records)
+        planned = sum(budget.values()) or len(records)
         unfinished = [r["trial_id"] for r in records if r["status"] == "running"]
         if unfinished or len(records) < planned:
+            tracking.end_sweep(trackers, "KILLED")
             raise SweepInterrupted(f"sweep interrupted ({len(records) - len(unfinished)}/{planned} trials finished); "
                                    f"continue with: lume-ray sweep ... --resume")
     frame = rd.collect_results({"seed": exp.seed, "workers": exp.train.workers, "zero": exp.train.zero,
@@ -201,6 +188,7 @@ def run_sweep(exp: Experiment, *, resume: bool = False, address: str | None = No
         f"{time.time() - t0:.0f} s")
     for warning in boundary_warnings(exp, frame):
         log(f"[sweep] warning: {warning}")
+    tracking.end_sweep(trackers, "FINISHED")
     return rd
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lume_ray.config import Experiment
+from lume_ray.config import Experiment, UnlearnJob
 from lume_ray.run_dir import RunDir
 
 
@@ -53,10 +53,7 @@ def _numeric(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     """Tune function trainable: unlearn with ``config``, evaluate every point as it appears, report each."""
-    import ray
     from ray import tune
-
-    from lume_ray.train import read_points, run_unlearning
 
     exp, rd, t0 = ctx.exp, RunDir(ctx.run_dir), time.time()
     trial_id = tune.get_context().get_trial_id()
@@ -67,61 +64,26 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     info: dict[str, Any] = {"trial_id": trial_id, "algorithm": algorithm, "hp": hp, "status": "running", "error": "",
                             "started_at": earlier.get("started_at", t0), "attempts": earlier.get("attempts", 0) + 1,
                             "origin": config.get("origin", earlier.get("origin", ""))}
-    try:
-        job = exp.unlearn_job(algorithm, hp, trial_dir / "train")
-    except Exception as e:  # cannot happen for a validated experiment; recorded all the same, never "running"
-        _end(rd, info, "failed", _first_line(e), t0)
-        raise
+    space = exp.algorithms[algorithm]
+    es = exp.sweep.early_stop
+    # Pipelined (the default): one job to the trajectory's end, points evaluated while it trains on. Between
+    # segments (early_stop.pipelined: false): the job stops at each rung, its point is scored, then it resumes.
+    ends = [space.steps.max]
+    if es is not None and not es.pipelined:
+        ends = [r for r in es.rungs if r < space.steps.max] + ends
     rd.write_trial(trial_id, info)
-
-    box: dict[str, Any] = {}
-
-    def train() -> None:
-        try:
-            box["result"] = run_unlearning(job, storage_path=str(trial_dir / "ray"), run_name=f"train-{trial_id}")
-        except BaseException as e:  # noqa: BLE001  (re-raised in the trial's thread below)
-            box["error"] = e
-
-    thread = threading.Thread(target=train, name=f"train-{trial_id}", daemon=True)
-    thread.start()
-    pending: dict[int, Any] = {}  # step -> ObjectRef of its metrics
-    done = set(rd.point_metrics(trial_id))  # points an earlier attempt evaluated
     reported: set[int] = set()
-    eval_error: BaseException | None = None
-    while True:
-        alive = thread.is_alive()
-        for point in read_points(job.out):
-            if point.step in done or point.step in pending or not Path(point.model_dir).is_dir():
-                continue
-            pending[point.step] = ctx.pool.evaluate.remote(point.model_dir, str(rd.point(trial_id, point.step)),
-                                                           ctx.base_utility)
-        # Report in step order: a point is reported once every earlier one is.
-        ready, _ = ray.wait(list(pending.values()), num_returns=len(pending), timeout=0.5) if pending else ([], [])
-        for step, ref in sorted(pending.items()):
-            if ref in ready:
-                try:
-                    ray.get(ref)
-                except Exception as e:  # the points evaluated before the error are still reported
-                    eval_error = eval_error or e
-                del pending[step]
-                if eval_error is None:
-                    done.add(step)
-        for step in sorted(done - reported):
-            if any(s < step for s in pending):
-                break
-            _report_point(rd, trial_id, step, t0, exp, ctx)
-            reported.add(step)
-        if not alive and not pending:
+    result = None
+    for end in ends:
+        try:
+            job = exp.unlearn_job(algorithm, hp, trial_dir / "train", steps=end)
+            result = _train_and_evaluate(job, ctx, rd, trial_id, reported, t0)
+        except Exception as e:  # recorded, then re-raised: Tune retries the trial, which resumes its checkpoint
+            _end(rd, info, "failed", _first_line(e), t0)
+            raise
+        if result.status != "completed":
             break
-        if not pending:
-            time.sleep(0.5)
-    thread.join()
-    if "error" in box or eval_error is not None:
-        error = box.get("error") or eval_error
-        assert error is not None
-        _end(rd, info, "failed", _first_line(error), t0)
-        raise error
-    result = box["result"]
+    assert result is not None
     info["trained_steps"] = result.steps_done
     if result.status == "failed":  # e.g. a worker died: Tune retries the trial, which resumes its checkpoint
         _end(rd, info, "failed", result.reason or "the unlearning job failed", t0)
@@ -135,6 +97,60 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
                      "status": result.status, "error": result.reason or "", "wall_s": time.time() - t0})
 
 
+def _train_and_evaluate(job: UnlearnJob, ctx: TrialContext, rd: RunDir, trial_id: str, reported: set[int],
+                        t0: float) -> Any:
+    """Run ``job`` in a thread; send each evaluation point to the pool as soon as it is written; report the
+    scored points in step order. Returns the job's UnlearnResult; raises the first training or evaluation error."""
+    import ray
+
+    from lume_ray.train import read_points, run_unlearning
+
+    box: dict[str, Any] = {}
+
+    def train() -> None:
+        try:
+            box["result"] = run_unlearning(job, storage_path=str(rd.trial(trial_id) / "ray"),
+                                           run_name=f"train-{trial_id}")
+        except BaseException as e:  # noqa: BLE001  (re-raised in the trial's thread below)
+            box["error"] = e
+
+    thread = threading.Thread(target=train, name=f"train-{trial_id}", daemon=True)
+    thread.start()
+    pending: dict[int, Any] = {}  # step -> ObjectRef of its metrics
+    done = set(rd.point_metrics(trial_id))  # points evaluated before (an earlier attempt or segment)
+    eval_error: BaseException | None = None
+    while True:
+        alive = thread.is_alive()
+        for point in read_points(job.out):
+            if point.step in done or point.step in pending or not Path(point.model_dir).is_dir():
+                continue
+            pending[point.step] = ctx.pool.evaluate.remote(point.model_dir, str(rd.point(trial_id, point.step)),
+                                                           ctx.base_utility)
+        ready, _ = ray.wait(list(pending.values()), num_returns=len(pending), timeout=0.5) if pending else ([], [])
+        for step, ref in sorted(pending.items()):
+            if ref in ready:
+                try:
+                    ray.get(ref)
+                    done.add(step)
+                except Exception as e:  # the points evaluated before the error are still reported
+                    eval_error = eval_error or e
+                del pending[step]
+        for step in sorted(done - reported):  # in step order: once every earlier point is reported
+            if any(s < step for s in pending):
+                break
+            _report_point(rd, trial_id, step, t0, ctx.exp, ctx)
+            reported.add(step)
+        if not alive and not pending:
+            break
+        if not pending:
+            time.sleep(0.5)
+    thread.join()
+    error = box.get("error") or eval_error
+    if error is not None:
+        raise error
+    return box["result"]
+
+
 def _report_point(rd: RunDir, trial_id: str, step: int, t0: float, exp: Experiment, ctx: TrialContext) -> None:
     from ray import tune
 
@@ -143,6 +159,9 @@ def _report_point(rd: RunDir, trial_id: str, step: int, t0: float, exp: Experime
 
 
 def _end(rd: RunDir, info: dict[str, Any], status: str, error: str, t0: float) -> None:
+    current = rd.read_trial(info["trial_id"]) or {}
+    if current.get("status") == "stopped":  # the scheduler's verdict stands (it wrote the record)
+        return
     now = time.time()
     info.update(status=status, error=error, finished_at=now, wall_s=now - info.get("started_at", t0))
     rd.write_trial(info["trial_id"], info)

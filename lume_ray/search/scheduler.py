@@ -1,0 +1,139 @@
+"""[6] Early stopping: multi-objective successive halving over evaluation points (MO-ASHA).
+
+Input:  every evaluated point a trial reports to Tune (its algorithm, step and objective values), and
+        ``sweep.early_stop`` (rungs: the steps at which trials are compared; keep: the fraction kept).
+Output: CONTINUE or STOP for the trial at each rung; the decision and its reason recorded in
+        ``RUN_DIR/trials/<id>/rungs.json`` (and ``trial.json`` status "stopped" for a stopped trial).
+
+The rule (Schmucker et al. 2021, "Multi-objective Asynchronous Successive Halving"; Salinas et al. 2021): at a
+rung, rank the points seen there so far for the same algorithm by Pareto rank (non-dominated sorting), ties
+broken by exclusive hypervolume contribution, and keep the best ``max(1, floor(n * keep))`` of the n points;
+a trial whose point falls outside is stopped. ASHA's asynchronous promotion: a trial is judged against the
+points that reached the rung before it, so no worker ever waits for a full rung (the first trials to arrive
+always continue). Ranks and contributions come from moocore (:mod:`lume_ray.report.pareto`). A decision, once
+made, is kept: after a driver interrupt the resumed trial gets the same verdict at the same rung.
+The trial's points evaluated before the stop stay in the results and in the searcher's studies.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+from lume_ray.config import Experiment
+from lume_ray.files import write_json
+from lume_ray.run_dir import RunDir
+
+RUNGS_FILE = "rungs.json"
+
+
+def keep_order(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    """Indices of ``values`` (N, M) from best to worst: Pareto rank, then larger hypervolume contribution.
+
+    The contribution's reference point is the worst value of each objective among the points, pushed out by a
+    tenth of the range (so the extreme points of the front keep a positive contribution)."""
+    from lume_ray.report.pareto import hv_contributions, pareto_rank
+
+    ranks = pareto_rank(values, directions)
+    maximise = np.array([d == "max" for d in directions])
+    lo, hi = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+    margin = np.where(hi > lo, (hi - lo) / 10, 1e-6)
+    reference = np.where(maximise, lo - margin, hi + margin)
+    contrib = np.zeros(len(values))
+    for r in np.unique(ranks[ranks >= 0]):  # contributions within each rank (front) separately
+        idx = np.flatnonzero(ranks == r)
+        contrib[idx] = hv_contributions(values[idx], directions, reference)
+    ranks = np.where(ranks < 0, np.iinfo(int).max, ranks)  # NaN points last
+    return np.lexsort((-contrib, ranks))
+
+
+class ParetoSuccessiveHalving(FIFOScheduler):
+    """A Tune scheduler (the supported extension point: FIFO order, our own on_trial_result)."""
+
+    _supports_buffered_results = False  # judge every point as it arrives
+
+    def __init__(self, exp: Experiment, run_dir: str) -> None:
+        super().__init__()
+        from lume_ray.evaluate.metrics import direction
+
+        assert exp.sweep.early_stop is not None
+        self.exp, self.rd = exp, RunDir(run_dir)
+        self.rungs = tuple(exp.sweep.early_stop.rungs)
+        self.keep = float(exp.sweep.early_stop.keep)
+        self.objectives = list(exp.sweep.objectives)
+        self.directions = [direction(o) for o in self.objectives]
+        self.seen: dict[tuple[str, int], dict[str, list[float]]] = {}  # (algorithm, rung) -> trial -> values
+        self.loaded = False
+
+    def _load(self) -> None:
+        """The points already at each rung (a resumed sweep's), from RUN_DIR."""
+        if self.loaded:
+            return
+        self.loaded = True
+        for info in self.rd.trial_records():
+            for step, metrics in self.rd.point_metrics(info["trial_id"]).items():
+                if step in self.rungs:
+                    values = [metrics.get(o) for o in self.objectives]
+                    if all(isinstance(v, int | float) for v in values):
+                        self.seen.setdefault((info["algorithm"], step), {})[info["trial_id"]] = [
+                            float(v) for v in values]  # type: ignore[arg-type]
+
+    def _decisions(self, trial_id: str) -> dict[str, Any]:
+        path = self.rd.trial(trial_id) / RUNGS_FILE
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def decide(self, algorithm: str, rung: int, trial_id: str, values: list[float]) -> tuple[bool, str]:
+        """(keep, reason) for ``trial_id``'s point at ``rung``; the point joins the rung's table."""
+        table = self.seen.setdefault((algorithm, rung), {})
+        table[trial_id] = values
+        ids = list(table)
+        order = keep_order(np.array([table[i] for i in ids], dtype=float), self.directions)
+        n = len(ids)
+        kept = max(1, math.floor(n * self.keep))
+        position = int(np.flatnonzero(order == ids.index(trial_id))[0])
+        verdict = position < kept
+        reason = (f"{'kept' if verdict else 'stopped'} at rung {rung}: position {position + 1} of {n} points "
+                  f"(keeping {kept}) by Pareto rank and hypervolume contribution")
+        return verdict, reason
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        step, algorithm = result.get("step"), str(trial.config.get("algorithm"))
+        if step not in self.rungs or result.get("status") != "ok" or algorithm not in self.exp.algorithms:
+            return TrialScheduler.CONTINUE
+        if step >= self.exp.algorithms[algorithm].steps.max:  # its last point: nothing left to save
+            return TrialScheduler.CONTINUE
+        values = [result.get(o) for o in self.objectives]
+        if not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+            return TrialScheduler.CONTINUE  # cannot be judged: no objective value
+        keep = self.verdict(algorithm, int(step), trial.trial_id, [float(v) for v in values])  # type: ignore[arg-type]
+        return TrialScheduler.CONTINUE if keep else TrialScheduler.STOP
+
+    def verdict(self, algorithm: str, step: int, trial_id: str, values: list[float]) -> bool:
+        """Keep (True) or stop ``trial_id`` at rung ``step``: decided once, recorded in its rungs.json (a stop
+        also in its trial.json), and the same answer again after a driver interrupt."""
+        self._load()
+        decisions = self._decisions(trial_id)
+        if str(step) in decisions:  # decided before a driver interrupt: the same verdict
+            self.seen.setdefault((algorithm, step), {})[trial_id] = values
+            keep = decisions[str(step)]["decision"] == "continue"
+        else:
+            keep, reason = self.decide(algorithm, step, trial_id, values)
+            decisions[str(step)] = {"decision": "continue" if keep else "stop", "reason": reason, "time": time.time()}
+            write_json(self.rd.trial(trial_id) / RUNGS_FILE, decisions)
+        if not keep:
+            info = self.rd.read_trial(trial_id) or {"trial_id": trial_id, "algorithm": algorithm, "hp": {}}
+            if info.get("status") != "stopped":
+                now = time.time()
+                info.update(status="stopped", error=decisions[str(step)]["reason"], stopped_at=step,
+                            finished_at=now, wall_s=now - info.get("started_at", now), trained_steps=step)
+                self.rd.write_trial(trial_id, info)
+        return keep
+
+    def debug_string(self) -> str:
+        return f"Pareto successive halving at rungs {list(self.rungs)}, keeping {self.keep:.0%}"

@@ -1,0 +1,89 @@
+"""Early stopping (multi-objective successive halving): the ordering by hand, the asynchronous rule, a real Tune
+run on the local cluster stopping a dominated trial at its rung, and the decisions kept across a resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lume_ray.config import experiment_from_dict
+from lume_ray.run_dir import RunDir
+from lume_ray.search.scheduler import ParetoSuccessiveHalving, keep_order
+
+
+def experiment(tmp_path: Path, keep: float = 0.5) -> Any:
+    return experiment_from_dict({
+        "name": "es-test", "output_dir": str(tmp_path / "run"),
+        "sweep": {"objectives": ["forget_efficacy", "retain_score"], "early_stop": {"rungs": [10, 20], "keep": keep}},
+        "algorithms": {"ga": {"lr": {"loguniform": [1e-4, 1e-1]}, "steps": {"max": 30}}},
+    })
+
+
+def test_keep_order_is_pareto_rank_then_hypervolume_contribution() -> None:
+    # (forget, retain), both maximized: a and b are the front, c is dominated by b, d by everyone.
+    values = np.array([[0.9, 0.2],   # a: front, extreme point
+                       [0.6, 0.7],   # b: front, the larger contribution (it fills the middle)
+                       [0.5, 0.6],   # c: rank 1
+                       [0.1, 0.1]])  # d: rank 2
+    order = list(keep_order(values, ["max", "max"]))
+    assert order[2:] == [2, 3]
+    # Reference: worst - 10% of the range = (0.02, 0.04). Exclusive contributions within the front:
+    # a: (0.9 - 0.6) * (0.2 - 0.04) = 0.048; b: (0.6 - 0.02) * (0.7 - 0.2) = 0.29.
+    assert order[:2] == [1, 0]
+    assert list(keep_order(np.array([[0.5, 0.5], [np.nan, 0.9]]), ["max", "max"])) == [0, 1]  # NaN last
+
+
+def test_asynchronous_rule(tmp_path: Path) -> None:
+    s = ParetoSuccessiveHalving(experiment(tmp_path, keep=0.5), str(tmp_path / "run"))
+    assert s.decide("ga", 10, "t1", [0.5, 0.5])[0]  # the first to arrive always continues
+    keep, reason = s.decide("ga", 10, "t2", [0.4, 0.4])  # dominated: 2 points, 1 kept
+    assert not keep and "position 2 of 2" in reason and "keeping 1" in reason
+    assert s.decide("ga", 10, "t3", [0.9, 0.1])[0] is False  # 3 points, keeps 1: t1 has the larger contribution
+    assert s.decide("ga", 10, "t4", [0.95, 0.95])[0]  # dominates everyone
+    assert s.decide("ga", 20, "t5", [0.0, 0.0])[0]  # another rung: its own table
+
+
+def toy_trial(config: dict[str, Any]) -> None:
+    """Three points (steps 10, 20, 30); quality falls with lr, so a larger lr is dominated at every rung."""
+    from ray import tune
+
+    quality = {1e-4: 0.9, 1e-2: 0.3}[config["lr"]]
+    for step in (10, 20, 30):
+        tune.report({"step": step, "status": "ok", "forget_efficacy": quality * step / 30,
+                     "retain_score": quality})
+
+
+@pytest.mark.ray
+def test_a_dominated_trial_is_stopped_at_its_first_rung(tmp_path: Path, ray_local: Any) -> None:
+    from ray import tune
+
+    exp = experiment(tmp_path)
+    rd = RunDir(tmp_path / "run")
+    scheduler = ParetoSuccessiveHalving(exp, str(rd.root))
+    tuner = tune.Tuner(
+        tune.with_resources(toy_trial, {"cpu": 0.25}),
+        param_space={"algorithm": "ga", "lr": tune.grid_search([1e-4, 1e-2])},
+        tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=1),
+        run_config=tune.RunConfig(name="es", storage_path=str(tmp_path / "tune"), verbose=0),
+    )
+    results = {r.config["lr"]: r for r in tuner.fit()}
+    assert results[1e-4].metrics["step"] == 30  # non-dominated: runs to its end
+    assert results[1e-2].metrics["step"] == 10  # dominated at rung 10: stopped there
+    stopped = results[1e-2].metrics["trial_id"]
+    record = rd.read_trial(stopped)
+    assert record is not None and record["status"] == "stopped" and record["stopped_at"] == 10
+    assert "stopped at rung 10: position 2 of 2" in record["error"]
+    decisions = json.loads((rd.trial(stopped) / "rungs.json").read_text())
+    assert decisions["10"]["decision"] == "stop"
+    kept = json.loads((rd.trial(results[1e-4].metrics["trial_id"]) / "rungs.json").read_text())
+    assert kept["10"]["decision"] == "continue" and kept["20"]["decision"] == "continue"
+
+    # After a driver interrupt, a new scheduler on the same run dir gives the same verdicts at the same rungs,
+    # even where its own table would now decide otherwise (the stopped trial's point now the best one).
+    again = ParetoSuccessiveHalving(exp, str(rd.root))
+    assert again.verdict("ga", 10, stopped, [0.99, 0.99]) is False
+    assert again.verdict("ga", 10, results[1e-4].metrics["trial_id"], [0.0, 0.0]) is True
