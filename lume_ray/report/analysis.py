@@ -619,7 +619,7 @@ def hp_text(row: pd.Series | Mapping[str, Any], hp_cols: Sequence[str]) -> str:
 
 def fmt(v: Any, hp: bool = False) -> str:
     """A table cell: 3 decimals for scores, 3 significant digits for hyperparameters and tiny values."""
-    if v is None:
+    if v is None or v is pd.NA:
         return "—"
     if isinstance(v, bool | np.bool_):
         return "yes" if v else "no"

@@ -75,7 +75,9 @@ def compare(run_dirs: Sequence[str | Path], objectives: Sequence[str] | None = N
     reference = reference_point(np.vstack([a.values() for a in first]),
                                 np.vstack([base_values(run, objs) for run in runs]), dirs)
     analyses = [analyze(run, objs, floors, reference=reference) for run in runs]
-    labels = [f"{letter}: {run.name}" for letter, run in zip(string.ascii_uppercase, runs, strict=False)]
+    names = [run.name for run in runs]
+    labels = [f"{letter}: {run.name}" + (f" ({run.run_dir.name})" if names.count(run.name) > 1 else "")
+              for letter, run in zip(string.ascii_uppercase, runs, strict=False)]
     histories = [hypervolume_history(a) for a in analyses]
     spent = [budgets(run, a) for run, a in zip(runs, analyses, strict=True)]
     table = differences(labels, analyses, spent)
@@ -117,7 +119,10 @@ def differences(labels: Sequence[str], analyses: Sequence[Analysis],
                          "Δ hypervolume vs A": np.nan if hv0 is None else hv - hv0,
                          "Δ steps vs A": np.nan if steps0 is None else n_steps - steps0,
                          "best point": _best_text(a, best)})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    for col in ("trials", "steps spent", "Δ steps vs A"):  # counts stay integers beside the "not run" gaps
+        table[col] = table[col].astype("Int64")
+    return table
 
 
 def summarize(labels: Sequence[str], table: pd.DataFrame) -> list[str]:
@@ -127,7 +132,7 @@ def summarize(labels: Sequence[str], table: pd.DataFrame) -> list[str]:
         head = g.iloc[0]
         parts = []
         for _, r in g.iloc[1:].iterrows():
-            if np.isnan(r["hypervolume"]) or np.isnan(head["hypervolume"]):
+            if pd.isna(r["hypervolume"]) or pd.isna(head["hypervolume"]):
                 parts.append(f"{r['run']} vs {head['run']}: one of them did not run {scope}")
                 continue
             rel = f" ({r['Δ hypervolume vs A'] / head['hypervolume']:+.0%})" if head["hypervolume"] > 0 else ""
