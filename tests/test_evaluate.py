@@ -1,5 +1,6 @@
 """Evaluation: batching changes no generation, the Ray Data pipeline equals the one-prompt-at-a-time
-reference, a memorized target scores high and a random one low, bad inputs fail with one clear line."""
+reference (float32 batched; any dtype with ``exact``), a memorized target scores high and a random one low,
+bad inputs fail with one clear line."""
 
 from __future__ import annotations
 
@@ -14,15 +15,11 @@ from typing import Any
 import pytest
 
 from lume_ray.cli import main
+from lume_ray.config import EvalConfig
 from lume_ray.data import DataError, Document, LumeData, load_lume
-from lume_ray.evaluate import (
-    ROW_COLUMNS,
-    EvalError,
-    EvalSettings,
-    evaluate,
-    evaluate_reference,
-)
-from lume_ray.metrics import TASK_SCORE_NAMES
+from lume_ray.evaluate.inputs import EvalError
+from lume_ray.evaluate.metrics import TASK_SCORE_NAMES
+from lume_ray.evaluate.runner import ROW_COLUMNS, evaluate, evaluate_reference
 from lume_ray.model import ModelError
 
 NONMEMBERS = [
@@ -144,9 +141,9 @@ def test_ray_pipeline_equals_reference_and_memorized_scores_high(
 ) -> None:
     import pandas as pd
 
-    settings = EvalSettings(max_new_tokens=48, batch_size=4, workers=2, progress=False)
-    got = evaluate(memorized, eval_data, settings=settings, out_dir=tmp_path / "ray")
-    ref = evaluate_reference(memorized, eval_data, settings=settings, out_dir=tmp_path / "ref")
+    settings = EvalConfig(max_new_tokens=48, batch_size=4, workers=2)
+    got = evaluate(memorized, eval_data, settings, out_dir=tmp_path / "ray", progress=False)
+    ref = evaluate_reference(memorized, eval_data, settings, out_dir=tmp_path / "ref")
 
     # the same generations and scores row by row, the same numbers in metrics.json
     rows, ref_rows = pd.read_parquet(tmp_path / "ray" / "rows.parquet"), pd.read_parquet(tmp_path / "ref" / "rows.parquet")
@@ -170,9 +167,28 @@ def test_ray_pipeline_equals_reference_and_memorized_scores_high(
     assert got["final_score"] == pytest.approx((got["task_aggregate"] + got["mia_score"] + got["utility"]) / 3)
 
 
+@pytest.mark.ray
+def test_exact_ray_equals_reference_in_bfloat16(tiny_model: Path, eval_data: Path, ray_local: Any, tmp_path: Path) -> None:
+    """``exact``: every actor scores one item at a time, unpadded, so the distributed evaluation gives the rows
+    of the one-prompt-at-a-time loop bit for bit in bfloat16 too (where batching flips greedy tokens). A random
+    model babbles every row to max_new_tokens, the case where bfloat16 near-ties show; the utility is scored
+    the open-instruct way (next-token letters) to carry picks through the pipeline too."""
+    import pandas as pd
+
+    settings = EvalConfig(max_new_tokens=32, batch_size=4, workers=2, dtype="bfloat16", exact=True,
+                          utility_style="open-instruct")
+    got = evaluate(tiny_model, eval_data, settings, out_dir=tmp_path / "ray", progress=False)
+    ref = evaluate_reference(tiny_model, eval_data, settings, out_dir=tmp_path / "ref")
+    rows, ref_rows = pd.read_parquet(tmp_path / "ray" / "rows.parquet"), pd.read_parquet(tmp_path / "ref" / "rows.parquet")
+    assert rows.equals(ref_rows)  # every generation, score and NLL identical
+    assert {k: v for k, v in got.items() if k not in ("settings", "seconds")} == \
+        {k: v for k, v in ref.items() if k not in ("settings", "seconds")}
+    assert got["settings"]["exact"] and got["settings"]["dtype"] == "bfloat16"
+    assert got["counts"]["utility_questions"] == 3 and got["utility"] is not None and got["mia_auc"] is not None
+
+
 def test_random_model_scores_low(tiny_model: Path, eval_data: Path) -> None:
-    settings = EvalSettings(max_new_tokens=24, progress=False)
-    res = evaluate_reference(tiny_model, eval_data, settings=settings, reference_utility=1.0)
+    res = evaluate_reference(tiny_model, eval_data, EvalConfig(max_new_tokens=24), reference_utility=1.0)
     assert res["retain_score"] <= 0.15 and res["forget_efficacy"] >= 0.85
     assert res["task_aggregate"] == 0.0  # some retain task at 0 zeroes the harmonic mean
     assert 0.0 <= res["mia_auc"] <= 1.0 and res["forget_nll"] > 5.0
@@ -197,29 +213,30 @@ def test_cli_eval_json(tiny_model: Path, tiny_lume: Path, ray_local: Any, tmp_pa
 
 
 def test_bad_inputs(tiny_model: Path, tiny_lume: Path, tmp_path: Path) -> None:
-    no = EvalSettings(progress=False)
+    no = EvalConfig()
     # model and tokenizer mismatch: the config embeds fewer tokens than the tokenizer emits
     bad_model = tmp_path / "bad_model"
     shutil.copytree(tiny_model, bad_model)
     config = json.loads((bad_model / "config.json").read_text())
     (bad_model / "config.json").write_text(json.dumps({**config, "vocab_size": 100}))
     with pytest.raises(ModelError, match="do not match"):
-        evaluate(bad_model, tiny_lume, settings=no)
+        evaluate(bad_model, tiny_lume, no, progress=False)
     with pytest.raises(EvalError, match="no rows to evaluate"):
-        evaluate(tiny_model, LumeData((), (), "empty"), settings=no)
+        evaluate(tiny_model, LumeData((), (), "empty"), no, progress=False)
     with pytest.raises(DataError, match="no forget.jsonl"):
-        evaluate(tiny_model, tmp_path, settings=no)
+        evaluate(tiny_model, tmp_path, no, progress=False)
     bad_utility = _jsonl(tmp_path / "u.jsonl", [{"question": "q", "choices": ["a", "b", "c"], "answer": 0}])
     with pytest.raises(DataError, match="u.jsonl:1: field 'choices' must be a list of 4 strings"):
-        evaluate(tiny_model, tiny_lume, settings=no, utility=bad_utility)
+        evaluate(tiny_model, tiny_lume, no, utility=bad_utility, progress=False)
     members = [Document("s1", "some text"), Document("b1", "other text")]
     with pytest.raises(EvalError, match="id 'b1' is in both"):
-        evaluate(tiny_model, tiny_lume, settings=no, members=members, nonmembers=[Document("b1", "new")])
+        evaluate(tiny_model, tiny_lume, no, members=members, nonmembers=[Document("b1", "new")], progress=False)
     with pytest.raises(EvalError, match="the text 'other text'"):
-        evaluate(tiny_model, tiny_lume, settings=no, members=members, nonmembers=[Document("x9", " other text")])
-    for bad in ({"workers": 0}, {"mia_k": 0.0}, {"dtype": "int8"}, {"utility_style": "cloze"}, {"limit": 0}):
-        with pytest.raises(ValueError, match="valid|must be"):
-            EvalSettings(**bad)
+        evaluate(tiny_model, tiny_lume, no, members=members, nonmembers=[Document("x9", " other text")], progress=False)
+    for bad in ({"workers": 0}, {"mia_k": 0.0}, {"dtype": "int8"}, {"utility_style": "cloze"}, {"limit": 0},
+                {"mmlu_shots": -1}, {"mmlu_max_tokens": 0}, {"utility_floor": {"absolute": -0.1}}):
+        with pytest.raises(ValueError):
+            EvalConfig(**bad)
 
     assert main(["eval", "--model", str(tmp_path / "nope"), "--data", str(tiny_lume), "--out", str(tmp_path / "o")]) == 2
 
