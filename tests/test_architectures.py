@@ -112,7 +112,9 @@ def test_losses_and_stops_follow_the_challenge_scorer(arch: str, arch_models: di
     """Per-row NLL is taken on ``tokenizer(input + output)`` with the first ``len(tokenizer(input))`` tokens
     masked (a BOS counted), a document's on ``tokenizer(document)`` whole; and generation stops at every
     end id the model's generation config lists (Llama-3-instruct lists several), not only the tokenizer's."""
-    from lume_ray.evaluate import EvalSettings, _losses, evaluate_reference
+    from lume_ray.config import EvalConfig
+    from lume_ray.evaluate.runner import evaluate_reference
+    from lume_ray.evaluate.scoring import item_losses
     from lume_ray.model import decode_new_tokens
 
     model, tok = load_model(arch_models[arch])
@@ -137,16 +139,15 @@ def test_losses_and_stops_follow_the_challenge_scorer(arch: str, arch_models: di
     assert generate_greedy(model, tok, [row.input], max_new_tokens=8) == [expected_text]
     model.save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
-    settings = EvalSettings(max_new_tokens=8, limit=1, progress=False)
-    evaluate_reference(tmp_path / "m", tiny_lume, settings=settings, nonmembers=False, utility=False,
-                       out_dir=tmp_path / "out")
+    settings = EvalConfig(max_new_tokens=8, limit=1)
+    evaluate_reference(tmp_path / "m", tiny_lume, settings, nonmembers=False, utility=False, out_dir=tmp_path / "out")
     import pandas as pd
 
     rows = pd.read_parquet(tmp_path / "out" / "rows.parquet").set_index("id")
     assert rows.loc[row.id, "generation"] == expected_text and len(stopped) < len(new)
     assert rows.loc[row.id, "nll"] == pytest.approx(expected_nll, rel=1e-5)
     doc = {"key": "member:m", "kind": "doc", "prompt": "", "completion": member}
-    assert _losses(model, tok, [doc], batch_size=1, mia_k=0.2)[0]["nll"] == pytest.approx(expected_doc, rel=1e-5)
+    assert item_losses(model, tok, [doc], batch_size=1, mia_k=0.2)[0]["nll"] == pytest.approx(expected_doc, rel=1e-5)
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
@@ -167,25 +168,31 @@ def test_every_algorithm_trains_other_architectures(arch: str, name: str, arch_m
 
 
 def test_lora_merge_of_transposed_conv1d_equals_peft(arch_models: dict[str, Path]) -> None:
-    """GPT-2 stores its linears as Conv1D (in, out): the merged delta must be transposed (square c_proj too)."""
-    from peft import LoraConfig, get_peft_model
+    """GPT-2 stores its linears as Conv1D (in, out): the merged delta must be transposed (square c_proj too), and
+    its embeddings are tied. The job's merge (:func:`merged_state_dict`, PEFT on the meta device from the gathered
+    state dict) equals PEFT's merge_and_unload of the live model."""
+    from peft import get_peft_model
 
-    from lume_ray.train import lora_fan_in_fan_out, merge_lora_state_dict
+    from lume_ray.config import LoraConfig
+    from lume_ray.train.lora import merged_state_dict, peft_config
 
     model, _ = load_model(arch_models["gpt2"])
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    lora = LoraConfig(r=4, alpha=8)
+    peft_model = get_peft_model(model, peft_config(lora))
     torch.manual_seed(0)
     with torch.no_grad():
         for n, p in peft_model.named_parameters():
             if "lora_B" in n:
                 p.normal_(0, 0.1)
-    transposed = lora_fan_in_fan_out(peft_model)
-    assert any(name.endswith("attn.c_proj") for name in transposed)  # (64, 64): a shape check could not tell
-    merged = merge_lora_state_dict(peft_model.state_dict(), scaling=8 / 4, fan_in_fan_out=transposed)
+    state = {k: v.clone() for k, v in peft_model.state_dict().items()}
+    assert any(".attn.c_proj.lora_A" in k for k in state)  # (64, 64): a shape check could not tell it is transposed
+    assert not any("lm_head" in k for k in state if "lora" in k)
+    merged = merged_state_dict(peft_model.base_model.model.config, lora, state)
     reference = copy.deepcopy(peft_model).merge_and_unload().state_dict()
     assert set(merged) == set(reference)
     for key, value in reference.items():
         torch.testing.assert_close(merged[key], value)
+    torch.testing.assert_close(merged["lm_head.weight"], merged["transformer.wte.weight"])  # still tied
 
 
 @pytest.mark.ray
@@ -193,13 +200,15 @@ def test_ray_evaluation_of_both_architectures_in_one_pipeline_equals_reference(
     arch_models: dict[str, Path], tiny_lume: Path, ray_local: Any, tmp_path: Path,
 ) -> None:
     """Two models with different tokenizers share one actor pool; each matches its one-at-a-time loop."""
-    from lume_ray.evaluate import EvalError, EvalSettings, evaluate_many, evaluate_reference
+    from lume_ray.config import EvalConfig
+    from lume_ray.evaluate.inputs import EvalError
+    from lume_ray.evaluate.runner import evaluate_many, evaluate_reference
 
-    settings = EvalSettings(max_new_tokens=16, batch_size=8, workers=2, progress=False)
+    settings = EvalConfig(max_new_tokens=16, batch_size=8, workers=2)
     models = [arch_models[a] for a in ARCHS]
-    got = evaluate_many(models, tiny_lume, settings=settings, out_dirs=[tmp_path / a for a in ARCHS])
+    got = evaluate_many(models, tiny_lume, settings, out_dirs=[tmp_path / a for a in ARCHS], progress=False)
     for res, model in zip(got, models, strict=True):
-        ref = evaluate_reference(model, tiny_lume, settings=settings)
+        ref = evaluate_reference(model, tiny_lume, settings)
         for key, value in ref.items():
             if key in ("settings", "seconds"):
                 continue
@@ -207,7 +216,7 @@ def test_ray_evaluation_of_both_architectures_in_one_pipeline_equals_reference(
         assert res["settings"]["model"] == str(model) and res["counts"]["rows"] == ref["counts"]["rows"]
         assert json.loads((tmp_path / ARCHS[models.index(model)] / "metrics.json").read_text()) == res
     with pytest.raises(EvalError, match="2 models but 1 out_dirs"):
-        evaluate_many(models, tiny_lume, settings=settings, out_dirs=[tmp_path])
+        evaluate_many(models, tiny_lume, settings, out_dirs=[tmp_path], progress=False)
 
 
 @pytest.mark.ray
@@ -216,11 +225,12 @@ def test_unlearning_job_on_gpt2_saves_reloadable_points(
 ) -> None:
     """Ray Train + DeepSpeed on a tied-embedding, Conv1D model; the points reload as the same architecture."""
     from lume_ray.algorithms import mean_nll
-    from lume_ray.config import UnlearnConfig
+    from lume_ray.config import TrainConfig, UnlearnJob
     from lume_ray.train import run_unlearning
 
-    cfg = UnlearnConfig(model=str(arch_models["gpt2"]), data=str(tiny_lume), algorithm="gd", lr=1e-3, steps=2,
-                        eval_every=1, batch_size=4, workers=1, zero=0, seed=0, out=str(tmp_path / "job"))
+    cfg = UnlearnJob(model=str(arch_models["gpt2"]), data=str(tiny_lume), algorithm="gd", lr=1e-3, steps=2,
+                     eval_steps=(1,), train=TrainConfig(batch_size=4, workers=1, zero=0), seed=0,
+                     out=str(tmp_path / "job"))
     res = run_unlearning(cfg)
     assert (res.status, [p.step for p in res.points]) == ("completed", [1, 2])
     forget = load_lume(tiny_lume).forget
