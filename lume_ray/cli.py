@@ -254,6 +254,12 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from lume_ray.status import cli_status
+
+    return cli_status(args)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from lume_ray.report import cli_report
 
@@ -339,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--set", dest="overrides", nargs="+", type=_kv, default=[], metavar="KEY=VALUE",
                     help="override experiment keys, e.g. sweep.num_samples=40")
     sw.set_defaults(func=cmd_sweep)
+    stat = sub.add_parser("status", help="where a sweep stands: trials per algorithm, best points, how to resume")
+    stat.add_argument("run_dir", metavar="RUN_DIR")
+    stat.add_argument("--json", action="store_true", help="print the status as JSON")
+    stat.set_defaults(func=cmd_status)
 
     # -- [7] report -----------------------------------------------------------------------------
     rp = sub.add_parser("report", help="Pareto fronts, leaderboard and figures from one or more sweeps")

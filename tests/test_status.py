@@ -1,0 +1,133 @@
+"""`lume-ray status RUN_DIR` on hand-made run directories: finished, running, interrupted, a submitted job's, and
+a directory that is not a run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lume_ray.cli import main
+from lume_ray.files import write_json
+from lume_ray.run_dir import RunDir
+from lume_ray.status import DRIVER_NAME, NotARunDir, run_status, status_lines
+
+OBJECTIVES = [{"name": "forget_efficacy", "direction": "max"}, {"name": "retain_score", "direction": "max"}]
+
+
+def make_run(root: Path, *, driver_pid: int | None = None, host: str | None = None, ray_job: str | None = None,
+             finished: bool = False, tune_dir: bool = True) -> RunDir:
+    """A run dir as a sweep leaves it: ga has two completed trials (three points, two of them non-dominated),
+    a diverged one and a failed one; npo has one completed trial and one still running."""
+    rd = RunDir(root)
+    rd.write_study({"name": "study", "objectives": OBJECTIVES, "algorithms": ["ga", "npo"]},
+                   {"name": "study", "algorithms": {}})
+
+    def trial(tid: str, algo: str, status: str, points: dict[int, tuple[float, float]], error: str = "",
+              **hp: float) -> None:
+        rd.write_trial(tid, {"trial_id": tid, "algorithm": algo, "hp": {"lr": 1e-3, **hp}, "status": status,
+                             "error": error})
+        for step, (fe, rs) in points.items():
+            write_json(rd.point(tid, step) / "metrics.json", {"forget_efficacy": fe, "retain_score": rs,
+                                                              "utility": 0.9})
+
+    trial("ga_1", "ga", "completed", {2: (0.2, 0.9), 4: (0.9, 0.5)})
+    trial("ga_2", "ga", "completed", {2: (0.1, 0.8), 4: (0.5, 0.4)}, lr=1e-4)  # dominated by ga_1's points
+    trial("ga_3", "ga", "diverged", {}, error="non-finite loss (nan) at step 3", lr=1.0)
+    trial("ga_4", "ga", "failed", {2: (0.3, 0.3)}, error="TrialFailed: the Train worker died")
+    trial("npo_1", "npo", "completed", {4: (0.7, 0.7)}, beta=0.1)
+    trial("npo_2", "npo", "running" if not finished else "completed", {2: (0.4, 0.6)}, beta=0.5)
+    if driver_pid is not None:
+        record = {"host": host or socket.gethostname(), "pid": driver_pid, "started": 0.0,
+                  "planned": {"ga": 4, "npo": 3}}
+        if ray_job:
+            record["ray_job"] = ray_job
+        write_json(rd.logs / DRIVER_NAME, record)
+    if tune_dir:  # what Tuner.can_restore looks for
+        (rd.tune / "sweep").mkdir(parents=True)
+        (rd.tune / "sweep" / "tuner.pkl").write_bytes(b"")
+    if finished:
+        rd.results_path.write_bytes(b"")
+    return rd
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_finished_run(tmp_path: Path) -> None:
+    rd = make_run(tmp_path / "run", driver_pid=dead_pid(), finished=True)
+    st = run_status(rd.root)
+    assert st.state == "finished"
+    ga, npo = st.algorithms["ga"], st.algorithms["npo"]
+    assert (ga.planned, ga.done, ga.diverged, ga.running, ga.points) == (4, 3, 1, [], 5)
+    assert ga.failed == [("ga_4", "TrialFailed: the Train worker died")]
+    assert [(p.trial_id, p.step) for p in ga.best] == [("ga_1", 4), ("ga_1", 2)]  # the others are dominated
+    assert (npo.done, npo.running) == (2, [])
+    # A failed trial can still be retried by a resume of a finished run.
+    assert st.resume is not None and st.resume.startswith(f"lume-ray sweep {rd.experiment_path} --resume --out {rd.root}")
+    text = "\n".join(status_lines(st))
+    assert "[ga] ga_4: TrialFailed: the Train worker died" in text
+    assert "[ga] ga_1 step 4: forget_efficacy 0.90  retain_score 0.50  (lr 1e-3)" in text
+    assert text.splitlines()[3].split() == ["ga", "4", "3", "1", "0", "1", "5"]
+
+
+def test_running_run(tmp_path: Path) -> None:
+    rd = make_run(tmp_path / "run", driver_pid=os.getpid())
+    st = run_status(rd.root)
+    assert st.state == "running" and st.resume is None
+    assert st.algorithms["npo"].running == ["npo_2"]
+    assert f"driver pid {os.getpid()} on this host" in st.detail
+
+
+def test_interrupted_run_says_how_to_resume(tmp_path: Path) -> None:
+    rd = make_run(tmp_path / "run", driver_pid=dead_pid())
+    st = run_status(rd.root)
+    assert st.state == "interrupted"
+    assert "1 trial(s) left unfinished, 1 not started" in st.detail  # ga: 4 planned, 4 seen; npo: 3 planned, 2 seen
+    assert st.resume == f"lume-ray sweep {rd.experiment_path} --resume --out {rd.root}"
+    assert status_lines(st)[-1] == f"resume with: {st.resume}"
+
+
+def test_interrupted_run_without_a_tune_experiment_cannot_resume(tmp_path: Path) -> None:
+    rd = make_run(tmp_path / "run", tune_dir=False)
+    st = run_status(rd.root)
+    assert st.state == "interrupted" and st.resume is None
+    assert "start it again without --resume" in st.detail
+
+
+def test_submitted_jobs_run_dir(tmp_path: Path) -> None:
+    """The driver ran as a Ray job on another host: status names the job and cannot check it from here."""
+    rd = make_run(tmp_path / "run", driver_pid=4242, host="head-node-0", ray_job="lume-study-20260101-ab12")
+    st = run_status(rd.root)
+    assert st.state == "elsewhere"
+    assert "head-node-0" in st.detail and "lume-ray jobs status lume-study-20260101-ab12" in st.detail
+    assert st.resume is not None and st.resume.endswith("(only if that driver has stopped)")
+
+
+def test_not_a_run_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NotARunDir, match="not a run directory"):
+        run_status(tmp_path / "empty")
+    assert main(["status", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("lume-ray: error: ") and "not a run directory" in err
+    assert main(["status", str(tmp_path / "missing")]) == 2
+    assert "no such directory" in capsys.readouterr().err
+
+
+def test_cli_status_prints_text_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rd = make_run(tmp_path / "run", driver_pid=dead_pid(), finished=True)
+    assert main(["status", str(rd.root)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[1].startswith("state: finished")
+    assert main(["status", str(rd.root), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["state"] == "finished" and data["algorithms"]["ga"]["done"] == 3
