@@ -194,7 +194,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     # A cluster to connect to is connected here; a local Ray is started by run_unlearning itself, after its
     # checks of the data and the model (a bad path is a one-line error, not a Ray start-up first).
     remote = args.address or os.environ.get("RAY_ADDRESS")
-    with ray_session(address=remote, log_to_driver=True) if remote else contextlib.nullcontext():
+    with _quiet(args, job.out, "UNLEARN"), (
+            ray_session(address=remote, log_to_driver=True) if remote else contextlib.nullcontext()):
         res = run_unlearning(job)
     print(f"[unlearn] {res.status}{': ' + res.reason if res.reason else ''} after {res.steps_done} steps "
           f"in {res.wall_s:.1f} s (resumed from step {res.resumed_from})")
@@ -207,13 +208,20 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet(args: argparse.Namespace, out: str | Path, command: str) -> Any:
+    """The command's quiet console: Ray's, DeepSpeed's (...) output in OUT/logs/, its own progress on the terminal."""
+    from lume_ray import console
+
+    return console.quiet(Path(out) / "logs", verbose=args.verbose, passthrough=getattr(console, command))
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from lume_ray.config import EvalConfig
     from lume_ray.evaluate.runner import evaluate, summary_lines
     from lume_ray.local_ray import ray_session
 
     settings = _validate(EvalConfig, _nested(args, args.flags), "eval", args.flags)
-    with ray_session(address=args.address, configure_logging=False):
+    with _quiet(args, args.out, "EVAL"), ray_session(address=args.address, configure_logging=False):
         result = evaluate(args.model, args.data, settings, members=args.member, nonmembers=args.nonmember,
                           utility=args.utility, reference_utility=args.reference_utility, out_dir=args.out,
                           trust_remote_code=args.trust_remote_code, progress=not args.json)
@@ -241,7 +249,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from lume_ray import pipeline
 
     exp = _experiment(args, args.experiment)
-    pipeline.run_study(exp, resume=args.resume, address=args.address, warm_start=args.warm_start)
+    pipeline.run_study(exp, resume=args.resume, address=args.address, warm_start=args.warm_start,
+                       verbose=args.verbose)
     return 0
 
 
@@ -250,7 +259,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
     path = Path(args.experiment) if args.experiment else DEFAULT_EXPERIMENT
     exp = _experiment(args, path)
-    pipeline.run_study(exp, resume=None, address=None)
+    pipeline.run_study(exp, resume=None, address=None, verbose=args.verbose)
     return 0
 
 
@@ -277,6 +286,11 @@ def _cluster(name: str) -> Callable[[argparse.Namespace], int]:
 
 # ---------------------------------------------------------------------------------------------
 # The parser.
+
+
+def _console_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show Ray's, Tune's, DeepSpeed's and Optuna's output live (always in OUT/logs/)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -315,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     un.add_argument("--lora", nargs="*", type=_kv, default=None, metavar="KEY=VALUE",
                     help="train a LoRA adapter only, e.g. --lora r=8 alpha=16")
     un.add_argument("--address", default=None, help="a running Ray cluster (default: start a local one)")
+    _console_options(un)
     un.set_defaults(func=cmd_unlearn, flags=flags)
 
     # -- [5] eval -------------------------------------------------------------------------------
@@ -331,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print metrics.json")
     ev.add_argument("--address", default=None)
     ev.add_argument("--trust-remote-code", action="store_true")
+    _console_options(ev)
     ev.set_defaults(func=cmd_eval, flags=add_model_options(ev, EvalConfig))
 
     # -- [6] sweep ------------------------------------------------------------------------------
@@ -344,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--address", default=None)
     sw.add_argument("--set", dest="overrides", nargs="+", type=_kv, default=[], metavar="KEY=VALUE",
                     help="override experiment keys, e.g. sweep.num_samples=40")
+    _console_options(sw)
     sw.set_defaults(func=cmd_sweep)
     stat = sub.add_parser("status", help="where a sweep stands: trials per algorithm, best points, how to resume")
     stat.add_argument("run_dir", metavar="RUN_DIR")
@@ -365,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     qs.add_argument("--out", default="runs/quickstart")
     qs.add_argument("--experiment", default=None, help="default: experiments/quickstart.yaml")
     qs.add_argument("--set", dest="overrides", nargs="+", type=_kv, default=[], metavar="KEY=VALUE")
+    _console_options(qs)
     qs.set_defaults(func=cmd_quickstart)
 
     # -- cluster --------------------------------------------------------------------------------
@@ -399,6 +417,12 @@ def _unsuppress(error: BaseException | None) -> None:
         error = error.__cause__ or error.__context__
 
 
+def _log_hint(error: BaseException) -> str:
+    """Where the full story of an error is, when the command wrote a log (lume_ray.console)."""
+    console = sys.modules.get("lume_ray.console")
+    return str(console.error_hint(error)) if console is not None else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -411,8 +435,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             _unsuppress(e)  # one-line errors are raised `from None`; the debug traceback shows their causes
             raise
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"lume-ray: error: {msg}", file=sys.stderr)
+        print(f"lume-ray: error: {msg}{_log_hint(e)}", file=sys.stderr)
         return 2
+    except Exception as e:  # unexpected (Ray, Tune): one line here when a log holds the traceback
+        hint = _log_hint(e)
+        if not hint or os.environ.get("LUME_RAY_DEBUG"):
+            raise
+        print(f"lume-ray: error: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}{hint}", file=sys.stderr)
+        return 1
     return int(result) if isinstance(result, int) else 0
 
 

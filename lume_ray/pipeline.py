@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from lume_ray.config import Experiment
+from lume_ray.console import STUDY, quiet, say
 from lume_ray.run_dir import RunDir
 
 
@@ -28,7 +29,7 @@ def prepare_data(exp: Experiment) -> str:
     if exp.data.synth is not None and not Path(path).exists():
         from lume_ray.synth import write_dataset
 
-        print(f"[1/4] data: writing synthetic LUME data to {path}", flush=True)
+        say(f"[1/4] data: writing synthetic LUME data to {path}")
         write_dataset(path, docs_per_task=exp.data.synth.docs_per_task, seed=exp.data.synth.seed)
     return path
 
@@ -40,31 +41,32 @@ def prepare_target(exp: Experiment, data: str) -> str:
         from lume_ray.target import build_target
 
         b = exp.target.build
-        print(f"[2/4] target: the embedded target at {path} (cached when unchanged)", flush=True)
+        say(f"[2/4] target: the embedded target at {path} (cached when unchanged)")
         build_target(path, data, preset=b.preset, seed=b.seed, epochs=b.epochs)
     return path
 
 
 def run_study(exp: Experiment, *, resume: bool | None = None, address: str | None = None,
-              warm_start: str | None = None) -> Path:
+              warm_start: str | None = None, verbose: bool = False) -> Path:
     """data -> target -> search (trials: unlearn -> evaluate) -> report. ``resume=None``: resume when RUN_DIR
-    already holds this study."""
+    already holds this study. Ray's, Tune's, DeepSpeed's and Optuna's output goes to RUN_DIR/logs/ (``verbose``:
+    shown as well)."""
     from lume_ray.report import build_report
     from lume_ray.search.sweep import read_warm_start, run_sweep
 
     t0 = time.time()
     exp = exp.resolved()
-    data = prepare_data(exp)
-    prepare_target(exp, data)
-    if resume is None:
-        resume = RunDir(exp.output_dir).exists()
-    print(f"[3/4] search: {', '.join(exp.selected_algorithms())} with {exp.sweep.sampler} -> {exp.output_dir}",
-          flush=True)
-    run = run_sweep(exp, resume=resume, address=address,
-                    warm_start=read_warm_start(warm_start) if warm_start else ())
-    if not exp.sweep.report:
-        return run.root
-    print("[4/4] report", flush=True)
-    out = build_report(run.root)
-    print(f"done in {time.time() - t0:.0f} s. Report: {out / 'report.html'} (also report.md, pareto.csv)", flush=True)
+    with quiet(RunDir(exp.output_dir).logs, verbose=verbose, passthrough=STUDY):
+        data = prepare_data(exp)
+        prepare_target(exp, data)
+        if resume is None:
+            resume = RunDir(exp.output_dir).exists()
+        say(f"[3/4] search: {', '.join(exp.selected_algorithms())} with {exp.sweep.sampler} -> {exp.output_dir}")
+        run = run_sweep(exp, resume=resume, address=address,
+                        warm_start=read_warm_start(warm_start) if warm_start else ())
+        if not exp.sweep.report:
+            return run.root
+        say("[4/4] report")
+        out = build_report(run.root)
+        say(f"done in {time.time() - t0:.0f} s. Report: {out / 'report.html'} (also report.md, pareto.csv)")
     return out
