@@ -242,7 +242,14 @@ def _experiment(args: argparse.Namespace, path: str | Path) -> Any:
         overrides.append(("output_dir", args.out))
     if getattr(args, "sampler", None):
         overrides.append(("sweep.sampler", args.sampler))
-    return load_experiment(path, overrides)
+    if getattr(args, "mlflow", None):
+        overrides.append(("tracking.mlflow.uri", args.mlflow))
+    exp = load_experiment(path, overrides)
+    if getattr(args, "mlflow", None) == "" and exp.tracking.mlflow is None:  # --mlflow alone: the local store
+        from lume_ray.config import MlflowConfig
+
+        exp = exp.model_copy(update={"tracking": exp.tracking.model_copy(update={"mlflow": MlflowConfig()})})
+    return exp
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -288,9 +295,13 @@ def _cluster(name: str) -> Callable[[argparse.Namespace], int]:
 # The parser.
 
 
-def _console_options(parser: argparse.ArgumentParser) -> None:
+def _console_options(parser: argparse.ArgumentParser, *, tracking: bool = False) -> None:
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show Ray's, Tune's, DeepSpeed's and Optuna's output live (always in OUT/logs/)")
+    if tracking:
+        parser.add_argument("--mlflow", nargs="?", const="", default=None, metavar="URI",
+                            help="log every trial to MLflow under a parent run (no URI: the experiment's, else "
+                                 "sqlite:///RUN_DIR/mlruns/mlflow.db); put it after the experiment")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -360,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--address", default=None)
     sw.add_argument("--set", dest="overrides", nargs="+", type=_kv, default=[], metavar="KEY=VALUE",
                     help="override experiment keys, e.g. sweep.num_samples=40")
-    _console_options(sw)
+    _console_options(sw, tracking=True)
     sw.set_defaults(func=cmd_sweep)
     stat = sub.add_parser("status", help="where a sweep stands: trials per algorithm, best points, how to resume")
     stat.add_argument("run_dir", metavar="RUN_DIR")
@@ -382,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     qs.add_argument("--out", default="runs/quickstart")
     qs.add_argument("--experiment", default=None, help="default: experiments/quickstart.yaml")
     qs.add_argument("--set", dest="overrides", nargs="+", type=_kv, default=[], metavar="KEY=VALUE")
-    _console_options(qs)
+    _console_options(qs, tracking=True)
     qs.set_defaults(func=cmd_quickstart)
 
     # -- cluster --------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ def run_study(exp: Experiment, *, resume: bool | None = None, address: str | Non
     """data -> target -> search (trials: unlearn -> evaluate) -> report. ``resume=None``: resume when RUN_DIR
     already holds this study. Ray's, Tune's, DeepSpeed's and Optuna's output goes to RUN_DIR/logs/ (``verbose``:
     shown as well)."""
+    from lume_ray import tracking
     from lume_ray.report import build_report
     from lume_ray.search.sweep import read_warm_start, run_sweep
 
@@ -68,5 +69,6 @@ def run_study(exp: Experiment, *, resume: bool | None = None, address: str | Non
             return run.root
         say("[4/4] report")
         out = build_report(run.root)
+        tracking.log_report(exp, run.root, out)
         say(f"done in {time.time() - t0:.0f} s. Report: {out / 'report.html'} (also report.md, pareto.csv)")
     return out

@@ -19,7 +19,7 @@ fi
 echo "[setup] installing (first time takes a few minutes)"
 python -m pip install -q --upgrade pip 2>&1 | grep -v -i warning || true
 python -m pip install -q "torch==2.13.0" 2>&1 | grep -v -i warning || true
-python -m pip install -q -c constraints.txt -e ".[dev,cluster]" 2>&1 | grep -v -i warning || true
+python -m pip install -q -c constraints.txt -e ".[dev,cluster,tracking]" 2>&1 | grep -v -i warning || true
 python -c "import lume_ray, torch, ray, deepspeed, transformers, optuna" \
   || { echo "[setup] install failed" >&2; exit 1; }
 echo "$want" > "$stamp"

@@ -1,0 +1,142 @@
+"""MLflow tracking with the real mlflow package on a local store (SQLite under RUN_DIR/mlruns).
+
+A tiny sweep with ``tracking: {mlflow: {}}`` on the local Ray cluster: its runs, read back with
+``mlflow.search_runs`` and the client's metric history, hold exactly what results.parquet holds (every trial,
+every evaluated step's metrics); a second sync, or a second tracker on the same RUN_DIR (a resume), adds no run
+and no point; the report's files become the parent run's artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+mlflow = pytest.importorskip("mlflow")
+
+from lume_ray.config import experiment_from_dict  # noqa: E402
+from lume_ray.evaluate.metrics import METRICS  # noqa: E402
+from lume_ray.tracking import STATE_NAME, MlflowTracker, local_uri  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tracked_sweep(tmp_path_factory: pytest.TempPathFactory, tiny_lume: Path, tiny_model: Path, ray_local) -> Path:
+    from lume_ray.search.sweep import run_sweep
+    from tests.test_sweep import small_experiment
+
+    raw = small_experiment(tmp_path_factory.mktemp("tracked"), tiny_lume, tiny_model, num_samples=2)
+    raw["algorithms"] = {"ga": raw["algorithms"]["ga"]}
+    raw["tracking"] = {"mlflow": {}}
+    return run_sweep(experiment_from_dict(raw)).root
+
+
+def _runs(run_dir: Path) -> pd.DataFrame:
+    mlflow.set_tracking_uri(local_uri(run_dir))
+    return mlflow.search_runs(experiment_names=["test"])
+
+
+def test_one_run_per_trial_under_a_parent(tracked_sweep: Path) -> None:
+    runs = _runs(tracked_sweep)
+    results = pd.read_parquet(tracked_sweep / "results.parquet")
+    state = json.loads((tracked_sweep / STATE_NAME).read_text())["mlflow"]
+    parent = runs[runs["run_id"] == state["parent_run_id"]]
+    assert len(parent) == 1 and parent["status"].iloc[0] == "FINISHED"
+    assert parent["params.sampler"].iloc[0] == "gp"
+    children = runs[runs["tags.mlflow.parentRunId"] == state["parent_run_id"]]
+    assert len(runs) == 1 + len(children)
+    assert sorted(children["tags.lume_ray.trial_id"]) == sorted(results["trial_id"].unique())
+    assert set(children["status"]) == {"FINISHED"} and set(children["tags.lume_ray.status"]) == {"completed"}
+    for _, child in children.iterrows():
+        trial = results[results["trial_id"] == child["tags.lume_ray.trial_id"]]
+        assert child["params.algorithm"] == trial["algorithm"].iloc[0]
+        assert float(child["params.lr"]) == pytest.approx(float(trial["hp/lr"].iloc[0]))
+
+
+def test_every_step_of_every_trial_is_logged_as_in_results(tracked_sweep: Path) -> None:
+    client = mlflow.MlflowClient(tracking_uri=local_uri(tracked_sweep))
+    results = pd.read_parquet(tracked_sweep / "results.parquet")
+    results = results[results["status"] == "ok"]
+    runs = _runs(tracked_sweep).dropna(subset=["tags.lume_ray.trial_id"])
+    metric_columns = [c for c in results.columns if c in METRICS]
+    assert {"forget_efficacy", "retain_score", "final_score"} <= set(metric_columns)
+    compared = 0
+    for _, run in runs.iterrows():
+        rows = results[results["trial_id"] == run["tags.lume_ray.trial_id"]].set_index("step")
+        for column in metric_columns:
+            history = {m.step: m.value for m in client.get_metric_history(run["run_id"], column)}
+            expected = {int(step): float(v) for step, v in rows[column].items() if v is not None and not pd.isna(v)}
+            assert set(history) == set(expected), (column, history, expected)  # each step once: no duplicates
+            assert len(client.get_metric_history(run["run_id"], column)) == len(expected)
+            for step, value in expected.items():
+                assert math.isclose(history[step], value, rel_tol=1e-9, abs_tol=1e-12), (column, step)
+                compared += 1
+    assert compared >= len(results) * 3
+
+
+def test_resume_reuses_the_runs(tracked_sweep: Path) -> None:
+    """A second tracker on the same RUN_DIR (what --resume builds) finds the parent run in tracking.json and
+    logs nothing twice."""
+    before = _runs(tracked_sweep)
+    raw = json.loads(json.dumps(__import__("yaml").safe_load((tracked_sweep / "experiment.yaml").read_text())))
+    tracker = MlflowTracker(experiment_from_dict(raw), tracked_sweep, log=lambda line: None)
+    tracker.setup()
+    assert tracker.sync() == 0
+    tracker.end_sweep("FINISHED")
+    after = _runs(tracked_sweep)
+    assert sorted(after["run_id"]) == sorted(before["run_id"])
+    client = mlflow.MlflowClient(tracking_uri=local_uri(tracked_sweep))
+    for run_id in after["run_id"]:
+        steps = [m.step for m in client.get_metric_history(run_id, "forget_efficacy")]
+        assert len(steps) == len(set(steps))
+
+
+def test_report_files_are_the_parents_artifacts(tracked_sweep: Path, tmp_path: Path) -> None:
+    from lume_ray.tracking import log_report
+
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "report.md").write_text("# report\n")
+    (report / "pareto.csv").write_text("a,b\n1,2\n")
+    raw = __import__("yaml").safe_load((tracked_sweep / "experiment.yaml").read_text())
+    log_report(experiment_from_dict(raw), tracked_sweep, report)
+    state = json.loads((tracked_sweep / STATE_NAME).read_text())["mlflow"]
+    client = mlflow.MlflowClient(tracking_uri=local_uri(tracked_sweep))
+    names = sorted(a.path for a in client.list_artifacts(state["parent_run_id"], "report"))
+    assert names == ["report/pareto.csv", "report/report.md"]
+    assert client.get_run(state["parent_run_id"]).info.status == "FINISHED"  # not reopened by the upload
+
+
+def test_sync_after_an_interruption_logs_only_what_is_new(tmp_path: Path) -> None:
+    """No Ray: a run dir written by hand, synced, given one more point (the resumed trial goes on), synced by a
+    new tracker (the resumed command): one run per trial, every point once, the final states as run statuses."""
+    from lume_ray.files import write_json
+    from tests.test_status import make_run
+    from tests.test_sweep import small_experiment
+
+    raw = small_experiment(tmp_path, tmp_path / "data", tmp_path / "model")
+    raw["tracking"] = {"mlflow": {}}
+    exp = experiment_from_dict(raw)
+    rd = make_run(tmp_path / "run")
+    first = MlflowTracker(exp, rd.root, log=lambda line: None)
+    first.open()
+    assert first.sync() == 7  # points: ga_1 2, ga_2 2, ga_4 1, npo_1 1, npo_2 1
+    first.end_sweep("KILLED")
+    write_json(rd.point("npo_2", 4) / "metrics.json", {"forget_efficacy": 0.8, "retain_score": 0.5})
+    rd.write_trial("npo_2", {**(rd.read_trial("npo_2") or {}), "status": "completed"})
+    second = MlflowTracker(exp, rd.root, log=lambda line: None)
+    second.open()
+    assert second.parent_run_id == first.parent_run_id
+    assert second.sync() == 1
+    second.end_sweep("FINISHED")
+    runs = _runs(rd.root)
+    children = runs.dropna(subset=["tags.lume_ray.trial_id"]).set_index("tags.lume_ray.trial_id")
+    assert sorted(children.index) == ["ga_1", "ga_2", "ga_3", "ga_4", "npo_1", "npo_2"]
+    assert children.loc["ga_4", "status"] == "FAILED" and children.loc["ga_3", "tags.lume_ray.status"] == "diverged"
+    assert children.loc["npo_2", "status"] == "FINISHED"
+    client = mlflow.MlflowClient(tracking_uri=local_uri(rd.root))
+    history = client.get_metric_history(children.loc["npo_2", "run_id"], "forget_efficacy")
+    assert sorted((m.step, m.value) for m in history) == [(2, 0.4), (4, 0.8)]
+    assert client.get_run(first.parent_run_id).info.status == "FINISHED"
