@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from lume_ray.cluster import LocalRayCluster, build_submission, connect, log_tail, submit, wait
+from lume_ray.cluster.jobs import build_submission, connect, log_tail, submit, wait
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the local cluster is a test helper (tests/local_cluster.py), not in the package
+from tests.local_cluster import LocalRayCluster  # noqa: E402
 
 
 def run(nodes: int, cpus: int, experiment: Path, overrides: list[tuple[str, str]], out_root: Path,

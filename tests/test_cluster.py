@@ -4,6 +4,7 @@ and a real two-node local Ray cluster that runs a job submitted through `lume-ra
 from __future__ import annotations
 
 import copy
+import importlib.resources
 import importlib.util
 import json
 import os
@@ -18,15 +19,9 @@ import pytest
 import yaml
 
 from lume_ray import cli
-from lume_ray.cluster import (
-    LocalRayCluster,
-    build_submission,
-    connect,
-    estimate_option,
-    free_port,
-    model_size,
-    plan,
-)
+from lume_ray.cluster.jobs import auth_headers, build_submission, connect
+from lume_ray.cluster.plan import estimate_option, model_size, plan
+from tests.local_cluster import LocalRayCluster, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "experiments" / "quickstart.yaml"
@@ -34,16 +29,20 @@ GIB = 2**30
 
 # The multi-node test submits the real quickstart sweep once every stage it runs exists; until then a
 # stand-in job that writes a file. Flip this one line to force either.
-SWEEP_READY = all(importlib.util.find_spec(f"lume_ray.{m}") for m in ("sweep", "train", "evaluate", "report"))
+SWEEP_READY = all(importlib.util.find_spec(f"lume_ray.{m}") for m in ("search.sweep", "train", "evaluate", "report"))
 
 
 # -- cluster.yaml -------------------------------------------------------------------------------
 
 
 def _validate(cfg: dict) -> None:
-    from ray.autoscaler._private.util import prepare_config, validate_config
+    """Ray's published cluster-config schema (the JSON file `ray up` validates against), plus the one cross-key
+    rule the schema cannot state: the head node type is one of the node types."""
+    import jsonschema
 
-    validate_config(prepare_config(copy.deepcopy(cfg)))
+    schema = json.loads((importlib.resources.files("ray.autoscaler") / "ray-schema.json").read_text())
+    jsonschema.validate(copy.deepcopy(cfg), schema)
+    assert cfg["head_node_type"] in cfg["available_node_types"]
 
 
 def test_cluster_yaml_validates_against_ray_schema() -> None:
@@ -193,6 +192,36 @@ def test_missing_ray_default_is_detected(tmp_path: Path) -> None:
     assert "ray[default]" in r.stderr and "lume-ray[cluster]" in r.stderr
 
 
+def test_auth_headers_follow_rays_token_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert auth_headers("127.0.0.1") == {} and auth_headers("head.example") == {}  # no token anywhere
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("home-token\n")
+    # Mode unset: a token on this machine means token auth for a cluster on this machine only (as `ray start`).
+    assert auth_headers("127.0.0.1") == {"Authorization": "Bearer home-token"}
+    assert auth_headers("head.example") == {}
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    assert auth_headers("head.example") == {"Authorization": "Bearer home-token"}
+    path = tmp_path / "tok"
+    path.write_text("  file-token  ")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(path))
+    assert auth_headers("head.example") == {"Authorization": "Bearer file-token"}
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "env-token")  # highest precedence
+    assert auth_headers("head.example") == {"Authorization": "Bearer env-token"}
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    path.write_text("")
+    with pytest.raises(ValueError, match="RAY_AUTH_TOKEN_PATH=.*cannot read a token"):
+        auth_headers("head.example")
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH")
+    (tmp_path / ".ray" / "auth_token").unlink()
+    with pytest.raises(ValueError, match="no token found"):
+        auth_headers("head.example")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    assert auth_headers("127.0.0.1") == {}
+
+
 def test_submission_packages_the_working_dir() -> None:
     sub = build_submission(QUICKSTART, [("sweep.num_samples", "1")])
     assert sub.runtime_env["working_dir"] == str(ROOT)
@@ -218,7 +247,7 @@ import json, os, sys, ray
 ray.init(address="auto")
 nodes = [n for n in ray.nodes() if n["Alive"]]
 out = {"nodes": len(nodes), "cpus": ray.cluster_resources().get("CPU"),
-       "shipped": os.path.isfile("lume_ray/cluster.py"), "argv": sys.argv[1:],
+       "shipped": os.path.isfile("lume_ray/cluster/jobs.py"), "argv": sys.argv[1:],
        "poll": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")}
 tmp = sys.argv[1] + ".tmp"
 with open(tmp, "w") as f:

@@ -1,20 +1,14 @@
-"""Cluster: an experiment YAML -> a Ray job on a cluster; Ray Jobs status/logs/stop; a ZeRO memory plan.
+"""Ray Jobs: an experiment YAML -> a sweep job on a Ray cluster; job status, logs and stop.
 
-Input:  ``lume-ray submit EXPERIMENT --address http://HEAD:8265``, ``lume-ray jobs ACTION [JOB]``,
-        ``lume-ray plan --model 1b|7b|DIR --gpus N``; a running Ray cluster with ``ray[default]``.
-Output: a submitted job (its id and how to follow it), job tables and logs, and a per-GPU memory
-        table of every ZeRO stage with a recommendation.
+Input:  ``lume-ray submit EXPERIMENT --address http://HEAD:8265 [--set k=v ...]``, ``lume-ray jobs
+        list|status|logs|stop [JOB] --address URL``; a running Ray cluster with ``ray[default]``.
+Output: a submitted job (its id and how to follow it), job tables, logs, the job's exit status.
 
-Three parts, top to bottom:
-1. Jobs: the Ray Jobs SDK (``JobSubmissionClient``) behind one-line errors. Token auth follows Ray
-   2.60: the SDK sends ``Authorization: Bearer <token>`` only when ``RAY_AUTH_MODE=token``, reading
-   the token from ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``. We never read,
-   print or store the token ourselves; we only switch the SDK's mode on (and only for a cluster on
-   this machine when the mode is unset, as ``ray start`` itself does).
-2. Plan: DeepSpeed's own estimators (ZeRO-2 and ZeRO-3 model states) on parameter counts taken from a
-   model built on the meta device, plus the frozen bf16 reference model.
-3. LocalRayCluster: a real multi-node Ray cluster on 127.0.0.1 made of ``ray start --block``
-   processes we own by pid, for tests and benchmarks (never ``ray stop``: it kills every Ray here).
+The Ray Jobs SDK (``JobSubmissionClient``) behind one-line errors. Token auth follows Ray's documented
+sources (docs: "Token Authentication"): with ``RAY_AUTH_MODE=token`` the token is ``RAY_AUTH_TOKEN``, else
+the file named by ``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``; with the mode unset, a cluster on
+this machine and a token there means token mode (what ``ray start`` itself does). The token goes to the
+SDK through its public ``headers`` argument only: never printed, logged or stored.
 """
 
 from __future__ import annotations
@@ -26,22 +20,16 @@ import os
 import re
 import secrets
 import shlex
-import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-
-class ClusterError(ValueError):
-    """A user-facing cluster problem (bad address, unreachable cluster, auth, unknown job)."""
-
+from lume_ray.cluster import ClusterError, first_line
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 DEFAULT_DASHBOARD_PORT = 8265
@@ -61,10 +49,6 @@ JOB_ENV_DEFAULTS = {
 }
 # Forwarded from the submitting shell when set there (no secrets: job env vars are visible in the dashboard).
 JOB_ENV_FORWARD = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR", "LUME_RAY_DEBUG")
-
-
-# ---------------------------------------------------------------------------------------------
-# 1. Jobs
 
 
 def normalize_address(address: str | None) -> str:
@@ -92,31 +76,38 @@ def _is_local(host: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1") or host == socket.gethostname()
 
 
-def _setup_auth(host: str) -> None:
-    """Put the SDK in token mode when the user asked for it (or, unset, for a local token-auth cluster).
+def find_token(required: bool) -> str | None:
+    """The token from Ray's documented sources, in their order of precedence (None when there is none)."""
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    named = os.environ.get("RAY_AUTH_TOKEN_PATH", "").strip()
+    path = Path(named).expanduser() if named else Path.home() / ".ray" / "auth_token"
+    try:
+        token = path.read_text().strip()  # Ray strips whitespace from token files too
+    except OSError:
+        token = ""
+    if required and named and not token:  # Ray treats an unreadable or empty RAY_AUTH_TOKEN_PATH as fatal
+        raise ClusterError(f"RAY_AUTH_TOKEN_PATH={named}: cannot read a token from that file")
+    return token or None
 
-    The SDK decides from its C++ config, which read ``RAY_AUTH_MODE`` when ``ray._raylet`` was first
-    imported; a mode set in-process after that needs ``Config.initialize`` to be seen.
+
+def auth_headers(host: str) -> dict[str, str]:
+    """The ``Authorization`` header to hand the Jobs SDK (its public ``headers`` argument); {} without token auth.
+
+    ``RAY_AUTH_MODE=token``: the token is required. Unset: token mode only for a cluster on this machine when a
+    token is found here (as ``ray start --head`` decides). Any other mode is left to the SDK.
     """
-    from ray._raylet import (  # type: ignore[attr-defined]
-        AuthenticationMode,
-        AuthenticationTokenLoader,
-        Config,
-        get_authentication_mode,
-    )
-
     mode = os.environ.get("RAY_AUTH_MODE", "").strip().lower()
-    loader = AuthenticationTokenLoader.instance()
-    if not mode and _is_local(host) and loader.has_token(ignore_auth_mode=True):
-        # Same rule as `ray start --head` / local `ray.init()`: a token on this machine means token auth.
-        mode = "token"
-        os.environ["RAY_AUTH_MODE"] = "token"
     if mode == "token":
-        if not loader.has_token(ignore_auth_mode=True):
+        token = find_token(required=True)
+        if token is None:
             raise ClusterError("RAY_AUTH_MODE=token but no token found: put the cluster's token in "
                                "~/.ray/auth_token, a file named by RAY_AUTH_TOKEN_PATH, or RAY_AUTH_TOKEN")
-        if get_authentication_mode() != AuthenticationMode.TOKEN:
-            Config.initialize("")
+    elif not mode and _is_local(host):
+        token = find_token(required=False)
+    else:
+        token = None
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -142,13 +133,13 @@ def connect(address: str | None) -> Any:
     except ImportError as e:
         raise ClusterError(f"the Ray Jobs SDK needs ray[default] on this machine ({e}); "
                            "install it with: pip install 'lume-ray[cluster]'") from None
-    _setup_auth(urlparse(url).hostname or "")
+    headers = auth_headers(urlparse(url).hostname or "")
     _check_reachable(url)
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
     try:
-        return JobSubmissionClient(url)
+        return JobSubmissionClient(url, headers=headers)
     except AuthenticationError as e:
         raise _auth_error(url, e) from None
     except ConnectionError:
@@ -157,7 +148,7 @@ def connect(address: str | None) -> Any:
         if "ray[default]" in str(e):
             raise ClusterError("the Ray Jobs SDK needs ray[default] on this machine; "
                                "install it with: pip install 'lume-ray[cluster]'") from None
-        raise ClusterError(f"{url} does not answer like a Ray dashboard: {_first_line(e)}") from None
+        raise ClusterError(f"{url} does not answer like a Ray dashboard: {first_line(e)}") from None
 
 
 def _auth_error(url: str, e: Exception) -> ClusterError:
@@ -168,11 +159,6 @@ def _auth_error(url: str, e: Exception) -> ClusterError:
                         "provide its token in ~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN")
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def _call(client: Any, what: str, fn: Any, *args: Any) -> Any:
     """An SDK call with its errors turned into one line (unknown job ids, auth, lost connection)."""
     from ray.exceptions import AuthenticationError
@@ -180,16 +166,16 @@ def _call(client: Any, what: str, fn: Any, *args: Any) -> Any:
     try:
         return fn(*args)
     except AuthenticationError as e:
-        raise _auth_error(client._address, e) from None
+        raise _auth_error(client.get_address(), e) from None
     except ConnectionError:
-        raise ClusterError(f"lost the connection to {client._address} while trying to {what}") from None
+        raise ClusterError(f"lost the connection to {client.get_address()} while trying to {what}") from None
     except RuntimeError as e:
         msg = str(e)
         if "404" in msg or "does not exist" in msg:
             job = args[0] if args else "?"
-            raise ClusterError(f"no job {job!r} on {client._address}; "
-                               f"`lume-ray jobs list --address {client._address}` lists them") from None
-        raise ClusterError(f"could not {what}: {_first_line(e)}") from None
+            raise ClusterError(f"no job {job!r} on {client.get_address()}; "
+                               f"`lume-ray jobs list --address {client.get_address()}` lists them") from None
+        raise ClusterError(f"could not {what}: {first_line(e)}") from None
 
 
 @dataclass(frozen=True)
@@ -340,7 +326,7 @@ def _report_end(client: Any, job_id: str, state: str, show_tail: bool) -> int:
         print(f"--- last lines of {job_id} ---", file=sys.stderr)
         print(log_tail(client, job_id), file=sys.stderr)
     code = f", driver exit code {info.driver_exit_code}" if info.driver_exit_code is not None else ""
-    msg = f": {_first_line(Exception(info.message))}" if info.message else ""
+    msg = f": {first_line(Exception(info.message))}" if info.message else ""
     print(f"lume-ray: error: job {job_id} {state}{code}{msg}", file=sys.stderr)
     return 1
 
@@ -349,7 +335,7 @@ def cli_submit(args: Any) -> int:
     """`lume-ray submit EXPERIMENT --address URL [--set k=v ...] [--no-wait]`."""
     sub = build_submission(args.experiment, list(args.overrides))
     client = connect(args.address)
-    address = client._address
+    address = client.get_address()
     big = [e for e in sub.runtime_env["excludes"] if e not in WORKING_DIR_EXCLUDES]
     if big:
         print(f"[submit] not shipping {len(big)} large file(s): {', '.join(big[:3])}{' ...' if len(big) > 3 else ''}")
@@ -401,7 +387,7 @@ def cli_jobs(args: Any) -> int:
         if info.driver_exit_code is not None:
             print(f"exit code:  {info.driver_exit_code}")
         if info.message:
-            print(f"message:    {_first_line(Exception(info.message))}")
+            print(f"message:    {first_line(Exception(info.message))}")
         for k, v in sorted((info.metadata or {}).items()):
             print(f"{k + ':':<11} {v}")
         return 0 if info.status.value != "FAILED" else 1
@@ -418,398 +404,14 @@ def cli_jobs(args: Any) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------------------------
-# 2. Plan: per-GPU memory of each ZeRO stage (DeepSpeed's estimators + the frozen reference)
-
-OLMO_PRESETS: dict[str, dict[str, Any]] = {
-    # OLMo-1B(-0724)-hf shape; weights tied as in OLMo-1B-hf (1,176,764,416 parameters).
-    "1b": dict(vocab_size=50304, hidden_size=2048, num_hidden_layers=16, num_attention_heads=16,
-               intermediate_size=8192, max_position_embeddings=4096, tie_word_embeddings=True),
-    # OLMo-7B(-0724-Instruct)-hf shape, untied (6,888,095,744 parameters).
-    "7b": dict(vocab_size=50304, hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
-               intermediate_size=11008, max_position_embeddings=4096, tie_word_embeddings=False),
-}
-LORA_RANK = 16
-GIB = 2**30
-HEADROOM = 0.25  # of GPU memory kept for activations, CUDA context, fragmentation (estimators cover model states only)
-
-
-@dataclass(frozen=True)
-class ModelSize:
-    name: str
-    total_params: int  # unique parameters (tied weights counted once), as DeepSpeed's model_to_params
-    largest_layer_params: int  # most parameters owned directly by one module (ZeRO-3 gathers one at a time)
-    lora_params: int  # trainable parameters of a rank-LORA_RANK adapter on PEFT's default target modules
-
-
-def _count(model: Any) -> tuple[int, int]:
-    # DeepSpeed's model_to_params dedups by data_ptr, which is 0 for every meta tensor; parameters()
-    # already yields a tied Parameter once, which is the same count on a real model.
-    total = sum(p.numel() for p in model.parameters())
-    largest = max((sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules()), default=0)
-    return int(total), int(largest)
-
-
-def _lora_params(model: Any, model_type: str, rank: int) -> int:
-    import torch
-    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as TARGETS
-
-    targets = set(TARGETS.get(model_type) or ("q_proj", "v_proj"))
-    n = 0
-    for name, m in model.named_modules():
-        if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets:
-            n += rank * (m.in_features + m.out_features)  # A: (r, in), B: (out, r)
-    return n
-
-
-def model_size(model: str, lora_rank: int = LORA_RANK) -> ModelSize:
-    """Parameter counts of ``1b``, ``7b`` or a model directory / config.json, from a meta-device build."""
-    import torch
-    import transformers
-
-    key = model.lower()
-    if key in OLMO_PRESETS:
-        config: Any = transformers.OlmoConfig(**OLMO_PRESETS[key], pad_token_id=1, eos_token_id=50279)
-        name = f"OLMo-{key.upper()}"
-    else:
-        path = Path(model)
-        cfg_dir = path.parent if path.name == "config.json" else path
-        if not (cfg_dir / "config.json").is_file():
-            raise ClusterError(f"--model {model!r}: expected 1b, 7b, or a model directory with config.json "
-                               f"(valid presets: {', '.join(OLMO_PRESETS)})")
-        try:
-            config = transformers.AutoConfig.from_pretrained(str(cfg_dir), local_files_only=True)
-        except (ValueError, OSError, KeyError) as e:
-            raise ClusterError(f"{cfg_dir / 'config.json'}: cannot read the model config ({_first_line(e)})") from None
-        name = str(cfg_dir)
-    try:
-        with torch.device("meta"):  # shapes only: a 7B model costs no memory and under a second
-            net = transformers.AutoModelForCausalLM.from_config(config)
-    except ValueError as e:
-        raise ClusterError(f"--model {model!r}: transformers cannot build a causal LM from this config "
-                           f"({_first_line(e)})") from None
-    total, largest = _count(net)
-    return ModelSize(name, total, largest, _lora_params(net, config.model_type, lora_rank))
-
-
-@dataclass(frozen=True)
-class PlanOption:
-    name: str
-    zero: int
-    offload_optimizer: bool
-    offload_params: bool
-    model_states_gpu: int  # bytes per GPU: DeepSpeed's estimate for the trained model
-    reference_gpu: int  # bytes per GPU of the frozen bf16 reference model
-    cpu_per_node: int  # bytes of host memory per node (DeepSpeed's estimate + offloaded reference)
-    fits: bool
-
-    @property
-    def gpu_total(self) -> int:
-        return self.model_states_gpu + self.reference_gpu
-
-
-@dataclass(frozen=True)
-class Plan:
-    size: ModelSize
-    gpus: int
-    gpus_per_node: int
-    num_nodes: int
-    gpu_mem_gib: float
-    lora: bool
-    options: list[PlanOption] = field(default_factory=list)
-    recommended: str | None = None
-    message: str = ""
-
-
-# Cheapest first: sharding costs communication, offload costs PCIe traffic and CPU Adam steps.
-OPTION_ORDER = [
-    ("zero0", 0, False, False), ("zero2", 2, False, False), ("zero3", 3, False, False),
-    ("zero2+offload_opt", 2, True, False), ("zero3+offload_opt", 3, True, False),
-    ("zero3+offload_all", 3, True, True),
-]
-
-
-def _topology(gpus: int, gpus_per_node: int) -> tuple[int, int]:
-    if gpus < 1:
-        raise ClusterError(f"--gpus {gpus}: need at least 1")
-    if gpus_per_node < 1:
-        raise ClusterError(f"--gpus-per-node {gpus_per_node}: need at least 1")
-    per_node = min(gpus, gpus_per_node)
-    if gpus % per_node:
-        raise ClusterError(f"--gpus {gpus} is not a multiple of --gpus-per-node {gpus_per_node}")
-    return per_node, gpus // per_node
-
-
-def estimate_option(size: ModelSize, zero: int, offload_optimizer: bool, offload_params: bool,
-                    gpus_per_node: int, num_nodes: int, lora: bool = False) -> tuple[int, int, int]:
-    """(model-state bytes per GPU, reference bytes per GPU, host bytes per node) of one setup.
-
-    Full fine-tuning uses DeepSpeed's estimators verbatim (ZeRO-0 = the ZeRO-2 formula on one GPU:
-    nothing is sharded). The reference is a frozen bf16 copy: whole on every GPU under ZeRO-0/2,
-    sharded under ZeRO-3, on the host when ZeRO-3 offloads parameters. With LoRA the frozen base
-    doubles as the reference (adapter disabled) and only the adapter has gradients and Adam state.
-    """
-    import torch
-
-    if not torch.cuda.is_available():  # else DeepSpeed's import logs an accelerator warning; pure arithmetic here
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
-    from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
-
-    n_gpus = gpus_per_node * num_nodes
-    P, L = size.total_params, size.largest_layer_params
-    trained = size.lora_params if lora else P
-    if zero == 0:
-        cpu, gpu = estimate_zero2_model_states_mem_needs(trained, 1, 1, cpu_offload=False)
-    elif zero == 2:
-        cpu, gpu = estimate_zero2_model_states_mem_needs(trained, gpus_per_node, num_nodes,
-                                                         cpu_offload=offload_optimizer)
-    elif zero == 3:
-        cpu, gpu, _ = estimate_zero3_model_states_mem_needs(trained, L, gpus_per_node, num_nodes,
-                                                            cpu_offload=offload_optimizer,
-                                                            cpu_offload_params=offload_params)
-    else:
-        raise ClusterError(f"ZeRO stage {zero}: valid stages are 0, 2, 3")
-    frozen = 2 * P  # bf16 weights: the reference (full) or the frozen base (LoRA)
-    if zero == 3 and offload_params:
-        ref_gpu, cpu = 0, cpu + int(frozen / num_nodes)
-    elif zero == 3:
-        ref_gpu = int(frozen / n_gpus)
-    else:
-        ref_gpu = frozen
-    return int(gpu), int(ref_gpu), int(cpu)
-
-
-def plan(model: str, gpus: int, gpus_per_node: int = 8, gpu_mem_gib: float = 80.0, lora: bool = False,
-         headroom: float = HEADROOM, cpu_mem_gib: float | None = None) -> Plan:
-    """Every ZeRO option's per-GPU memory and the cheapest one that fits in ``(1 - headroom) * gpu_mem``."""
-    if gpu_mem_gib <= 0:
-        raise ClusterError(f"--gpu-mem {gpu_mem_gib}: must be positive (GiB per GPU)")
-    per_node, nodes = _topology(gpus, gpus_per_node)
-    size = model_size(model)
-    budget = (1 - headroom) * gpu_mem_gib * GIB
-    options = []
-    for name, zero, off_opt, off_par in OPTION_ORDER:
-        gpu, ref, cpu = estimate_option(size, zero, off_opt, off_par, per_node, nodes, lora)
-        fits = gpu + ref <= budget and (cpu_mem_gib is None or cpu <= cpu_mem_gib * GIB)
-        options.append(PlanOption(name, zero, off_opt, off_par, gpu, ref, cpu, fits))
-    best = next((o for o in options if o.fits), None)
-    if best:
-        message = (f"recommended: {best.name} ({best.gpu_total / GIB:.1f} GiB per GPU of {gpu_mem_gib:g}, "
-                   f"{headroom:.0%} kept for activations; host RAM per node >= {best.cpu_per_node / GIB:.0f} GiB)")
-    else:
-        least = min(options, key=lambda o: o.gpu_total)
-        message = (f"nothing fits: even {least.name} needs {least.gpu_total / GIB:.1f} GiB per GPU of "
-                   f"{gpu_mem_gib:g} with {headroom:.0%} headroom; use more or larger GPUs"
-                   f"{'' if lora else ', or --lora'}")
-    return Plan(size, gpus, per_node, nodes, gpu_mem_gib, lora, options, best.name if best else None, message)
-
-
-def plan_dict(p: Plan) -> dict[str, Any]:
-    return {
-        "model": p.size.name, "total_params": p.size.total_params,
-        "largest_layer_params": p.size.largest_layer_params,
-        "trainable_params": p.size.lora_params if p.lora else p.size.total_params, "lora": p.lora,
-        "gpus": p.gpus, "gpus_per_node": p.gpus_per_node, "num_nodes": p.num_nodes, "gpu_mem_gib": p.gpu_mem_gib,
-        "options": [{"name": o.name, "zero": o.zero, "offload_optimizer": o.offload_optimizer,
-                     "offload_params": o.offload_params, "gpu_gib": round(o.gpu_total / GIB, 3),
-                     "model_states_gpu_bytes": o.model_states_gpu, "reference_gpu_bytes": o.reference_gpu,
-                     "cpu_per_node_gib": round(o.cpu_per_node / GIB, 3), "fits": o.fits} for o in p.options],
-        "recommended": p.recommended, "message": p.message,
-    }
-
-
+# Moved to lume_ray.cluster.plan; kept here only until cli.py dispatches `lume-ray plan` there.
 def cli_plan(args: Any) -> int:
-    """`lume-ray plan --model 1b|7b|PATH --gpus N [--gpus-per-node 8] [--gpu-mem 80] [--lora] [--json]`."""
-    p = plan(args.model, args.gpus, args.gpus_per_node, args.gpu_mem, args.lora)
-    if args.json:
-        print(json.dumps(plan_dict(p), indent=2))
-        return 0 if p.recommended else 1
-    s = p.size
-    trained = f"LoRA r={LORA_RANK}: {s.lora_params / 1e6:.1f}M trainable" if p.lora else "full fine-tuning"
-    print(f"{s.name}: {s.total_params / 1e9:.3f}B parameters (largest layer {s.largest_layer_params / 1e6:.1f}M), "
-          f"{trained}; {p.gpus} GPU(s) = {p.num_nodes} node(s) x {p.gpus_per_node}, {p.gpu_mem_gib:g} GiB each")
-    ref = "frozen base = reference" if p.lora else "bf16 reference (kl, npo, rmu need it)"
-    print(f"{'option':<19} {'GPU GiB':>8} {'model':>8} {'ref':>7} {'host GiB/node':>14}  fits")
-    for o in p.options:
-        print(f"{o.name:<19} {o.gpu_total / GIB:>8.1f} {o.model_states_gpu / GIB:>8.1f} {o.reference_gpu / GIB:>7.1f} "
-              f"{o.cpu_per_node / GIB:>14.1f}  {'yes' if o.fits else 'no'}")
-    print(f"(model = DeepSpeed's model-state estimate; ref = {ref}; activations not included)")
-    print(p.message)
-    return 0 if p.recommended else 1
+    from lume_ray.cluster.plan import cli_plan as plan_cli
 
-
-# ---------------------------------------------------------------------------------------------
-# 3. A local multi-node Ray cluster we own by pid
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _node_ports() -> list[str]:
-    # Every listening port explicit: defaults (10001, 52365, 8076 ...) collide between two nodes on one
-    # machine and with other people's clusters on it.
-    flags = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-grpc-port",
-             "--dashboard-agent-listen-port", "--metrics-export-port", "--runtime-env-agent-port")
-    return [f"{f}={free_port()}" for f in flags]
-
-
-class LocalRayCluster:
-    """``ray start --head`` + ``workers`` x ``ray start --address`` on 127.0.0.1, each a process we hold.
-
-    Dashboard and job server listen on 127.0.0.1 only. ``stop()`` ends exactly the processes started
-    here: the ``ray start --block`` processes, their process groups, their descendants, and any
-    daemon that names our private temp dir (agents that re-parent themselves), never ``ray stop``.
-    """
-
-    def __init__(self, workers: int = 1, cpus_per_node: int = 2, env: dict[str, str] | None = None,
-                 head_resources: dict[str, float] | None = None, object_store_mib: int = 256,
-                 timeout_s: float = 90.0) -> None:
-        self.workers, self.cpus, self.timeout_s = workers, cpus_per_node, timeout_s
-        self.head_resources = head_resources or {}
-        self.object_store_bytes = object_store_mib * 2**20  # default is 30 % of RAM per node
-        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
-        self.env.setdefault("RAY_AUTH_MODE", "disabled")
-        # A raylet waits this long for its dashboard agent to start; the default (20 s) was measured to run
-        # out on a loaded 2-core machine (the node then dies with "timed out during startup").
-        self.env.setdefault("RAY_agent_register_timeout_ms", "120000")
-        self.procs: list[subprocess.Popen[bytes]] = []
-        # Short path: Ray's unix sockets live under it and must stay below ~107 characters.
-        self.temp_dir = tempfile.mkdtemp(prefix="lr", dir="/tmp")
-        self.port = free_port()
-        self.dashboard_port = free_port()
-        self.address = f"http://127.0.0.1:{self.dashboard_port}"
-        self.gcs_address = f"127.0.0.1:{self.port}"
-        self._pids: set[int] = set()
-
-    def _start(self, args: list[str], tag: str) -> subprocess.Popen[bytes]:
-        log = open(Path(self.temp_dir) / f"{tag}.out", "wb")  # noqa: SIM115 (lives as long as the process)
-        proc = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", *args, "--block"],
-                                stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
-        self.procs.append(proc)
-        return proc
-
-    def _wait_started(self, proc: subprocess.Popen[bytes], tag: str) -> None:
-        out = Path(self.temp_dir) / f"{tag}.out"
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < self.timeout_s:
-            text = out.read_text(errors="replace")
-            if "Ray runtime started" in text:
-                return
-            if proc.poll() is not None:
-                raise RuntimeError(f"ray start ({tag}) exited {proc.returncode}: {text[-2000:]}")
-            time.sleep(0.3)
-        raise RuntimeError(f"ray start ({tag}) did not come up in {self.timeout_s:.0f} s")
-
-    def start(self) -> LocalRayCluster:
-        common = ["--node-ip-address=127.0.0.1", f"--num-cpus={self.cpus}", "--num-gpus=0",
-                  f"--object-store-memory={self.object_store_bytes}",
-                  "--disable-usage-stats", f"--temp-dir={self.temp_dir}"]
-        head_args = [f"--port={self.port}", "--head", "--dashboard-host=127.0.0.1",
-                     f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={free_port()}",
-                     *common, *_node_ports()]
-        if self.head_resources:
-            head_args.append(f"--resources={json.dumps(self.head_resources)}")
-        try:
-            self._wait_started(self._start(head_args, "head"), "head")
-            for i in range(self.workers):
-                tag = f"worker{i}"
-                # Each node its own temp root, as on real machines: a shared one lets a node's runtime-env
-                # agent garbage-collect the unpacked working dir another node's job driver runs in.
-                own = [a for a in common if not a.startswith("--temp-dir=")] + [f"--temp-dir={self.temp_dir}/{tag}"]
-                self._wait_started(self._start([f"--address={self.gcs_address}", *own, *_node_ports()], tag), tag)
-            self._wait_nodes(1 + self.workers)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _wait_nodes(self, n: int) -> None:
-        import requests
-
-        t0 = time.monotonic()
-        alive = 0
-        while time.monotonic() - t0 < self.timeout_s:
-            try:
-                r = requests.get(f"{self.address}/nodes?view=summary", timeout=5)
-                if r.status_code in (401, 403):
-                    return  # token auth: every `ray start` already said it joined; we never handle the token
-                nodes = r.json()["data"]["summary"]
-                alive = sum(1 for x in nodes if x.get("raylet", {}).get("state") == "ALIVE")
-                if alive >= n:
-                    return
-            except (OSError, ValueError, KeyError):
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"only {alive} of {n} Ray nodes alive after {self.timeout_s:.0f} s")
-
-    def _ours(self) -> set[int]:
-        import psutil
-
-        pids = set(self._pids)
-        for proc in self.procs:
-            pids.add(proc.pid)
-            with contextlib.suppress(psutil.Error):
-                pids.update(c.pid for c in psutil.Process(proc.pid).children(recursive=True))
-        for p in psutil.process_iter(["pid", "cmdline"]):
-            try:
-                if self.temp_dir in " ".join(p.info["cmdline"] or []):
-                    pids.add(p.info["pid"])
-                    pids.update(c.pid for c in p.children(recursive=True))
-            except psutil.Error:
-                continue
-        pids.discard(os.getpid())
-        return pids
-
-    def stop(self, grace_s: float = 15.0, keep_temp: bool = False) -> None:
-        import psutil
-
-        self._pids = self._ours()
-        # Workers first, then the head: `ray start --block` shuts its node down on SIGTERM.
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        for proc in self.procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        self._pids |= self._ours()
-        for proc in self.procs:  # each node's whole process group (raylet, gcs, workers, agents)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        victims = []
-        for pid in self._pids:
-            with contextlib.suppress(psutil.Error):
-                victim = psutil.Process(pid)
-                victim.kill()
-                victims.append(victim)
-        psutil.wait_procs(victims, timeout=10)  # so alive_pids() is empty once stop() returns
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.wait(timeout=10)
-        self.procs = []
-        if not keep_temp:  # session logs, sockets, spilled objects: ours alone, by construction
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-    def alive_pids(self) -> list[int]:
-        """Processes started by this cluster that still run (empty after ``stop``)."""
-        import psutil
-
-        return sorted(p for p in self._pids | self._ours() if psutil.pid_exists(p)
-                      and psutil.Process(p).status() != psutil.STATUS_ZOMBIE)
-
-    def __enter__(self) -> LocalRayCluster:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    return plan_cli(args)
 
 
 __all__ = [
-    "ClusterError", "Submission", "build_submission", "connect", "submit", "status", "logs", "follow", "wait",
-    "log_tail", "cli_submit", "cli_jobs", "plan", "Plan", "PlanOption", "ModelSize", "model_size",
-    "estimate_option", "plan_dict", "cli_plan", "LocalRayCluster", "free_port", "normalize_address",
+    "Submission", "TERMINAL", "auth_headers", "find_token", "build_submission", "cli_jobs", "cli_submit", "connect", "follow",
+    "job_env", "large_files", "log_tail", "logs", "normalize_address", "status", "submit", "wait",
 ]
