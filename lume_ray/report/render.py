@@ -142,7 +142,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, objecti
 
     context = {
         "name": run.name, "answer": answer, "notes": a.notes, "figures": _inline(figures),
-        "figure_names": [f.name for f in figures], "rank_metric": a.rank_metric,
+        "rank_metric": a.rank_metric,
         "leaderboard": table(an.leaderboard(run, a)), "budget": table(an.budget_table(budget)),
         "fronts": table(an.front_table(a)), "importance": table(an.importance_table(a, imp)),
         "samples": samples, "samples_note": samples_note, "failures": table(an.failures(a, clean)),
