@@ -15,7 +15,11 @@ as a fraction of the grid's steps: the classic grid, which trains every (setting
 through its trajectory (9 x 10 epochs). Writes RUN/summary.json and RUN/curves.png.
 
     python benchmarks/bench_sweep.py [--out runs/bench_sweep] [--spaces suited boundary] [--algorithms gd npo]
-                                     [--samplers gp tpe random] [--seeds 0 1]
+                                     [--samplers gp tpe random] [--seeds 0 1] [--early-stop]
+
+``--early-stop`` adds "SAMPLER+es" runs of the first sampler: the same sampler with multi-objective successive
+halving at rungs of 2.5 and 5 epochs keeping a third, given 3x the trials and cut at the same budget in steps as
+the run without early stopping (9 trials x 10 epochs per algorithm).
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ def main() -> None:
     p.add_argument("--samplers", nargs="+", default=["gp", "tpe", "random"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--max-concurrent", type=int, default=3)
+    p.add_argument("--early-stop", action="store_true", help="also run the first sampler with early stopping")
     args = p.parse_args()
     out = Path(args.out)
     base = load_experiment(QUICKSTART, [("output_dir", "runs/quickstart")]).resolved()
@@ -94,11 +99,15 @@ def main() -> None:
     for space_name in args.spaces:
         lrs = SPACES[space_name]
         runs = [("grid", 0)] + [(s, seed) for s in args.samplers for seed in args.seeds]
-        for sampler, seed in runs:
-            run_dir = out / space_name / (sampler if sampler == "grid" else f"{sampler}-seed{seed}")
+        if args.early_stop:
+            runs += [(f"{args.samplers[0]}+es", seed) for seed in args.seeds]
+        for name, seed in runs:
+            sampler, es = name.removesuffix("+es"), name.endswith("+es")
+            run_dir = out / space_name / (name if name == "grid" else f"{name}-seed{seed}")
             overrides = [
                 ("output_dir", str(run_dir)), ("seed", str(seed)), ("sweep.sampler", sampler),
-                ("sweep.num_samples", str(TRIALS)), ("sweep.max_concurrent", str(args.max_concurrent)),
+                ("sweep.num_samples", str(3 * TRIALS if es else TRIALS)),
+                ("sweep.max_concurrent", str(args.max_concurrent)),
                 ("sweep.eval_steps", json.dumps([5 * per_epoch, max_steps] if sampler == "grid" else
                                                 [round(max_steps * k / 4) for k in (1, 2, 3, 4)])),
                 ("sweep.objectives", json.dumps(OBJECTIVES)), ("sweep.algorithms", json.dumps(args.algorithms)),
@@ -106,15 +115,22 @@ def main() -> None:
                 ("target.build", "null"),
             ]
             overrides += [(f"algorithms.{a}", json.dumps(space(lrs, max_steps, a))) for a in args.algorithms]
+            if es:
+                overrides.append(("sweep.early_stop", json.dumps({"rungs": [max_steps // 4, max_steps // 2],
+                                                                   "keep": 1 / 3})))
             exp = load_experiment(QUICKSTART, overrides)
             t0 = time.time()
             if not (run_dir / "results.parquet").exists():
                 run_sweep(exp, resume=(run_dir / "study.json").exists())
             frame = pd.read_parquet(run_dir / "results.parquet")
             for algo in args.algorithms:
-                curves[(space_name, algo, sampler, seed)] = curve(frame, algo)
+                steps, hv = curve(frame, algo)
+                if es:  # the same budget in steps as the run without early stopping
+                    keep = steps <= TRIALS * max_steps
+                    steps, hv = steps[keep], hv[keep]
+                curves[(space_name, algo, name, seed)] = (steps, hv)
             summary["runs"][str(run_dir)] = {"seconds": round(time.time() - t0), "rows": len(frame)}
-            print(f"{space_name} {sampler} seed {seed}: {len(frame)} rows, {time.time() - t0:.0f} s", flush=True)
+            print(f"{space_name} {name} seed {seed}: {len(frame)} rows, {time.time() - t0:.0f} s", flush=True)
 
     table = []
     for space_name in args.spaces:
@@ -123,7 +139,7 @@ def main() -> None:
             target = float(g_hv[-1])
             classic = TRIALS * (5 * per_epoch + max_steps)  # each (setting, steps) pair its own run
             trajectory = float(g_steps[-1])
-            for sampler in args.samplers:
+            for sampler in [*args.samplers, *([f"{args.samplers[0]}+es"] if args.early_stop else [])]:
                 for seed in args.seeds:
                     steps, hv = curves[(space_name, algo, sampler, seed)]
                     spent = reach(target, steps, hv)
@@ -153,7 +169,8 @@ def plot(curves: dict[tuple[str, str, str, int], tuple[np.ndarray, np.ndarray]],
 
     rows, cols = len(args.spaces), len(args.algorithms)
     fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
-    colors = {"grid": "black", "gp": "tab:blue", "tpe": "tab:orange", "random": "tab:green", "nsga2": "tab:red"}
+    colors = {"grid": "black", "gp": "tab:blue", "tpe": "tab:orange", "random": "tab:green", "nsga2": "tab:red",
+              "gp+es": "tab:purple"}
     for i, space_name in enumerate(args.spaces):
         for j, algo in enumerate(args.algorithms):
             ax = axes[i][j]

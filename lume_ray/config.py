@@ -28,7 +28,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from lume_ray.evaluate.metrics import Floor
 
@@ -125,6 +133,9 @@ class TrainConfig(Section):
     """How one unlearning job runs: Ray Train workers, DeepSpeed ZeRO, precision, batch."""
 
     workers: int = Field(1, ge=1, description="Ray Train workers (one DeepSpeed rank each)")
+    placement: Literal["PACK", "SPREAD"] = Field(
+        "PACK", description="how the workers' resource bundles are placed on the cluster's nodes: PACK onto as few "
+        "nodes as fit (fast intra-node communication), SPREAD over as many as possible (best effort)")
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: Literal[0, 1] = Field(0, description="0 (CPU, gloo) or 1 (one GPU per rank, NCCL); "
                                            "more GPUs means more workers")
@@ -427,6 +438,8 @@ class EarlyStopConfig(Section):
 
     rungs: tuple[int, ...] = Field(..., min_length=1, description="steps at which trials are compared")
     keep: float = Field(1 / 3, gt=0, le=1, description="fraction kept at each rung")
+    pipelined: bool = Field(True, description="evaluate a rung's point while the job trains on (else the job "
+                            "stops at each rung until its point is scored)")
 
     @field_validator("keep", mode="before")
     @classmethod
@@ -547,13 +560,14 @@ class Experiment(Section):
             if algo not in self.algorithms:
                 raise located(["sweep", "algorithms"], f"{algo!r} has no search space here "
                               f"(valid: {', '.join(self.algorithms)})", list(sw.algorithms or ()))
-        for algo, space in self.algorithms.items():
-            for step in self.eval_steps(algo):
-                if step > space.steps.max:
-                    raise located(["sweep", "eval_steps"], f"{step} is beyond algorithms.{algo}.steps max "
-                                  f"{space.steps.max}", step)
+        if sw.eval_steps is not None:  # each algorithm evaluates the steps within its trajectory; none: a typo
+            longest = max(self.algorithms[a].steps.max for a in self.selected_algorithms())
+            beyond = [s for s in sw.eval_steps if s > longest]
+            if beyond:
+                raise located(["sweep", "eval_steps"], f"{beyond[0]} is beyond every algorithm's steps "
+                              f"(largest max: {longest})", beyond[0])
         if sw.early_stop is not None:
-            longest = max(s.steps.max for s in self.algorithms.values())
+            longest = max(self.algorithms[a].steps.max for a in self.selected_algorithms())
             if sw.early_stop.rungs[-1] > longest:
                 raise located(["sweep", "early_stop", "rungs"], f"{sw.early_stop.rungs[-1]} is beyond every "
                               f"algorithm's steps (largest max: {longest})", list(sw.early_stop.rungs))
@@ -570,7 +584,7 @@ class Experiment(Section):
         if steps.points is not None:
             points = steps.points
         elif self.sweep.eval_steps is not None:
-            points = self.sweep.eval_steps
+            points = tuple(p for p in self.sweep.eval_steps if p <= steps.max)
         else:
             n = self.sweep.eval_points
             points = tuple(round(steps.max * k / n) for k in range(1, n + 1))

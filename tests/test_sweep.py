@@ -227,3 +227,26 @@ def test_report_from_a_real_sweep(finished_sweep: Path, tmp_path: Path, tiny_lum
         leaked = sorted(p for p in pii if p in content)
         assert not leaked, f"{name} shows {leaked}"
     assert np.isfinite(values).all()
+
+
+@pytest.mark.parametrize("pipelined", [True, False], ids=["pipelined", "between-segments"])
+def test_early_stopping_stops_a_dominated_trial_at_its_rung(
+        tmp_path: Path, tiny_lume: Path, tiny_model: Path, ray_local, pipelined: bool) -> None:
+    """Three trials in the initial design's order (largest lr, smallest, centre), one at a time: at rung 2 the
+    centre is dominated by the smallest lr on (retain_score, retain_nll) and, keeping half, is stopped there."""
+    raw = small_experiment(tmp_path, tiny_lume, tiny_model, num_samples=3, initial_design=3, eval_points=3,
+                           objectives=["retain_score", "retain_nll"],
+                           early_stop={"rungs": [2, 4], "keep": 0.5, "pipelined": pipelined})
+    raw["algorithms"] = {"ga": {"lr": {"loguniform": [1e-5, 1e-2]}, "steps": {"max": 6}}}
+    run_dir = run_sweep(experiment_from_dict(raw)).root
+    records = {r["hp"]["lr"]: r for r in (json.loads(p.read_text()) for p in run_dir.glob("trials/*/trial.json"))}
+    assert sorted(records) == pytest.approx([1e-5, 10 ** -3.5, 1e-2])
+    centre = records[min(records, key=lambda lr: abs(lr - 10 ** -3.5))]
+    assert centre["status"] == "stopped" and centre["stopped_at"] == 2, centre
+    assert records[1e-5]["status"] == "completed"
+    frame = pd.read_parquet(run_dir / "results.parquet")
+    mine = frame[frame.trial_id == centre["trial_id"]]
+    assert list(mine["status"]) == ["ok", "stopped"] and mine["step"].iloc[0] == 2
+    assert mine["trained_steps"].max() < 6  # the stop saved steps
+    if not pipelined:  # between segments, the job stopped at the rung and never trained past it
+        assert mine["trained_steps"].max() == 2
