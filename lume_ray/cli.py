@@ -381,10 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     # -- [7] report -----------------------------------------------------------------------------
     rp = sub.add_parser("report", help="Pareto fronts, leaderboard and figures from one or more sweeps")
     rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="one sweep, or several to compare")
-    rp.add_argument("--out", default=None, help="default: RUN_DIR/report (one run)")
+    rp.add_argument("--out", default=None, help="default: RUN_DIR/report (one run); required when comparing several")
     rp.add_argument("--objectives", nargs="+", default=None, help="metric names (directions from the registry)")
     rp.add_argument("--floor", nargs="+", type=_kv, default=None, metavar="METRIC=FRACTION",
-                    help="feasibility floor relative to the base model, e.g. utility=0.75")
+                    help="feasibility floors, e.g. utility=0.75 (a fraction of the base model's); "
+                    "utility.absolute=0.371 for an absolute floor; floors given replace the study's")
     rp.add_argument("--no-redact", action="store_true", help="show sample generations without PII redaction")
     rp.set_defaults(func=cmd_report)
 

@@ -186,33 +186,19 @@ def run_sweep(exp: Experiment, *, resume: bool = False, address: str | None = No
     n_ok = int((frame["status"] == "ok").sum()) if not frame.empty else 0
     log(f"[sweep] {len(frame)} result rows ({n_ok} evaluated points) in {rd.results_path} after "
         f"{time.time() - t0:.0f} s")
-    for warning in boundary_warnings(exp, frame):
+    for warning in boundary_warnings(rd) if n_ok else []:
         log(f"[sweep] warning: {warning}")
     tracking.end_sweep(trackers, "FINISHED")
     return rd
 
 
-def boundary_warnings(exp: Experiment, frame: Any) -> list[str]:
-    """Per algorithm, the searched parameters whose front points sit on an edge of the box."""
-    import numpy as np
+def boundary_warnings(rd: RunDir) -> list[str]:
+    """Per algorithm, the searched parameters whose front points (those that pass the floor) sit on an edge of
+    the box: the report's own analysis, so the sweep and the report warn alike."""
+    from lume_ray.report.analysis import analyze, boundary, load_run
 
-    from lume_ray.evaluate.metrics import direction
-    from lume_ray.report.pareto import pareto_mask
-    from lume_ray.search.space import boundary_warnings as edges
-
-    out: list[str] = []
-    if frame.empty:
-        return out
-    objectives = [o for o in exp.sweep.objectives if o in frame.columns]
-    for algo in exp.selected_algorithms():
-        sub = frame[(frame["algorithm"] == algo) & (frame["status"] == "ok")]
-        if sub.empty or not objectives:
-            continue
-        values = np.column_stack([sub[o].astype(float).to_numpy() for o in objectives])
-        front = sub[pareto_mask(values, [direction(o) for o in objectives])]
-        hp = [{c.removeprefix("hp/"): r[c] for c in front.columns if c.startswith("hp/")} for _, r in front.iterrows()]
-        out += edges(exp.algorithms[algo], hp, algo)
-    return out
+    run = load_run(rd.root)
+    return [w for warnings in boundary(run, analyze(run)).values() for w in warnings]
 
 
 def read_warm_start(run_dir: str | Path) -> list[dict[str, Any]]:
