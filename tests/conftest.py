@@ -105,3 +105,31 @@ def ray_local():
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def unlearning_setup(tiny_model: Path, tiny_lume: Path, one_torch_thread: Any) -> dict[str, Any]:
+    """A tiny OLMo that memorized the rows a little (so unlearning has something to undo), forget/retain batches of
+    four rows, every encoded row and the pad id: what the algorithm tests (hand-checked and contract) run on."""
+    import torch
+
+    from lume_ray.algorithms import mean_nll
+    from lume_ray.data import load_lume
+    from lume_ray.model import collate, encode_pair, load_model
+
+    torch.manual_seed(0)
+    model, tok = load_model(tiny_model)
+    data = load_lume(tiny_lume)
+    enc = {s: [encode_pair(tok, r.input, r.output, add_eos=True) for r in data.split(s)] for s in ("forget", "retain")}
+    all_rows = collate(enc["forget"] + enc["retain"], tok.pad_token_id)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(40):
+        loss = mean_nll(model, all_rows).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    forget = collate(enc["forget"][:4], tok.pad_token_id)
+    retain = collate(enc["retain"][:4], tok.pad_token_id)
+    return {"model": model, "forget": forget, "retain": retain, "pad": tok.pad_token_id, "enc": enc}

@@ -1,16 +1,12 @@
-"""Every registered algorithm plugs into one contract suite (plain torch on the tiny OLMo, no Ray).
-
-Adding an algorithm with ``register_algorithm`` gets it tested here for free: finite scalar loss,
-gradients reach the trainable parameters, a step changes them, the forget log-likelihood goes down
-after a few steps, determinism under a seed, and the per-sequence normalization that makes 1 worker
-and N workers agree. Hand-checked values pin NPO, GA and KL to their equations.
+"""Algorithms: hand-checked values that pin each loss to its paper's equation, and the registry (plain torch on
+the tiny OLMo, no Ray). The contract every registered algorithm must meet (finite loss, logs, a step changes
+parameters, forgetting, determinism, per-sequence normalization) is in tests/test_contracts.py.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,37 +18,17 @@ from lume_ray.algorithms import (
     algorithm_params,
     mean_nll,
     register_algorithm,
-    steering_vector,
     validate_params,
 )
-from lume_ray.data import load_lume
-from lume_ray.model import IGNORE, collate, encode_pair, load_model
-
-NAMES = sorted(ALGORITHMS)
-
+from lume_ray.algorithms.losses import steering_vector
+from lume_ray.model import IGNORE
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def setup(tiny_model: Path, tiny_lume: Path) -> dict[str, Any]:
-    """A tiny OLMo that memorized the rows a little (so unlearning has something to undo) + batches."""
-    torch.manual_seed(0)
-    model, tok = load_model(tiny_model)
-    data = load_lume(tiny_lume)
-    enc = {s: [encode_pair(tok, r.input, r.output, add_eos=True) for r in data.split(s)] for s in ("forget", "retain")}
-    all_rows = collate(enc["forget"] + enc["retain"], tok.pad_token_id)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(40):
-        loss = mean_nll(model, all_rows).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    forget = collate(enc["forget"][:4], tok.pad_token_id)
-    retain = collate(enc["retain"][:4], tok.pad_token_id)
-    return {"model": model, "forget": forget, "retain": retain, "pad": tok.pad_token_id, "enc": enc}
+def setup(unlearning_setup: dict[str, Any]) -> dict[str, Any]:
+    return unlearning_setup
 
 
 def _fresh(setup: dict[str, Any]) -> tuple[Any, Any]:
@@ -64,89 +40,6 @@ def _fresh(setup: dict[str, Any]) -> tuple[Any, Any]:
 
 def _loss(name: str, model: Any, setup: dict[str, Any], ref: Any, **params: Any) -> tuple[torch.Tensor, dict]:
     return ALGORITHMS[name].fn(model, setup["forget"], setup["retain"], ref, validate_params(name, params))
-
-
-# -- the contract, for every registered algorithm ---------------------------------------------
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_finite_scalar_loss_and_logs(name: str, setup: dict[str, Any]) -> None:
-    model, ref = _fresh(setup)
-    loss, logs = _loss(name, model, setup, ref)
-    assert loss.ndim == 0 and torch.isfinite(loss)
-    assert {"forget_nll", "retain_nll"} <= set(logs)
-    assert all(isinstance(v, float) and math.isfinite(v) for v in logs.values())
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_gradients_reach_parameters_and_a_step_changes_them(name: str, setup: dict[str, Any]) -> None:
-    model, ref = _fresh(setup)
-    before = {k: v.detach().clone() for k, v in model.named_parameters()}
-    loss, _ = _loss(name, model, setup, ref)
-    loss.backward()
-    grads = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
-    assert grads, "no parameter received a gradient"
-    assert all(torch.isfinite(g).all() for g in grads.values())
-    assert any(g.abs().sum() > 0 for g in grads.values())
-    assert all(p.grad is None for p in ref.parameters()), "the reference must stay frozen"
-    torch.optim.AdamW(model.parameters(), lr=1e-3).step()
-    changed = [k for k, p in model.named_parameters() if not torch.equal(p.detach(), before[k])]
-    assert changed and set(changed) <= set(grads)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_forget_likelihood_goes_down(name: str, setup: dict[str, Any]) -> None:
-    model, ref = _fresh(setup)
-    with torch.no_grad():
-        start = mean_nll(model, setup["forget"]).mean().item()
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    for _ in range(6):
-        loss, _ = _loss(name, model, setup, ref)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        end = mean_nll(model, setup["forget"]).mean().item()
-    assert end > start + 0.05, f"{name}: forget NLL {start:.3f} -> {end:.3f} (log-likelihood did not go down)"
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_deterministic_under_a_seed(name: str, setup: dict[str, Any]) -> None:
-    def run() -> list[float]:
-        torch.manual_seed(123)
-        model, ref = _fresh(setup)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        values = []
-        for _ in range(3):
-            loss, _ = _loss(name, model, setup, ref)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            values.append(loss.item())
-        return values
-
-    assert run() == run()
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_per_sequence_normalization_makes_workers_agree(name: str, setup: dict[str, Any]) -> None:
-    """The gradient of the full batch equals the mean of the two half-batch gradients (what a 2-worker
-    all-reduce computes), although the halves pad to different lengths."""
-    model, ref = _fresh(setup)
-    enc, pad = setup["enc"], setup["pad"]
-    params = validate_params(name)
-    # Rows of different lengths, so the halves pad differently from the whole.
-    f_rows, r_rows = [enc["forget"][i] for i in (0, 2, 1, 9)], [enc["retain"][i] for i in (2, 0, 3, 8)]
-
-    def grad(f: list, r: list) -> torch.Tensor:
-        model.zero_grad()
-        loss, _ = ALGORITHMS[name].fn(model, collate(f, pad), collate(r, pad), ref, params)
-        loss.backward()
-        return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
-
-    whole = grad(f_rows, r_rows)
-    halves = (grad(f_rows[:2], r_rows[:2]) + grad(f_rows[2:], r_rows[2:])) / 2
-    torch.testing.assert_close(halves, whole, rtol=1e-4, atol=1e-6)
 
 
 # -- hand-checked values -----------------------------------------------------------------------

@@ -1,0 +1,381 @@
+"""Contract suites (optuna-style): every registered algorithm, sampler and metric plugs into one parametrized
+suite, so registering one gets it tested here for free.
+
+- algorithm (``lume_ray.algorithms.ALGORITHMS``): a finite scalar loss whose logs carry forget_nll and retain_nll;
+  gradients reach the parameters and a step changes them (the reference stays frozen); a few steps raise the
+  forget NLL; determinism under a seed; per-sequence normalization (the whole batch's gradient is the mean of its
+  halves', what a 2-worker all-reduce computes);
+- sampler (``lume_ray.search.samplers.SAMPLERS``): built from a :class:`SamplerContext`, an Optuna sampler; in a
+  real multi-objective study the same seed gives the same first suggestions, inside their distributions; the grid
+  sampler covers its grid;
+- metric (``lume_ray.evaluate.metrics.METRICS``): a valid direction and a description; an objective of a sweep
+  exactly when it has a direction. (That every metric is computed from a realistic input and lands in
+  metrics.json is tests/test_metrics.py's contract.)
+
+The ``test_recipe_*`` tests follow the README's recipes literally: one decorated function (+ YAML) registers a new
+algorithm, sampler or metric, which then runs through the config, the CLI / searcher / evaluation, and this suite,
+and is unregistered afterwards.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from lume_ray.algorithms import ALGORITHMS, validate_params
+from lume_ray.config import AlgorithmSpace, ConfigError, experiment_from_dict, load_experiment
+from lume_ray.evaluate.metrics import METRICS
+from lume_ray.model import collate
+from lume_ray.search.samplers import SAMPLERS, SamplerContext, make_sampler
+
+QUICK = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+# =============================================================================================
+# Algorithms.
+
+
+def _fresh(setup: dict[str, Any]) -> tuple[Any, Any]:
+    """(trainable copy, frozen reference copy) of the memorized model."""
+    return copy.deepcopy(setup["model"]).train(), copy.deepcopy(setup["model"]).eval().requires_grad_(False)
+
+
+def _loss(name: str, model: Any, setup: dict[str, Any], ref: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    return ALGORITHMS[name].fn(model, setup["forget"], setup["retain"], ref, validate_params(name))
+
+
+def check_finite_loss_and_logs(name: str, setup: dict[str, Any]) -> None:
+    model, ref = _fresh(setup)
+    loss, logs = _loss(name, model, setup, ref)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert {"forget_nll", "retain_nll"} <= set(logs)  # the "forget/retain loss" of every step's log line
+    assert all(isinstance(v, float) and math.isfinite(v) for v in logs.values()), logs
+
+
+def check_a_step_changes_parameters(name: str, setup: dict[str, Any]) -> None:
+    model, ref = _fresh(setup)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    loss, _ = _loss(name, model, setup, ref)
+    loss.backward()
+    grads = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
+    assert grads, "no parameter received a gradient"
+    assert all(torch.isfinite(g).all() for g in grads.values())
+    assert any(g.abs().sum() > 0 for g in grads.values())
+    assert all(p.grad is None for p in ref.parameters()), "the reference must stay frozen"
+    torch.optim.AdamW(model.parameters(), lr=1e-3).step()
+    changed = [k for k, p in model.named_parameters() if not torch.equal(p.detach(), before[k])]
+    assert changed and set(changed) <= set(grads)
+
+
+def check_forget_likelihood_goes_down(name: str, setup: dict[str, Any]) -> None:
+    from lume_ray.algorithms import mean_nll
+
+    model, ref = _fresh(setup)
+    with torch.no_grad():
+        start = mean_nll(model, setup["forget"]).mean().item()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    for _ in range(6):
+        loss, _ = _loss(name, model, setup, ref)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        end = mean_nll(model, setup["forget"]).mean().item()
+    assert end > start + 0.05, f"{name}: forget NLL {start:.3f} -> {end:.3f} (log-likelihood did not go down)"
+
+
+def check_deterministic_under_a_seed(name: str, setup: dict[str, Any]) -> None:
+    def run() -> list[float]:
+        torch.manual_seed(123)
+        model, ref = _fresh(setup)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        values = []
+        for _ in range(3):
+            loss, _ = _loss(name, model, setup, ref)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            values.append(loss.item())
+        return values
+
+    assert run() == run()
+
+
+def check_per_sequence_normalization(name: str, setup: dict[str, Any]) -> None:
+    """The gradient of the full batch equals the mean of the two half-batch gradients (what a 2-worker all-reduce
+    computes), although the halves pad to different lengths: 1 worker and N workers follow one trajectory."""
+    model, ref = _fresh(setup)
+    enc, pad = setup["enc"], setup["pad"]
+    params = validate_params(name)
+    f_rows, r_rows = [enc["forget"][i] for i in (0, 2, 1, 9)], [enc["retain"][i] for i in (2, 0, 3, 8)]
+    assert len({len(r.input_ids) for r in f_rows[:2]} | {len(r.input_ids) for r in f_rows[2:]}) > 2
+
+    def grad(f: list[Any], r: list[Any]) -> torch.Tensor:
+        model.zero_grad()
+        loss, _ = ALGORITHMS[name].fn(model, collate(f, pad), collate(r, pad), ref, params)
+        loss.backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    whole = grad(f_rows, r_rows)
+    halves = (grad(f_rows[:2], r_rows[:2]) + grad(f_rows[2:], r_rows[2:])) / 2
+    torch.testing.assert_close(halves, whole, rtol=1e-4, atol=1e-6)
+
+
+ALGORITHM_CONTRACT: list[Callable[[str, dict[str, Any]], None]] = [
+    check_finite_loss_and_logs, check_a_step_changes_parameters, check_forget_likelihood_goes_down,
+    check_deterministic_under_a_seed, check_per_sequence_normalization]
+
+
+@pytest.mark.parametrize("check", ALGORITHM_CONTRACT, ids=lambda c: c.__name__.removeprefix("check_"))
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_algorithm_contract(name: str, check: Callable[[str, dict[str, Any]], None],
+                            unlearning_setup: dict[str, Any]) -> None:
+    check(name, unlearning_setup)
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_algorithm_declaration(name: str) -> None:
+    """Cited, defaults valid, every parameter searchable from an experiment YAML (the declaration is the space's
+    vocabulary): a fixed value at its default loads and reaches the job."""
+    alg = ALGORITHMS[name]
+    assert alg.cite, f"{name}: cite the paper and equation"
+    assert validate_params(name) == dict(alg.params)
+    raw = yaml.safe_load(QUICK.read_text())
+    raw["algorithms"] = {name: {"lr": 1e-3, "steps": 2, **alg.params}}
+    exp = experiment_from_dict(raw)
+    assert exp.unlearn_job(name, {"lr": 1e-3, **alg.params}, "out").params == dict(alg.params)
+
+
+# =============================================================================================
+# Samplers.
+
+SPACE = AlgorithmSpace(lr={"loguniform": [1e-4, 1e-2]}, steps={"max": 10},
+                       params={"beta": {"uniform": [0.1, 1.0]}, "alpha": {"choice": [1.0, 2.0]}})
+
+
+def _objectives(p: dict[str, Any]) -> tuple[float, float]:
+    """A deterministic two-objective landscape (maximize, minimize) over the space."""
+    return math.log10(p["lr"]) + p["beta"], p["alpha"] * p["beta"] + 0.01 * p.get("steps", 0)
+
+
+def _inside(dist: Any, value: Any) -> bool:
+    import optuna.distributions as d
+
+    if isinstance(dist, d.CategoricalDistribution):
+        return value in dist.choices
+    return bool(dist.low <= value <= dist.high)
+
+
+def _suggest(trial: Any, name: str, dist: Any) -> Any:
+    """``trial.suggest_*`` for one of the searcher's distributions (public API only)."""
+    import optuna.distributions as d
+
+    if isinstance(dist, d.CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, d.IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, log=dist.log)
+    return trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+
+
+def _suggestions(name: str, seed: int, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` parameter sets the sampler proposes in a real multi-objective study, each told its values,
+    over the distributions the sweep's searcher uses (the grid sampler: its grid; the others: + steps)."""
+    import optuna
+
+    from lume_ray.search.space import distributions, grid_of, steps_distribution
+
+    grid = name == "grid"
+    sampler = make_sampler(name, SamplerContext(seed=seed, budget=n, grid=grid_of(SPACE)))
+    assert isinstance(sampler, optuna.samplers.BaseSampler)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    dists = distributions(SPACE, grid=grid)
+    if not grid:
+        dists["steps"] = steps_distribution(SPACE)
+    out = []
+
+    def objective(trial: Any) -> tuple[float, float]:
+        params = {key: _suggest(trial, key, dist) for key, dist in dists.items()}
+        assert all(_inside(dists[k], v) for k, v in params.items()), (name, params)
+        out.append(params)
+        return _objectives(params)
+
+    study.optimize(objective, n_trials=n)
+    return out
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_sampler_contract_same_seed_same_suggestions(name: str) -> None:
+    n = 6
+    first = _suggestions(name, seed=7, n=n)
+    assert first == _suggestions(name, seed=7, n=n)
+    assert len(first) == n and first != _suggestions(name, seed=8, n=n)
+
+
+def test_grid_sampler_covers_its_grid() -> None:
+    import itertools
+
+    from lume_ray.search.space import grid_of, grid_size
+
+    grid = grid_of(SPACE)
+    assert grid == {"lr": (1e-4, pytest.approx(1e-3), 1e-2), "beta": (0.1, 0.55, 1.0), "alpha": (1.0, 2.0)}
+    seen = _suggestions("grid", seed=0, n=grid_size(SPACE))
+    combos = {tuple(p[k] for k in grid) for p in seen}
+    assert len(seen) == len(combos) == 18
+    assert combos == set(itertools.product(*grid.values()))
+
+
+# =============================================================================================
+# Metrics.
+
+
+@pytest.mark.parametrize("name", list(METRICS))
+def test_metric_direction_and_objective(name: str) -> None:
+    """A metric with a direction is a sweep objective (the searcher's and the report's direction come from the
+    registry); a recorded-only one is refused at load, naming the valid objectives."""
+    from lume_ray.evaluate.metrics import direction
+
+    metric = METRICS[name]
+    assert metric.name == name and metric.direction in ("max", "min", None) and metric.description
+    if metric.direction is None:
+        with pytest.raises(ConfigError, match=r"recorded only, not an objective \(valid: "):
+            load_experiment(QUICK, [("sweep.objectives", f"[{name}]")])
+        return
+    assert direction(name) == metric.direction
+    exp = load_experiment(QUICK, [("sweep.objectives", f"['{name}']")])
+    assert exp.sweep.objectives == (name,)
+
+
+# =============================================================================================
+# The README recipes, done literally.
+
+
+def test_recipe_add_an_algorithm(unlearning_setup: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from lume_ray.algorithms import mean_nll, register_algorithm
+
+    # -- the recipe: one decorated function (in lume_ray/algorithms/losses.py) ----------------------
+    # Gradient ascent with a weight. Jang et al. 2023, Eq. 1, scaled: L = -scale * NLL(F).
+    @register_algorithm("ga_scaled", {"scale": 1.0}, positive=("scale",), cite="Jang et al. 2023, Eq. 1")
+    def ga_scaled(model: Any, forget: Any, retain: Any, ref_model: Any, params: Any) -> tuple[torch.Tensor, dict]:
+        forget_nll = mean_nll(model, forget)  # (B,)
+        with torch.no_grad():
+            retain_nll = mean_nll(model, retain)
+        loss = -params["scale"] * forget_nll.mean()
+        return loss, {"forget_nll": float(forget_nll.detach().mean()), "retain_nll": float(retain_nll.mean())}
+
+    try:
+        # -- + YAML: its search space in an experiment ----------------------------------------------
+        raw = yaml.safe_load(QUICK.read_text())
+        raw["output_dir"] = str(tmp_path / "run")
+        raw["algorithms"] = yaml.safe_load("""
+            ga_scaled:
+              lr: {loguniform: [3.0e-4, 3.0e-3]}
+              steps: {max: 20}
+              scale: {uniform: [0.5, 2.0]}
+        """)
+        exp = experiment_from_dict(raw)
+        job = exp.unlearn_job("ga_scaled", {"lr": 1e-3, "scale": 2.0}, tmp_path / "job")
+        assert (job.algorithm, job.params, job.eval_steps) == ("ga_scaled", {"scale": 2.0}, (10, 20))
+        raw["algorithms"]["ga_scaled"]["scale"] = {"uniform": [-1.0, 2.0]}
+        with pytest.raises(ConfigError, match=r"algorithms\.ga_scaled\.scale: ga_scaled parameter scale=-1\.0: must be > 0"):
+            experiment_from_dict(raw, "exp.yaml")
+        # -- the CLI knows it (its --set parameters too), with nothing listed anywhere else ------------
+        import lume_ray.train
+        from lume_ray.cli import main
+        from lume_ray.train import UnlearnResult
+
+        jobs: list[Any] = []
+        monkeypatch.setattr(lume_ray.train, "run_unlearning",
+                            lambda j: jobs.append(j) or UnlearnResult("completed", "", [], "log", 0.0, j.steps))
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+        assert main(["unlearn", "--model", "m", "--data", "d", "--algorithm", "ga_scaled", "--set", "scale=3",
+                     "--out", str(tmp_path / "o")]) == 0
+        assert jobs[-1].params == {"scale": 3.0}
+        assert main(["unlearn", "--model", "m", "--data", "d", "--algorithm", "ga_scaled", "--set", "beta=1",
+                     "--out", str(tmp_path / "o")]) == 2
+        assert "unknown parameter 'beta' (valid: scale)" in capsys.readouterr().err
+        # -- and the contract suite, as every registered algorithm ------------------------------------
+        for check in ALGORITHM_CONTRACT:
+            check("ga_scaled", unlearning_setup)
+    finally:
+        ALGORITHMS.pop("ga_scaled", None)
+    assert "ga_scaled" not in ALGORITHMS
+
+
+def test_recipe_add_a_sampler(tmp_path: Path) -> None:
+    from lume_ray.search.samplers import register_sampler
+
+    # -- the recipe: one decorated function (in lume_ray/search/samplers.py) -------------------------
+    @register_sampler("qmc")
+    def qmc(ctx: SamplerContext) -> Any:
+        """Optuna's quasi-Monte Carlo sampler (scrambled Sobol), seeded."""
+        import warnings
+
+        import optuna
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(seed=ctx.seed, scramble=True, warn_independent_sampling=False)
+
+    try:
+        # -- + YAML: sweep.sampler names it (or `lume-ray sweep EXP --sampler qmc`) --------------------
+        exp = load_experiment(QUICK, [("sweep.sampler", "qmc"), ("output_dir", str(tmp_path / "run"))])
+        assert exp.sweep.sampler == "qmc"
+        from lume_ray.search.searcher import StudySearcher
+
+        searcher = StudySearcher(exp)
+        configs = [searcher.suggest(f"t{i}") for i in range(len(exp.algorithms) * exp.sweep.num_samples)]
+        assert all(c and c["algorithm"] in exp.algorithms and c["lr"] > 0 for c in configs)
+        assert {c["algorithm"] for c in configs} == set(exp.algorithms)
+        # -- and the contract suite, as every registered sampler --------------------------------------
+        first = _suggestions("qmc", seed=7, n=6)
+        assert first == _suggestions("qmc", seed=7, n=6) and first != _suggestions("qmc", seed=8, n=6)
+    finally:
+        SAMPLERS.pop("qmc", None)
+    with pytest.raises(ConfigError, match=r"unknown sampler 'qmc' \(valid: gp, tpe"):
+        load_experiment(QUICK, [("sweep.sampler", "qmc")])
+
+
+def test_recipe_add_a_metric(tiny_model: Path, tiny_lume: Path, tmp_path: Path) -> None:
+    import json
+
+    from lume_ray.config import EvalConfig
+    from lume_ray.evaluate.metrics import MetricInputs, register_metric, run_metrics
+    from lume_ray.evaluate.runner import evaluate_reference, summary_lines
+
+    # -- the recipe: one decorated function (in lume_ray/evaluate/metrics.py) ------------------------
+    @register_metric("qa_gap", "max", "retain minus forget exact match on qa rows (knowledge kept vs forgotten)")
+    def _qa_gap(inp: MetricInputs, done: dict[str, Any]) -> float | None:
+        def mean(split: str) -> float | None:
+            scores = [float(r["score"]) for r in inp.rows if r["split"] == split and r["kind"] == "qa"]
+            return sum(scores) / len(scores) if scores else None
+
+        forget, retain = mean("forget"), mean("retain")
+        return None if forget is None or retain is None else retain - forget
+
+    try:
+        # -- computed with every other metric, written to metrics.json, shown in the summary -----------
+        rows = [{"split": s, "task": "Task1", "kind": "qa", "score": v, "nll": 1.0}
+                for s, v in (("forget", 0.0), ("forget", 1.0), ("retain", 1.0))]
+        assert run_metrics(MetricInputs(rows=rows))["qa_gap"] == 0.5
+        result = evaluate_reference(tiny_model, tiny_lume, EvalConfig(max_new_tokens=4), out_dir=tmp_path / "eval")
+        written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+        assert "qa_gap" in written and written["qa_gap"] == result["qa_gap"] and isinstance(result["qa_gap"], float)
+        assert any(line.startswith("qa_gap ") for line in summary_lines(result))
+        # -- + YAML: an objective of a sweep, its direction from the registry -------------------------
+        exp = load_experiment(QUICK, [("sweep.objectives", "[forget_efficacy, qa_gap]")])
+        assert exp.sweep.objectives == ("forget_efficacy", "qa_gap")
+        test_metric_direction_and_objective("qa_gap")  # and the contract suite, as every registered metric
+    finally:
+        METRICS.pop("qa_gap", None)
+    with pytest.raises(ConfigError, match="unknown metric 'qa_gap'"):
+        load_experiment(QUICK, [("sweep.objectives", "[qa_gap]")])
