@@ -186,7 +186,7 @@ class EvalConfig(Section):
         "float32", description="weights' dtype (the challenge ran bfloat16 on GPU; float32 is exact on CPU)")
     exact: bool = Field(False, description="one prompt at a time, no padding, in every actor: the challenge's "
                         "procedure to the bit in any dtype (slower)")
-    mia_k: float = Field(0.2, gt=0, le=1, description="fraction of tokens for Min-K%% / Min-K%%++")
+    mia_k: float = Field(0.2, gt=0, le=1, description="fraction of tokens for Min-K% / Min-K%++")
     utility_style: Literal["auto", "letter", "option", "open-instruct"] = Field(
         "auto", description="auto: open-instruct for MMLU (the challenge's procedure: k-shot, next token among "
         "' A'..' D'), option for a utility file; letter: lm-eval's zero-shot MMLU (summed log-likelihood)")
