@@ -19,7 +19,8 @@ from lume_ray.target import PRESETS, build_target, tiny_olmo, train_tokenizer
 
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # 4 documents per task: 10 forget + 10 retain rows, 6 non-members, 20 utility questions.
+    # 4 documents per task: 20 forget + 20 retain rows (Task2 documents carry five questions), 6 non-members,
+    # 20 utility questions.
     return write_dataset(tmp_path_factory.mktemp("target") / "data", docs_per_task=4, seed=0)
 
 
@@ -74,6 +75,20 @@ def test_tiny_build_memorizes(built: tuple[Path, dict[str, Any]], small_data: Pa
     assert mia["nonmember_nll"] > mia["member_nll"] + 1.0, mia
     assert manifest["data"]["fingerprint"] == load_lume(small_data).fingerprint()
     assert set(manifest["data"]["files"]) == {"utility.jsonl", "member.jsonl", "nonmember.jsonl"}
+    # The measurements are the evaluation's own metrics (evaluate_loaded): every registered metric is recorded, and
+    # the manifest's summaries are views of them.
+    from lume_ray.evaluate.metrics import METRICS
+
+    metrics = manifest["metrics"]
+    assert set(METRICS) <= set(metrics) and metrics["counts"]["rows"] == {
+        split: len(load_lume(small_data).split(split)) for split in ("forget", "retain")}
+    assert (metrics["mia_auc"], metrics["member_nll"], metrics["nonmember_nll"]) == (
+        mia["auc"], mia["member_nll"], mia["nonmember_nll"])
+    assert metrics["utility"] == manifest["utility_accuracy"] is not None
+    for split in ("forget", "retain"):
+        assert mem[split]["by_task"] == {k.split("/", 1)[1]: v for k, v in metrics.items()
+                                         if k.startswith(f"{split}/") and v is not None}
+    assert mia["auc"] > 0.9  # the loss attack separates members from the unseen non-members
     # A normal HF directory: from_pretrained and the project's loader both read it.
     from transformers import AutoModelForCausalLM
 
