@@ -1,45 +1,248 @@
 """Local Ray: the one place that starts Ray on this machine when no cluster is connected.
 
 Input:  nothing connected (``ray.is_initialized()`` false) and how many CPUs / how much object store to offer.
-Output: a single-machine Ray whose every process (GCS, raylet, workers) listens on 127.0.0.1 only, with no
-        dashboard and so no job server; :func:`ray_session` stops it again when the work that needed it
+Output: a single-machine Ray whose every process (GCS, raylet, workers, this driver) listens on 127.0.0.1 only,
+        with no dashboard and so no job server; :func:`ray_session` stops it again when the work that needed it
         ends. A connected Ray is used as it is.
+
+How, with Ray's public interfaces only:
+1. The head is the ``ray start --head --block`` command, run as a child process we own, with Ray's
+   single-machine switch (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, the default on Windows and macOS) in *its*
+   environment: left to itself, Ray on Linux rewrites a loopback node address to the host's routable IP and
+   listens on all interfaces (RAY_NOTES 5). Ray reads the switch once, at ``import ray``, which is why it goes
+   to a fresh process and never into this one (this process's own ``ray start --address`` calls, e.g. a
+   multi-node test cluster, stay allowed).
+2. This process connects with ``ray.init(address="[::ffff:127.0.0.1]:PORT")``, the loopback address in its
+   IPv4-mapped form. A driver whose Ray was imported in multi-node mode rewrites the literal ``127.0.0.1`` (and
+   ``localhost``) of a bootstrap address to the host IP, where nothing listens; the mapped form is the same
+   socket (the GCS listens dual-stack on it) and is taken as given.
+3. The child reads its stdin, a pipe this process holds: when this process ends in any way (even SIGKILL) the
+   pipe closes and the head stops itself with SIGTERM, as ``ray start --block`` expects; a normal end stops it
+   at once (:func:`stop_local`, called by :func:`ray_session` and at interpreter exit).
+Measured: every listening socket of every Ray process on the loopback (tests/test_local_ray.py).
+
+Token auth: the head runs in the mode this process's Ray runs in, which Ray reads from ``RAY_AUTH_MODE`` once, at
+import. ``token``: the head too, with a token generated (``ray get-auth-token --generate``) when none exists.
+Unset or ``disabled``: no token (an in-process ``ray.init()`` turns tokens on by default through a private call;
+a driver that connects cannot), so export ``RAY_AUTH_MODE=token`` to keep other local users off the loopback.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import ipaddress
 import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 
-# Ray on Linux rewrites a loopback node address to the host's routable IP and then listens on all
-# interfaces (RAY_NOTES 5). Its single-machine mode, the default on Windows and macOS, keeps every
-# process on 127.0.0.1; this variable turns that mode on (measured with `ss -ltnp`: tests/test_local_ray.py).
 SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+LOOPBACK = "127.0.0.1"
+MAPPED_LOOPBACK = "::ffff:127.0.0.1"  # the same address, in a form Ray does not rewrite (see the docstring)
+START_TIMEOUT_S = 180.0  # a head on a loaded 2-core machine was measured to need 20-30 s
+STARTED = "Ray runtime started"
+
+# Runs the `ray` command line in the child, plus a thread that turns the end of stdin (our end of the pipe
+# closed: this process is gone) into the SIGTERM on which `ray start --block` shuts its node down.
+_BOOT = """
+import os, signal, sys, threading
+
+def _watch():
+    while os.read(0, 512):  # unbuffered: no lock left held at interpreter exit
+        pass
+    os.kill(os.getpid(), signal.SIGTERM)
+
+threading.Thread(target=_watch, daemon=True).start()
+from ray.scripts.scripts import main
+sys.argv = ["ray", *sys.argv[1:]]
+main()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback or host.strip("[]") == MAPPED_LOOPBACK
+    except ValueError:
+        return host == "localhost"
+
+
+@dataclass
+class LocalHead:
+    """A ``ray start --head --block`` process of this process, and what it owns (its temp dir)."""
+
+    proc: subprocess.Popen[bytes]
+    temp_dir: str
+    port: int
+    log: Path
+    dashboard_url: str | None = None  # as ray.init() reports it: empty, since there is no dashboard
+    pids: set[int] = field(default_factory=set)  # Ray processes seen for this head (filled by stop())
+
+    @property
+    def address(self) -> str:
+        return f"[{MAPPED_LOOPBACK}]:{self.port}"
+
+    def processes(self) -> list[int]:
+        """Pids of the head's Ray processes: its process tree and any daemon naming its temp dir."""
+        import psutil
+
+        pids = {self.proc.pid}
+        with contextlib.suppress(psutil.Error):
+            pids.update(c.pid for c in psutil.Process(self.proc.pid).children(recursive=True))
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            try:
+                if self.temp_dir in " ".join(p.info["cmdline"] or []):
+                    pids.add(p.info["pid"])
+                    pids.update(c.pid for c in p.children(recursive=True))
+            except psutil.Error:
+                continue
+        pids.discard(os.getpid())
+        return sorted(pids)
+
+    def stop(self, grace_s: float = 40.0) -> None:
+        """End the head: SIGTERM (Ray drains and stops its processes), then kill what is left of ours."""
+        import psutil
+
+        self.pids |= set(self.processes())
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=grace_s)
+        self.pids |= set(self.processes())
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # its own process group (start_new_session)
+        victims = []
+        for pid in self.pids - {os.getpid()}:
+            with contextlib.suppress(psutil.Error):
+                victim = psutil.Process(pid)
+                victim.kill()
+                victims.append(victim)
+        psutil.wait_procs(victims, timeout=10)
+        if self.proc.poll() is None:
+            self.proc.wait(timeout=10)
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)  # session logs, sockets, spilled objects: ours alone
+
+
+_heads: list[LocalHead] = []  # started by this process and not stopped yet
+
+
+def local_head() -> LocalHead | None:
+    """The head :func:`start_local` started in this process (None when none runs)."""
+    return _heads[-1] if _heads else None
+
+
+def _ray_cli(*, stop_with_parent: bool = False) -> list[str]:
+    """The `ray` command line of this interpreter; ``stop_with_parent``: SIGTERM itself when its stdin closes."""
+    return [sys.executable, "-c", _BOOT] if stop_with_parent else [sys.executable, "-m", "ray.scripts.scripts"]
+
+
+def _ensure_token() -> None:
+    """Token auth needs a token before ``ray start``; ``ray get-auth-token --generate`` makes one (~/.ray/auth_token)
+    when none of Ray's sources has one, as a local ``ray.init()`` would."""
+    from lume_ray.cluster.jobs import find_token
+
+    if find_token(required=True) is None:
+        subprocess.run([*_ray_cli(), "get-auth-token", "--generate"], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=120)
+
+
+def start_head(*, num_cpus: int | None = None, object_store_mb: int | None = None,
+               timeout_s: float = START_TIMEOUT_S) -> LocalHead:
+    """Start a single-machine Ray head on 127.0.0.1 (no dashboard) as a child process; returns once it is up."""
+    token_auth = os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "token"
+    if token_auth:
+        _ensure_token()
+    # Short path: Ray's unix sockets live under it and must stay below ~107 characters.
+    temp_dir = tempfile.mkdtemp(prefix="lr", dir="/tmp")
+    port = free_port()
+    args = ["start", "--head", "--block", f"--node-ip-address={LOOPBACK}", f"--port={port}",
+            "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}",
+            # Every port explicit: defaults (10001, 52365, 8265 ...) collide with other clusters on the machine.
+            f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}",
+            f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
+    if num_cpus is not None:
+        args.append(f"--num-cpus={num_cpus}")
+    if object_store_mb is not None:
+        args.append(f"--object-store-memory={object_store_mb * 2**20}")
+    env = {**os.environ, SINGLE_MACHINE_ENV: "0", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_AUTH_MODE": "token" if token_auth else "disabled"}  # this process's mode (a token file alone
+    # would otherwise turn the head's on: `ray start` does that when the mode is unset)
+    log = Path(temp_dir) / "head.out"
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([*_ray_cli(stop_with_parent=True), *args], stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)  # Ctrl-C reaches the driver, not the head
+    head = LocalHead(proc, temp_dir, port, log)
+    _heads.append(head)
+    try:
+        t0 = time.monotonic()
+        while STARTED not in log.read_text(errors="replace"):
+            if proc.poll() is not None:
+                raise RuntimeError(f"ray start --head exited {proc.returncode}: "
+                                   f"{log.read_text(errors='replace')[-2000:]}")
+            if time.monotonic() - t0 > timeout_s:
+                raise RuntimeError(f"ray start --head did not come up in {timeout_s:.0f} s (log: {log})")
+            time.sleep(0.1)
+        try:
+            with socket.create_connection((MAPPED_LOOPBACK, port), timeout=5):
+                pass
+        except OSError as e:
+            raise RuntimeError(f"the local Ray head listens on {LOOPBACK}:{port} but {head.address} does not "
+                               f"reach it ({e}); this machine needs IPv4-mapped IPv6 on the loopback") from None
+    except BaseException:
+        stop_local(head)
+        raise
+    return head
+
+
+def stop_local(head: LocalHead | None = None) -> None:
+    """Stop ``head`` (default: every head this process started). Call after ``ray.shutdown()``."""
+    for h in [head] if head is not None else list(reversed(_heads)):
+        if h in _heads:
+            _heads.remove(h)
+        h.stop()
+
+
+atexit.register(stop_local)  # a driver that never called ray_session's cleanup (e.g. a test fixture)
 
 
 def start_local(*, num_cpus: int | None = None, object_store_mb: int | None = None, log_to_driver: bool = False,
-                configure_logging: bool = True) -> None:
+                configure_logging: bool = True) -> LocalHead:
     """Start a local Ray on 127.0.0.1 only, no dashboard or job server, ``num_cpus`` logical CPUs (default:
-    what Ray detects, container limits included)."""
+    what Ray detects, container limits included), and connect this process to it. Stop it with
+    ``ray.shutdown()`` then :func:`stop_local` (or use :func:`ray_session`)."""
     import ray
-    from ray._private import ray_constants  # private: the flag is read once, when Ray is imported
 
-    # Ray's processes read the flag from the environment they inherit; this process already imported it.
-    # Both are restored once Ray is up, so that a later `ray start --address` (a multi-node cluster
-    # started from this process) is not refused as "multi-node on a single-machine platform".
-    saved_env, saved_flag = os.environ.get(SINGLE_MACHINE_ENV), ray_constants.ENABLE_RAY_CLUSTER
-    os.environ[SINGLE_MACHINE_ENV], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    head = start_head(num_cpus=num_cpus, object_store_mb=object_store_mb)
     try:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 log_to_driver=log_to_driver, configure_logging=configure_logging,
-                 object_store_memory=None if object_store_mb is None else object_store_mb * 2**20)
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
-        if saved_env is None:
-            os.environ.pop(SINGLE_MACHINE_ENV, None)
-        else:
-            os.environ[SINGLE_MACHINE_ENV] = saved_env
+        ctx = ray.init(address=head.address, log_to_driver=log_to_driver, configure_logging=configure_logging)
+        head.dashboard_url = ctx.dashboard_url
+        exposed = [n["NodeManagerAddress"] for n in ray.nodes() if not is_loopback(n["NodeManagerAddress"])]
+        if exposed:
+            raise RuntimeError(f"the local Ray node took a non-loopback address {exposed[0]}")
+    except BaseException:
+        ray.shutdown()
+        stop_local(head)
+        raise
+    return head
 
 
 @contextmanager
@@ -53,12 +256,15 @@ def ray_session(*, address: str | None = None, num_cpus: int | None = None, obje
         yield False
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    head = None
     if address:
         ray.init(address=address, log_to_driver=log_to_driver, configure_logging=configure_logging)
     else:
-        start_local(num_cpus=num_cpus, object_store_mb=object_store_mb, log_to_driver=log_to_driver,
-                    configure_logging=configure_logging)
+        head = start_local(num_cpus=num_cpus, object_store_mb=object_store_mb, log_to_driver=log_to_driver,
+                           configure_logging=configure_logging)
     try:
         yield True
     finally:
         ray.shutdown()
+        if head is not None:
+            stop_local(head)

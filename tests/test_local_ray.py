@@ -1,33 +1,26 @@
-"""Local mode: every port Ray's processes listen on is on the loopback, and no dashboard / job server runs."""
+"""Local mode: every port Ray's processes listen on is on the loopback, no dashboard / job server runs, and the
+head started for it is ours alone (stopped by pid, nothing left behind)."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from typing import Any
 
 import psutil
 import pytest
 
-from lume_ray.local_ray import SINGLE_MACHINE_ENV
-
-
-def _ray_processes(session_dir: str) -> list[psutil.Process]:
-    """This test process, its descendants (GCS, raylet, workers) and any daemon naming the session dir."""
-    me = psutil.Process()
-    procs = {p.pid: p for p in [me, *me.children(recursive=True)]}
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if session_dir in " ".join(p.info["cmdline"] or []):
-                procs[p.pid] = p
-                procs.update((c.pid, c) for c in p.children(recursive=True))
-        except psutil.Error:
-            continue
-    return list(procs.values())
+from lume_ray.local_ray import SINGLE_MACHINE_ENV, is_loopback, local_head
 
 
 @pytest.mark.ray
 def test_local_ray_listens_on_loopback_only(ray_local: Any) -> None:
     ray = ray_local
+    head = local_head()
+    if head is None:
+        pytest.skip("the session's Ray was not started by lume_ray.local_ray (RAY_ADDRESS or an earlier init)")
 
     @ray.remote(num_cpus=0)
     class Probe:
@@ -37,14 +30,13 @@ def test_local_ray_listens_on_loopback_only(ray_local: Any) -> None:
     probe = Probe.remote()  # type: ignore[attr-defined]
     worker_pid = ray.get(probe.pid.remote())
     try:
-        node = ray._private.worker.global_worker.node
         assert [n["NodeManagerAddress"] for n in ray.nodes()] == ["127.0.0.1"]
-        assert node.address_info["webui_url"] in ("", None)  # no dashboard, hence no job server
-        procs = _ray_processes(node.address_info["session_dir"])
+        assert not head.dashboard_url  # no dashboard, hence no job server
+        procs = [psutil.Process(p) for p in head.processes() if psutil.pid_exists(p)] + [psutil.Process()]
         names = {p.name() for p in procs}
         assert {"gcs_server", "raylet"} <= names and worker_pid in {p.pid for p in procs}
         listening = []
-        for p in procs:
+        for p in procs:  # the head's processes and this driver (its core worker's gRPC server)
             try:
                 conns = p.net_connections(kind="inet")
             except psutil.Error:
@@ -52,11 +44,67 @@ def test_local_ray_listens_on_loopback_only(ray_local: Any) -> None:
             listening += [(p.name(), c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN]
         owners = {name for name, _, _ in listening}
         assert {"gcs_server", "raylet"} <= owners, listening
-        exposed = [x for x in listening if x[1] not in ("127.0.0.1", "::ffff:127.0.0.1", "::1")]
+        exposed = [x for x in listening if not is_loopback(x[1])]
         assert not exposed, f"listening beyond the loopback: {exposed}"
     finally:
         ray.kill(probe)
-    # The single-machine switch is not left behind for later `ray start --address` calls from this process.
-    from ray._private import ray_constants
+    # The single-machine switch went to the head's environment only: this process may still start a
+    # multi-node cluster (`ray start --address` refuses under the switch).
+    assert SINGLE_MACHINE_ENV not in os.environ
 
-    assert SINGLE_MACHINE_ENV not in os.environ and ray_constants.ENABLE_RAY_CLUSTER
+
+@pytest.mark.ray
+def test_start_and_stop_leave_nothing_behind(tmp_path: Any) -> None:
+    # In a fresh interpreter (the session's Ray may be up here): ray_session starts a head, runs a task, stops it;
+    # a second process that is SIGKILLed mid-session still takes its head down (the stdin pipe closes).
+    code = f"""
+import json, os, sys, time
+import ray
+from lume_ray.local_ray import local_head, ray_session, start_local
+with ray_session(num_cpus=1, object_store_mb=100) as started:
+    head = local_head()
+    ray.get(ray.remote(num_cpus=0)(lambda: 1).remote())
+    first = {{"started": started, "pids": head.processes(), "temp_dir": head.temp_dir}}
+assert local_head() is None
+if sys.argv[1] == "kill-me":
+    head = start_local(num_cpus=1, object_store_mb=100)
+    first["orphan_pids"] = head.processes()
+    first["orphan_temp_dir"] = head.temp_dir
+    open({str(tmp_path / "out.json")!r}, "w").write(json.dumps(first))
+    time.sleep(600)
+open({str(tmp_path / "out.json")!r}, "w").write(json.dumps(first))
+"""
+    import json
+    import signal
+    import time
+
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    run = subprocess.run([sys.executable, "-c", code, "clean"], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["started"] and len(out["pids"]) >= 3
+    assert not [p for p in out["pids"] if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not os.path.exists(out["temp_dir"])
+
+    (tmp_path / "out.json").unlink()
+    proc = subprocess.Popen([sys.executable, "-c", code, "kill-me"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        t0 = time.monotonic()
+        while not (tmp_path / "out.json").exists():
+            assert proc.poll() is None and time.monotonic() - t0 < 600
+            time.sleep(0.5)
+        out = json.loads((tmp_path / "out.json").read_text())
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    t0 = time.monotonic()
+    left = out["orphan_pids"]
+    while time.monotonic() - t0 < 120:
+        left = [p for p in out["orphan_pids"] if psutil.pid_exists(p)
+                and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        if not left:
+            break
+        time.sleep(1)
+    assert not left, f"a SIGKILLed driver left its head's processes: {left}"
+    shutil.rmtree(out["orphan_temp_dir"], ignore_errors=True)  # the one thing a SIGKILLed driver cannot remove
