@@ -177,3 +177,17 @@ def test_boundary_warning_fires_on_a_front_at_the_edge_only() -> None:
     low = [{"lr": 1e-3, "alpha": 1.0}, {"lr": 3e-3, "alpha": 1.01}]
     assert sp.boundary_warnings(space, low, "gd") == ["gd: alpha at its lower bound (1) in 2 of 2 front points: "
                                                       "widen the range"]
+
+
+def test_the_grid_sampler_covers_its_grid_and_ends(tmp_path: Path) -> None:
+    exp = experiment(tmp_path, sampler="grid")
+    searcher = StudySearcher(exp)
+    configs = []
+    while (config := searcher.suggest(f"t{len(configs)}")) != "FINISHED":
+        configs.append(config)
+        tid = f"t{len(configs) - 1}"
+        searcher.on_trial_complete(tid, {"step": 30, "status": "ok", "forget_efficacy": 0.5, "retain_score": 0.5})
+    gd = sorted((c["lr"], c["alpha"]) for c in configs if c["algorithm"] == "gd")
+    assert gd == sorted((lr, a) for lr in (1e-4, 1e-3, 1e-2) for a in (1.0, 2.0, 4.0)), gd
+    assert len([c for c in configs if c["algorithm"] == "ga"]) == 3
+    assert all(c["origin"] == "sampler" for c in configs)  # a grid has no initial design

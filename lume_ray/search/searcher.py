@@ -148,7 +148,10 @@ class StudySearcher(Searcher):
         study = self.studies[a.algorithm]
         if study.trials[a.number].state == optuna.trial.TrialState.RUNNING:
             # A proposal is not an observation (its points are): FAIL keeps it out of every sampler's model.
-            study.tell(a.number, state=optuna.trial.TrialState.FAIL)
+            try:
+                study.tell(a.number, state=optuna.trial.TrialState.FAIL)
+            except RuntimeError:  # GridSampler calls study.stop() once its grid is done: outside optimize() that
+                pass  # raises, after the state is stored (optuna's _tell stores it in a `finally`)
 
     # -- observations -----------------------------------------------------------------------------
 
