@@ -136,7 +136,7 @@ def preset_dict(preset: Preset) -> dict[str, Any]:
 BUILD_VERSION = 1  # bump when the training recipe changes, so an old cached build is not reused
 MANIFEST = "manifest.json"
 MANIFEST_KIND = "lume-ray target"
-OPTIONAL_FILES = ("utility.jsonl", "member.jsonl", "nonmember.jsonl")
+OPTIONAL_FILES = ("utility.jsonl", "mia/member.jsonl", "mia/nonmember.jsonl", "member.jsonl", "nonmember.jsonl")
 
 
 @dataclass(frozen=True)
@@ -157,14 +157,18 @@ def _file_hash(path: Path) -> str:
 def read_inputs(data_dir: str | os.PathLike[str]) -> TargetInputs:
     """The LUME rows plus, when the directory has them, utility questions and member/non-member documents.
 
-    Without ``member.jsonl`` the members are the forget documents reassembled from their sc rows.
+    Members: ``mia/member.jsonl`` (the challenge's layout) or ``member.jsonl``; without either, the forget
+    documents reassembled from their sc rows. Non-members likewise.
     """
     data = load_lume(os.fspath(data_dir))
     d = Path(data_dir)
     files = {name: _file_hash(d / name) for name in OPTIONAL_FILES if (d / name).is_file()}
     utility = load_utility(d / "utility.jsonl") if "utility.jsonl" in files else ()
-    member = load_documents(d / "member.jsonl") if "member.jsonl" in files else documents_of(data.forget)
-    nonmember = load_documents(d / "nonmember.jsonl") if "nonmember.jsonl" in files else ()
+    # The challenge's layout (DATA/mia/) first, then the synthetic generator's (DATA/member.jsonl).
+    member_file = next((n for n in ("mia/member.jsonl", "member.jsonl") if n in files), None)
+    nonmember_file = next((n for n in ("mia/nonmember.jsonl", "nonmember.jsonl") if n in files), None)
+    member = load_documents(d / member_file) if member_file else documents_of(data.forget)
+    nonmember = load_documents(d / nonmember_file) if nonmember_file else ()
     return TargetInputs(data, utility, member, nonmember, files)
 
 
