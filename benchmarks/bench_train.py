@@ -23,13 +23,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from lume_ray.config import TrainConfig, UnlearnJob  # noqa: E402  (after the environment above)
 
 SHARED_LUME = Path(__file__).resolve().parents[2] / "shared" / "lume"
 
@@ -64,14 +65,14 @@ def make_model(directory: Path, data: Path, preset: str, seed: int) -> tuple[Pat
     return directory, sum(t.numel() for t in model.parameters())
 
 
-def plain_loop(cfg: Any, threads: int, warmup: int) -> tuple[float, float, int]:
+def plain_loop(cfg: UnlearnJob, threads: int, warmup: int) -> tuple[float, float, int]:
     """The same steps without Ray or DeepSpeed: torch AdamW, grad clipping 1.0, one process."""
     import torch
 
     from lume_ray.algorithms import get_algorithm
     from lume_ray.data import load_lume
     from lume_ray.model import collate, encode_pair, load_model
-    from lume_ray.train import FORGET_STREAM, RETAIN_STREAM, batch_indices
+    from lume_ray.train.batches import FORGET_STREAM, RETAIN_STREAM, batch_indices
 
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
@@ -80,15 +81,17 @@ def plain_loop(cfg: Any, threads: int, warmup: int) -> tuple[float, float, int]:
     ref.requires_grad_(False)
     model.train()
     data = load_lume(cfg.data)
-    enc = {s: [encode_pair(tok, r.input, r.output, add_eos=True, max_length=cfg.max_length) for r in data.split(s)]
+    batch = cfg.train.batch_size
+    enc = {s: [encode_pair(tok, r.input, r.output, add_eos=True, max_length=cfg.train.max_length)
+               for r in data.split(s)]
            for s in ("forget", "retain")}
     alg = get_algorithm(cfg.algorithm)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     times, cpu = [], []
     for step in range(1, cfg.steps + 1):
-        f = collate([enc["forget"][i] for i in batch_indices(len(enc["forget"]), cfg.batch_size, step, cfg.seed,
+        f = collate([enc["forget"][i] for i in batch_indices(len(enc["forget"]), batch, step, cfg.seed,
                                                              FORGET_STREAM)], tok.pad_token_id)
-        r = collate([enc["retain"][i] for i in batch_indices(len(enc["retain"]), cfg.batch_size, step, cfg.seed,
+        r = collate([enc["retain"][i] for i in batch_indices(len(enc["retain"]), batch, step, cfg.seed,
                                                              RETAIN_STREAM)], tok.pad_token_id)
         loss, _ = alg.fn(model, f, r, ref, cfg.params)
         loss.item()  # the job reads its loss every step too (divergence check, log line)
@@ -102,7 +105,7 @@ def plain_loop(cfg: Any, threads: int, warmup: int) -> tuple[float, float, int]:
     return n / (times[-1] - times[warmup - 1]), n / (cpu[-1] - cpu[warmup - 1]), torch.get_num_threads()
 
 
-def ray_loop(cfg: Any, warmup: int) -> tuple[float, float, float]:
+def ray_loop(cfg: UnlearnJob, warmup: int) -> tuple[float, float, float]:
     """Steady-state steps per wall second and per worker CPU second (from the job's per-step log), and
     the job's total wall time."""
     from lume_ray.train import run_unlearning
@@ -131,14 +134,15 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from lume_ray.config import UnlearnConfig
+    from lume_ray.local_ray import start_local
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-train-"))
     data = make_data(work / "data", args.rows, seed=0)
     model, n_params = make_model(work / "model", data, args.preset, seed=0)
-    cfg = UnlearnConfig(model=str(model), data=str(data), algorithm="npo", out=str(work / f"out-{time.time_ns()}"),
-                        lr=1e-5, steps=args.steps, eval_every=0, batch_size=args.batch_size, workers=1,
-                        zero=args.zero, max_length=args.max_length, cpus_per_worker=float(args.threads), seed=0)
+    cfg = UnlearnJob(model=str(model), data=str(data), algorithm="npo", out=str(work / f"out-{time.time_ns()}"),
+                     lr=1e-5, steps=args.steps, seed=0,  # one evaluation point: the last step (outside the loop)
+                     train=TrainConfig(batch_size=args.batch_size, workers=1, zero=args.zero,
+                                       max_length=args.max_length, cpus_per_worker=float(args.threads)))
     # The worker's torch uses the CPUs Ray gives it (OMP_NUM_THREADS); the plain loop gets as many.
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     print(f"model: preset {args.preset}, {n_params / 1e6:.2f} M parameters; batch {args.batch_size} forget + "
@@ -148,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     plain_a = plain_loop(cfg, args.threads, args.warmup)
     print(f"plain PyTorch loop           : {plain_a[0]:7.2f} steps/s wall, {plain_a[1]:7.2f} steps/CPU-s "
           f"({plain_a[2]} torch threads)", flush=True)
-    ray.init(num_cpus=max(2, args.threads + 1), include_dashboard=False, object_store_memory=256 * 2**20,
-             log_to_driver=False)
+    start_local(num_cpus=max(2, args.threads + 1), object_store_mb=256)  # 127.0.0.1 only, no dashboard
     try:
         ray_wall, ray_cpu, job_wall = ray_loop(cfg, args.warmup)
     finally:

@@ -59,9 +59,9 @@ def _relocated(prefix: Sequence[str | int], error: ValidationError, *, flatten: 
     def loc(where: tuple[str | int, ...]) -> tuple[str | int, ...]:
         return (*prefix, *(where[1:] if flatten and where[:1] == (flatten,) else where))
 
-    return ValidationError.from_exception_data("config", [
-        {"type": e["type"], "loc": loc(e["loc"]), "input": e["input"],  # type: ignore[typeddict-item]
-         **({"ctx": e["ctx"]} if "ctx" in e else {})} for e in error.errors()])
+    details: list[Any] = [{"type": e["type"], "loc": loc(e["loc"]), "input": e["input"],
+                           **({"ctx": e["ctx"]} if "ctx" in e else {})} for e in error.errors()]
+    return ValidationError.from_exception_data("config", details)
 
 
 class Section(BaseModel):
@@ -650,8 +650,8 @@ def _fields_at(model: type[BaseModel], loc: Sequence[Any]) -> list[str] | None:
             current = current.model
         elif isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
             annotation = current.model_fields[part].annotation
-            current = _Keyed(_model_in(annotation.__args__[1])) if typing.get_origin(annotation) is dict \
-                else _model_in(annotation)
+            is_dict = typing.get_origin(annotation) is dict
+            current = _Keyed(_model_in(typing.get_args(annotation)[1])) if is_dict else _model_in(annotation)
         else:
             return None
     if isinstance(current, type) and issubclass(current, BaseModel):

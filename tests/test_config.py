@@ -187,7 +187,7 @@ BAD_EXPERIMENT = [
     ("sweep.sampler", "tpee", r"sweep\.sampler: unknown sampler 'tpee' \(valid: gp, tpe, nsga2, random, grid\)"),
     # and more combinations
     ("sweep.algorithms", "[ga, xyz]", r"sweep\.algorithms: 'xyz' has no search space here \(valid: ga, gd"),
-    ("sweep.eval_steps", "[30]", r"sweep\.eval_steps: 30 is beyond algorithms\.ga\.steps max 20"),
+    ("sweep.eval_steps", "[30]", r"sweep\.eval_steps: 30 is beyond every algorithm's steps \(largest max: 20\)"),
     ("train.workers", "two", r"train\.workers: Input should be a valid integer.*\(got 'two'\)"),
     ("seed", "-1", r"seed: Input should be greater than or equal to 0 \(got -1\)"),
 ]
