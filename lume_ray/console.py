@@ -279,6 +279,8 @@ class Console:
                 self._to_terminal(f"[ray] more warnings in {self.log_path}")
 
     def _progress(self, line: str, m: re.Match[str]) -> None:
+        end = line.find("]", m.end())  # a tqdm bar ends at its [elapsed<left, rate]; a log line may stick to it
+        line = line[:end + 1] if end >= 0 else line
         groups = m.groupdict()
         if groups.get("pct") is not None:
             fraction = float(groups["pct"]) / 100

@@ -30,7 +30,7 @@ from ray.tune import Callback
 
 from lume_ray.config import ConfigError, Experiment
 from lume_ray.files import write_json
-from lume_ray.run_dir import RunDir
+from lume_ray.run_dir import RunDir, git_commit
 
 STATE_NAME = "tracking.json"
 STORE_DIR = "mlruns"
@@ -113,10 +113,9 @@ class MlflowTracker(Callback):
             if self.parent_run_id and reopen:
                 self.client.update_run(self.parent_run_id, status="RUNNING")
             elif not self.parent_run_id:
-                study = self.rd.read_study()
+                commit = self.rd.read_study().get("git_commit") or git_commit()
                 run = self.client.create_run(experiment_id, run_name=self.exp.name, tags={
-                    "lume_ray.run_dir": str(self.rd.root), "lume_ray.git_commit": str(study.get("git_commit", "")),
-                    "lume_ray.kind": "sweep"})
+                    "lume_ray.run_dir": str(self.rd.root), "lume_ray.git_commit": str(commit), "lume_ray.kind": "sweep"})
                 self.state["parent_run_id"] = run.info.run_id
                 self._save()
                 sw = self.exp.sweep
@@ -259,6 +258,8 @@ class MlflowTracker(Callback):
 
 def trackers(exp: Experiment, run_dir: str | Path) -> list[MlflowTracker]:
     """The experiment's trackers for a sweep in ``run_dir`` (none unless ``tracking`` says so)."""
+    if exp.tracking.wandb is not None:  # said before anything starts, rather than a sweep that logs nowhere
+        raise ConfigError("tracking.wandb: Weights & Biases logging is not implemented yet; use tracking.mlflow")
     return [MlflowTracker(exp, run_dir)] if exp.tracking.mlflow is not None else []
 
 

@@ -140,3 +140,17 @@ def test_sync_after_an_interruption_logs_only_what_is_new(tmp_path: Path) -> Non
     history = client.get_metric_history(children.loc["npo_2", "run_id"], "forget_efficacy")
     assert sorted((m.step, m.value) for m in history) == [(2, 0.4), (4, 0.8)]
     assert client.get_run(first.parent_run_id).info.status == "FINISHED"
+
+
+def test_a_store_mlflow_refuses_is_a_one_line_error_before_the_sweep(tmp_path: Path) -> None:
+    from lume_ray.config import ConfigError
+    from lume_ray.tracking import trackers
+    from tests.test_sweep import small_experiment
+
+    raw = small_experiment(tmp_path, tmp_path / "data", tmp_path / "model")
+    raw["tracking"] = {"mlflow": {"uri": (tmp_path / "mlruns").as_uri()}}  # MLflow 3's file store: refused
+    with pytest.raises(ConfigError, match=r"^tracking\.mlflow: file://.*filesystem tracking backend"):
+        [t.open() for t in trackers(experiment_from_dict(raw), tmp_path / "run")]
+    raw["tracking"] = {"wandb": {"mode": "offline"}}
+    with pytest.raises(ConfigError, match="tracking.wandb: .*not implemented"):
+        trackers(experiment_from_dict(raw), tmp_path / "run")

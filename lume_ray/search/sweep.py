@@ -107,6 +107,7 @@ def run_sweep(exp: Experiment, *, resume: bool = False, address: str | None = No
         raise ConfigError(f"{rd.root}: already holds a sweep; pass --resume to continue it, or set another output_dir")
     if resume and not rd.exists():
         raise ConfigError(f"{rd.root}: no sweep to resume (no study.json); run without --resume")
+    trackers = [t.open() for t in tracking.trackers(exp, rd.root)]  # a bad tracking URI fails before Ray starts
     if not rd.exists():
         rd.write_study(study_record(exp), exp.dump())
     t0 = time.time()
@@ -137,7 +138,6 @@ def run_sweep(exp: Experiment, *, resume: bool = False, address: str | None = No
         exp_dir = rd.tune / TUNE_NAME
         # The console's live view and the trackers hear Tune's events through a relay (console.Relay: a
         # restored Tuner brings back its pickled callbacks, so those must not hold the view itself).
-        trackers = tracking.trackers(exp, rd.root)
         restoring = resume and tune.Tuner.can_restore(str(exp_dir))
         searcher = None if restoring else StudySearcher(exp, warm_start=warm_start, log=log)
         budget = dict(searcher.budget) if searcher is not None else dict(read_driver(rd).get("planned") or {})
