@@ -162,7 +162,8 @@ def _trainer(cfg: UnlearnJob, ds_config: dict[str, Any], name: str, storage: str
         train_loop,
         train_loop_config={"job": cfg.model_dump(mode="json"), "ds_config": ds_config},
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.workers, use_gpu=cfg.train.use_gpu,
-                                               resources_per_worker=resources),
+                                               resources_per_worker=resources,
+                                               placement_strategy=cfg.train.placement),
         torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
         run_config=ray.train.RunConfig(  # type: ignore[call-arg]  # mypy sees the V1 class; V2 has these
             name=name, storage_path=storage,

@@ -87,6 +87,7 @@ class Worker:
 
     def setup(self) -> None:
         import deepspeed
+        import ray
         import torch
 
         from lume_ray.data import load_lume
@@ -96,7 +97,8 @@ class Worker:
         # Which process runs each rank: for operators (py-spy, kill) and the worker-death tests.
         (self.out / "workers").mkdir(parents=True, exist_ok=True)
         (self.out / "workers" / f"rank{self.rank}.json").write_text(
-            json.dumps({"pid": os.getpid(), "world_size": self.world}))
+            json.dumps({"pid": os.getpid(), "world_size": self.world,
+                        "node_id": ray.get_runtime_context().get_node_id()}))  # which node: the multi-node test
         deepspeed.init_distributed(dist_backend="nccl" if job.train.use_gpu else "gloo")  # wraps Ray's group
         torch.manual_seed(job.seed)  # LoRA init and dropout
         self.tokenizer = load_tokenizer(job.model, trust_remote_code=job.trust_remote_code)
