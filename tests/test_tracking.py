@@ -154,3 +154,52 @@ def test_a_store_mlflow_refuses_is_a_one_line_error_before_the_sweep(tmp_path: P
     raw["tracking"] = {"wandb": {"mode": "offline"}}
     with pytest.raises(ConfigError, match="tracking.wandb: .*not implemented"):
         trackers(experiment_from_dict(raw), tmp_path / "run")
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_interrupted_and_resumed_sweep_keeps_one_run_per_trial(tmp_path: Path, tiny_lume: Path,
+                                                                tiny_model: Path) -> None:
+    """Ctrl-C the CLI sweep after its first trial, resume it: the resumed command's view and tracker hear the
+    restored Tune run (through the relay); MLflow holds one run per trial and every point once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.test_sweep import _wait_for, small_experiment
+
+    raw = small_experiment(tmp_path, tiny_lume, tiny_model, num_samples=2)
+    raw["algorithms"] = {"ga": raw["algorithms"]["ga"]}
+    exp_file = tmp_path / "exp.yaml"
+    exp_file.write_text(yaml.safe_dump(raw))
+    run_dir = Path(raw["output_dir"])
+    cmd = [sys.executable, "-m", "lume_ray.cli", "sweep", str(exp_file), "--mlflow"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: any(json.loads(p.read_text()).get("status") == "completed"
+                              for p in run_dir.glob("trials/*/trial.json")), 600, "the first trial to complete")
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out[-2000:]
+    assert "--resume" in out
+    done = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "[sweep] 2/2 trials" in done.stdout, done.stdout  # the view counted the trial of the first session
+    results = pd.read_parquet(run_dir / "results.parquet")
+    runs = _runs(run_dir)
+    children = runs.dropna(subset=["tags.lume_ray.trial_id"])
+    assert sorted(children["tags.lume_ray.trial_id"]) == sorted(results["trial_id"].unique())
+    assert len(runs) == len(children) + 1
+    assert set(children["status"]) == {"FINISHED"}
+    client = mlflow.MlflowClient(tracking_uri=local_uri(run_dir))
+    for _, child in children.iterrows():
+        steps = sorted(m.step for m in client.get_metric_history(child["run_id"], "forget_efficacy"))
+        expected = sorted(results.loc[results["trial_id"] == child["tags.lume_ray.trial_id"], "step"])
+        assert steps == expected
