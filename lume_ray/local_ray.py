@@ -51,19 +51,22 @@ MAPPED_LOOPBACK = "::ffff:127.0.0.1"  # the same address, in a form Ray does not
 START_TIMEOUT_S = 180.0  # a head on a loaded 2-core machine was measured to need 20-30 s
 STARTED = "Ray runtime started"
 
-# Runs the `ray` command line in the child, plus a thread that turns the end of stdin (our end of the pipe
-# closed: this process is gone) into the SIGTERM on which `ray start --block` shuts its node down.
+# The `ray` command (the console script Ray's package declares) in a child process; with "watch", plus a thread
+# that turns the end of stdin (our end of the pipe closed: this process is gone) into the SIGTERM on which
+# `ray start --block` shuts its node down.
 _BOOT = """
 import os, signal, sys, threading
+from importlib.metadata import entry_points
 
 def _watch():
     while os.read(0, 512):  # unbuffered: no lock left held at interpreter exit
         pass
     os.kill(os.getpid(), signal.SIGTERM)
 
-threading.Thread(target=_watch, daemon=True).start()
-from ray.scripts.scripts import main
-sys.argv = ["ray", *sys.argv[1:]]
+if sys.argv[1] == "watch":
+    threading.Thread(target=_watch, daemon=True).start()
+main = next(iter(entry_points(group="console_scripts", name="ray"))).load()
+sys.argv = ["ray", *sys.argv[2:]]
 main()
 """
 
@@ -148,9 +151,10 @@ def local_head() -> LocalHead | None:
     return _heads[-1] if _heads else None
 
 
-def _ray_cli(*, stop_with_parent: bool = False) -> list[str]:
-    """The `ray` command line of this interpreter; ``stop_with_parent``: SIGTERM itself when its stdin closes."""
-    return [sys.executable, "-c", _BOOT] if stop_with_parent else [sys.executable, "-m", "ray.scripts.scripts"]
+def ray_cli(*, stop_with_parent: bool = False) -> list[str]:
+    """The ``ray`` command of this interpreter's Ray, as an argv prefix; ``stop_with_parent``: it SIGTERMs itself
+    when its stdin (a pipe the caller holds) closes."""
+    return [sys.executable, "-c", _BOOT, "watch" if stop_with_parent else "plain"]
 
 
 def _ensure_token() -> None:
@@ -159,16 +163,37 @@ def _ensure_token() -> None:
     from lume_ray.cluster.jobs import find_token
 
     if find_token(required=True) is None:
-        subprocess.run([*_ray_cli(), "get-auth-token", "--generate"], stdin=subprocess.DEVNULL,
+        subprocess.run([*ray_cli(), "get-auth-token", "--generate"], stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=120)
 
 
+class HeadExited(RuntimeError):
+    """``ray start --head`` ended during start-up (the message holds the end of its log)."""
+
+
 def start_head(*, num_cpus: int | None = None, object_store_mb: int | None = None,
-               timeout_s: float = START_TIMEOUT_S) -> LocalHead:
-    """Start a single-machine Ray head on 127.0.0.1 (no dashboard) as a child process; returns once it is up."""
+               timeout_s: float = START_TIMEOUT_S, attempts: int = 2) -> LocalHead:
+    """Start a single-machine Ray head on 127.0.0.1 (no dashboard) as a child process; returns once it is up.
+
+    A head that exits during start-up is started once more, on fresh ports: Ray gives its raylet a fixed 30 s to
+    register, which a 2-core machine under load was measured to miss now and then (as it can a free port taken
+    between our probe and Ray's bind)."""
     token_auth = os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "token"
     if token_auth:
         _ensure_token()
+    for attempt in range(1, attempts + 1):
+        try:
+            return _launch_head(num_cpus, object_store_mb, timeout_s, token_auth)
+        except HeadExited as e:
+            if attempt == attempts:
+                raise
+            print(f"[ray] local Ray head failed to start ({str(e).strip().splitlines()[-1][:200]}); "
+                  "starting it again", file=sys.stderr)
+    raise AssertionError("unreachable")
+
+
+def _launch_head(num_cpus: int | None, object_store_mb: int | None, timeout_s: float,
+                 token_auth: bool) -> LocalHead:
     # Short path: Ray's unix sockets live under it and must stay below ~107 characters.
     temp_dir = tempfile.mkdtemp(prefix="lr", dir="/tmp")
     port = free_port()
@@ -188,15 +213,16 @@ def start_head(*, num_cpus: int | None = None, object_store_mb: int | None = Non
     # would otherwise turn the head's on: `ray start` does that when the mode is unset)
     log = Path(temp_dir) / "head.out"
     with log.open("wb") as out:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen([*_ray_cli(stop_with_parent=True), *args], stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)  # Ctrl-C reaches the driver, not the head
+        proc = subprocess.Popen([*ray_cli(stop_with_parent=True), *args], stdin=subprocess.PIPE, stdout=out,
+                                stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)  # Ctrl-C reaches the driver (it stops the head), not the head
     head = LocalHead(proc, temp_dir, port, log)
     _heads.append(head)
     try:
         t0 = time.monotonic()
         while STARTED not in log.read_text(errors="replace"):
             if proc.poll() is not None:
-                raise RuntimeError(f"ray start --head exited {proc.returncode}: "
+                raise HeadExited(f"ray start --head exited {proc.returncode}: "
                                    f"{log.read_text(errors='replace')[-2000:]}")
             if time.monotonic() - t0 > timeout_s:
                 raise RuntimeError(f"ray start --head did not come up in {timeout_s:.0f} s (log: {log})")

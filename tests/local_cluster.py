@@ -17,18 +17,12 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from lume_ray.local_ray import free_port, ray_cli
 
 
 def _node_ports() -> list[str]:
@@ -69,7 +63,8 @@ class LocalRayCluster:
 
     def _start(self, args: list[str], tag: str) -> subprocess.Popen[bytes]:
         log = open(Path(self.temp_dir) / f"{tag}.out", "wb")  # noqa: SIM115 (lives as long as the process)
-        proc = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", *args, "--block"],
+        # stdin: a pipe we hold; if this process dies (even SIGKILL), the node stops itself (lume_ray.local_ray).
+        proc = subprocess.Popen([*ray_cli(stop_with_parent=True), "start", *args, "--block"], stdin=subprocess.PIPE,
                                 stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         self.procs.append(proc)
         return proc
@@ -172,6 +167,10 @@ class LocalRayCluster:
         for proc in self.procs:
             if proc.poll() is None:
                 proc.wait(timeout=10)
+        for proc in self.procs:
+            if proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
         self.procs = []
         if not keep_temp:  # session logs, sockets, spilled objects: ours alone, by construction
             shutil.rmtree(self.temp_dir, ignore_errors=True)
