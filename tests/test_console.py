@@ -240,6 +240,8 @@ def test_a_tiny_sweep_prints_only_its_own_lines(tmp_path: Path, tiny_lume: Path,
     logs = list((run_dir / "logs").glob("*.log"))
     assert logs, list((run_dir / "logs").iterdir())
     log = "\n".join(p.read_text(errors="replace") for p in logs)
-    for text in ("Started a local Ray instance", "A new study created in memory", "[unlearn] step"):
-        assert text in log, text
+    # Ray's own lines (its driver log, its workers' output forwarded with their prefix), Optuna's, the workers'.
+    for pattern in (r"(Started a local Ray instance|Connected to Ray cluster)", r"\(RayTrainWorker pid=\d+\)",
+                    r"A new study created in memory", r"\[unlearn\] step \d+/4"):
+        assert re.search(pattern, log), pattern
     assert (run_dir / "results.parquet").is_file()  # --out is the RUN_DIR
