@@ -133,3 +133,15 @@ def unlearning_setup(tiny_model: Path, tiny_lume: Path, one_torch_thread: Any) -
     forget = collate(enc["forget"][:4], tok.pad_token_id)
     retain = collate(enc["retain"][:4], tok.pad_token_id)
     return {"model": model, "forget": forget, "retain": retain, "pad": tok.pad_token_id, "enc": enc}
+
+
+@pytest.fixture
+def no_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands run in-process without their quiet console (lume_ray.console, tested in test_console.py): it points
+    this process's file descriptors 1 and 2 at a pipe for the command's duration, and under pytest's own capture
+    the output of later tests was lost. The command's own lines and its one-line errors stay on sys.stdout/stderr."""
+    from contextlib import nullcontext
+
+    import lume_ray.cli
+
+    monkeypatch.setattr(lume_ray.cli, "_quiet", lambda *args, **kw: nullcontext())

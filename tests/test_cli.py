@@ -87,6 +87,7 @@ def test_unlearn_flags_cover_unlearn_job_and_train_config(capsys: pytest.Capture
     assert "--lora r=8 alpha=16" in text and set(LoraConfig.model_fields) == {"r", "alpha", "dropout", "target_modules"}
 
 
+@pytest.mark.usefixtures("no_console")
 def test_eval_flags_build_the_eval_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     """Every EvalConfig field set from its flag reaches the evaluation as the typed value; unset ones keep the

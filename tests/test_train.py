@@ -65,6 +65,7 @@ def test_job_fills_params_and_checks_every_key(tmp_path: Path) -> None:
             validate(UnlearnJob, {**base, **kw}, "job")
 
 
+@pytest.mark.usefixtures("no_console")
 def test_job_from_cli_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
     """`lume-ray unlearn` builds the job from its generated flags and hands it to run_unlearning as it is."""
     import lume_ray.train
@@ -90,6 +91,7 @@ def test_job_from_cli_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
     assert "[unlearn] completed after 60 steps" in capsys.readouterr().out
 
 
+@pytest.mark.usefixtures("no_console")
 def test_cli_rejects_bad_input_before_starting_ray(tmp_path: Path, tiny_lume: Path, capsys: Any,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import lume_ray.local_ray
@@ -114,6 +116,21 @@ def test_cli_rejects_bad_input_before_starting_ray(tmp_path: Path, tiny_lume: Pa
                  "--out", str(tmp_path / "o")]) == 2
     assert "nodata" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_bad_model_path_as_a_user_sees_it(tmp_path: Path, tiny_lume: Path) -> None:
+    """The installed command, console and all: exit 2, one error line naming the path (and the log), no job."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "o"
+    proc = subprocess.run([sys.executable, "-m", "lume_ray.cli", "unlearn", "--model", str(tmp_path / "missing"),
+                           "--data", str(tiny_lume), "--algorithm", "ga", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("lume-ray: error:")]
+    assert len(errors) == 1 and f"{tmp_path / 'missing'}: model path does not exist" in errors[0], proc.stderr
+    assert not (out / "ray").exists() and not (out / "config.json").exists()  # no Ray Train run, no job recorded
 
 
 # -- DeepSpeed templates --------------------------------------------------------------------------
@@ -312,6 +329,7 @@ def test_lora_job_under_zero3_trains_the_adapter_and_saves_merged_weights(
     assert any(not torch.equal(v, merged.state_dict()[k]) for k, v in first.state_dict().items())  # step 2 moved on
 
 
+@pytest.mark.usefixtures("no_console")
 @pytest.mark.ray
 def test_divergence_stops_every_rank_with_a_status(
         ray_local: Any, tiny_model: Path, tiny_lume: Path, tmp_path: Path, capsys: Any) -> None:
@@ -367,6 +385,7 @@ def test_killed_worker_fails_the_job_with_its_reason_and_a_rerun_resumes(
     assert [r["loss"] for r in _log(resumed)] == pytest.approx([r["loss"] for r in _log(res2)], rel=1e-5)
 
 
+@pytest.mark.usefixtures("no_console")
 def test_cli_uses_a_given_cluster_address(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--address connects first (the job then runs there); without it no Ray is started by the CLI itself."""
     import lume_ray.local_ray
