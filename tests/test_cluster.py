@@ -12,6 +12,7 @@ import re
 import secrets
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -275,10 +276,13 @@ def test_submit_to_a_local_two_node_cluster(tmp_path: Path, capsys: pytest.Captu
         assert addr.startswith("http://127.0.0.1:")
         if SWEEP_READY:
             run_dir = tmp_path / "run"
+            t0 = time.monotonic()
             rc = cli.main(["submit", str(QUICKSTART), "--address", addr, "--set", f"output_dir={run_dir}",
                            *SMALL_SWEEP])
             out = capsys.readouterr().out
             assert rc == 0, out[-3000:]
+            with capsys.disabled():
+                print(f"\n[two-node] the quickstart sweep job ran in {time.monotonic() - t0:.0f} s")
             job = _job_id(out)
             assert (run_dir / "results.parquet").is_file()
             assert (run_dir / "report" / "report.html").is_file()
