@@ -514,14 +514,8 @@ class MlflowConfig(Section):
     experiment: str | None = Field(None, description="MLflow experiment name (default: the study's name)")
 
 
-class WandbConfig(Section):
-    project: str = Field("lume-ray")
-    mode: Literal["online", "offline", "disabled"] = "offline"
-
-
 class TrackingConfig(Section):
     mlflow: MlflowConfig | None = None
-    wandb: WandbConfig | None = None
 
 
 class Experiment(Section):

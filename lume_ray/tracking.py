@@ -258,8 +258,6 @@ class MlflowTracker(Callback):
 
 def trackers(exp: Experiment, run_dir: str | Path) -> list[MlflowTracker]:
     """The experiment's trackers for a sweep in ``run_dir`` (none unless ``tracking`` says so)."""
-    if exp.tracking.wandb is not None:  # said before anything starts, rather than a sweep that logs nowhere
-        raise ConfigError("tracking.wandb: Weights & Biases logging is not implemented yet; use tracking.mlflow")
     return [MlflowTracker(exp, run_dir)] if exp.tracking.mlflow is not None else []
 
 

@@ -20,6 +20,7 @@ save / restore) and Optuna's ask/tell, ``enqueue_trial``, ``add_trial``, ``creat
 
 from __future__ import annotations
 
+import contextlib
 import math
 import pickle
 from collections.abc import Iterable, Mapping
@@ -148,10 +149,10 @@ class StudySearcher(Searcher):
         study = self.studies[a.algorithm]
         if study.trials[a.number].state == optuna.trial.TrialState.RUNNING:
             # A proposal is not an observation (its points are): FAIL keeps it out of every sampler's model.
-            try:
+            # GridSampler calls study.stop() once its grid is done: outside optimize() that raises, after the state
+            # is stored (optuna's _tell stores it in a `finally`).
+            with contextlib.suppress(RuntimeError):
                 study.tell(a.number, state=optuna.trial.TrialState.FAIL)
-            except RuntimeError:  # GridSampler calls study.stop() once its grid is done: outside optimize() that
-                pass  # raises, after the state is stored (optuna's _tell stores it in a `finally`)
 
     # -- observations -----------------------------------------------------------------------------
 
