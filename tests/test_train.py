@@ -86,8 +86,9 @@ def test_job_from_cli_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
     assert job.train.lora == LoraConfig(r=4, alpha=16.0, dropout=0.0, target_modules="all-linear")
     assert (job.train.workers, job.train.zero, job.train.precision, job.eval_steps) == (2, 3, "bf16", (5, 10, 15, 20))
     assert (job.steps, job.train.batch_size, job.trust_remote_code) == (20, 4, False)
-    assert main(["unlearn", "--model", "m", "--data", "d", "--algorithm", "ga", "--out", "o"]) == 0
-    assert jobs[-1].train.lora is None and jobs[-1] == UnlearnJob(model="m", data="d", algorithm="ga", out="o")
+    out = str(tmp_path / "o")
+    assert main(["unlearn", "--model", "m", "--data", "d", "--algorithm", "ga", "--out", out]) == 0
+    assert jobs[-1].train.lora is None and jobs[-1] == UnlearnJob(model="m", data="d", algorithm="ga", out=out)
     assert "[unlearn] completed after 60 steps" in capsys.readouterr().out
 
 
