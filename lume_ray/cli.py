@@ -81,7 +81,9 @@ def add_model_options(parser: argparse.ArgumentParser, model: Any, *, path: str 
             add_model_options(parser, detail, path=f"{key}.", skip=skip, flags=flags)
             continue
         flag = "--" + name.replace("_", "-")
-        default = "" if field.is_required() else f" (default: {field.get_default(call_default_factory=True)!r})"
+        value = None if field.is_required() else field.get_default(call_default_factory=True)
+        shown = value.describe() if value is not None and hasattr(value, "describe") else repr(value)
+        default = "" if field.is_required() or "default" in (field.description or "") else f" (default: {shown})"
         help_text = (field.description or "").replace("%", "%%") + default
         if kind == "bool":
             parser.add_argument(flag, dest=key, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
@@ -193,6 +195,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
           f"workers={t.workers} zero={t.zero} precision={t.resolved_precision} -> {job.out}", flush=True)
     # A cluster to connect to is connected here; a local Ray is started by run_unlearning itself, after its
     # checks of the data and the model (a bad path is a one-line error, not a Ray start-up first).
+    from lume_ray.train.job import absolute, preflight
+
+    preflight(absolute(job))  # bad data or model: one line, before anything is written or started
     remote = args.address or os.environ.get("RAY_ADDRESS")
     with _quiet(args, job.out, "UNLEARN"), (
             ray_session(address=remote, log_to_driver=True) if remote else contextlib.nullcontext()):
@@ -221,6 +226,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from lume_ray.local_ray import ray_session
 
     settings = _validate(EvalConfig, _nested(args, args.flags), "eval", args.flags)
+    from lume_ray.data import load_lume
+    from lume_ray.model import check_source
+
+    check_source(args.model)  # bad data or model: one line, before anything is written or started
+    load_lume(args.data)
     with _quiet(args, args.out, "EVAL"), ray_session(address=args.address, configure_logging=False):
         result = evaluate(args.model, args.data, settings, members=args.member, nonmembers=args.nonmember,
                           utility=args.utility, reference_utility=args.reference_utility, out_dir=args.out,
@@ -254,8 +264,11 @@ def _experiment(args: argparse.Namespace, path: str | Path) -> Any:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from lume_ray import pipeline
+    from lume_ray.search.sweep import read_warm_start
 
     exp = _experiment(args, args.experiment)
+    if args.warm_start:
+        read_warm_start(args.warm_start)  # a wrong directory is a one-line error now, not after the target build
     pipeline.run_study(exp, resume=args.resume, address=args.address, warm_start=args.warm_start,
                        verbose=args.verbose)
     return 0

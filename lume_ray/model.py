@@ -39,7 +39,7 @@ def resolve_dtype(name: str) -> torch.dtype:
         raise ModelError(f"unknown dtype {name!r} (valid: {', '.join(DTYPES)})") from None
 
 
-def _check_source(name_or_path: str) -> None:
+def check_source(name_or_path: str) -> None:
     path = Path(name_or_path)
     if path.exists():
         if not path.is_dir() or not (path / "config.json").is_file():
@@ -53,7 +53,7 @@ def _check_source(name_or_path: str) -> None:
 def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
-    _check_source(name_or_path)
+    check_source(name_or_path)
     try:
         tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except Exception as e:
@@ -75,7 +75,7 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     name = str(name_or_path)
-    _check_source(name)
+    check_source(name)
     tok = load_tokenizer(name, trust_remote_code=trust_remote_code) if with_tokenizer else None
     try:
         model = AutoModelForCausalLM.from_pretrained(

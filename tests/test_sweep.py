@@ -229,24 +229,56 @@ def test_report_from_a_real_sweep(finished_sweep: Path, tmp_path: Path, tiny_lum
     assert np.isfinite(values).all()
 
 
+@pytest.fixture(scope="module")
+def memorized_model(tmp_path_factory: pytest.TempPathFactory, tiny_lume: Path) -> Path:
+    """The target build's "test" preset on the tiny LUME rows (~15 s): a model that memorized them, so that a
+    larger learning rate does more damage, which the early-stopping test relies on."""
+    from lume_ray.target import build_target
+
+    out = tmp_path_factory.mktemp("memorized") / "target"
+    build_target(out, tiny_lume, preset="test", seed=0, progress=False)
+    return out
+
+
 @pytest.mark.parametrize("pipelined", [True, False], ids=["pipelined", "between-segments"])
 def test_early_stopping_stops_a_dominated_trial_at_its_rung(
-        tmp_path: Path, tiny_lume: Path, tiny_model: Path, ray_local, pipelined: bool) -> None:
-    """Three trials in the initial design's order (largest lr, smallest, centre), one at a time: at rung 2 the
-    centre is dominated by the smallest lr on (retain_score, retain_nll) and, keeping half, is stopped there."""
-    raw = small_experiment(tmp_path, tiny_lume, tiny_model, num_samples=3, initial_design=3, eval_points=3,
-                           objectives=["retain_score", "retain_nll"],
+        tmp_path: Path, tiny_lume: Path, memorized_model: Path, ray_local, pipelined: bool) -> None:
+    """Three trials in the initial design's order (largest lr, smallest, centre), one at a time, on a memorized
+    target, judged on (forget_efficacy, forget_nll): gradient ascent forgets more at a larger lr, so the first
+    trial dominates the two that follow it at rung 2, and keeping half, they are stopped there while the first,
+    alone at each rung when it reached it, continues (asynchronous successive halving)."""
+    raw = small_experiment(tmp_path, tiny_lume, memorized_model, num_samples=3, initial_design=3, eval_points=3,
+                           objectives=["forget_efficacy", "forget_nll"],
                            early_stop={"rungs": [2, 4], "keep": 0.5, "pipelined": pipelined})
     raw["algorithms"] = {"ga": {"lr": {"loguniform": [1e-5, 1e-2]}, "steps": {"max": 6}}}
     run_dir = run_sweep(experiment_from_dict(raw)).root
     records = {r["hp"]["lr"]: r for r in (json.loads(p.read_text()) for p in run_dir.glob("trials/*/trial.json"))}
     assert sorted(records) == pytest.approx([1e-5, 10 ** -3.5, 1e-2])
-    centre = records[min(records, key=lambda lr: abs(lr - 10 ** -3.5))]
-    assert centre["status"] == "stopped" and centre["stopped_at"] == 2, centre
-    assert records[1e-5]["status"] == "completed"
+    assert records[1e-2]["status"] == "completed"
     frame = pd.read_parquet(run_dir / "results.parquet")
-    mine = frame[frame.trial_id == centre["trial_id"]]
-    assert list(mine["status"]) == ["ok", "stopped"] and mine["step"].iloc[0] == 2
-    assert mine["trained_steps"].max() < 6  # the stop saved steps
-    if not pipelined:  # between segments, the job stopped at the rung and never trained past it
-        assert mine["trained_steps"].max() == 2
+    for lr in records:
+        if lr == 1e-2:
+            continue
+        record = records[lr]
+        assert record["status"] == "stopped" and record["stopped_at"] == 2, record
+        decisions = json.loads((run_dir / "trials" / record["trial_id"] / "rungs.json").read_text())
+        assert decisions["2"]["decision"] == "stop" and "keeping 1" in decisions["2"]["reason"]
+        mine = frame[frame.trial_id == record["trial_id"]]
+        assert mine["status"].iloc[-1] == "stopped" and mine["step"].iloc[0] == 2
+        if pipelined:  # training went on while the rung's point was scored: what it reached is kept and counted
+            assert (mine["status"].iloc[:-1] == "ok").all() and mine["trained_steps"].max() <= 6
+        else:  # between segments, the job stopped at the rung and never trained past it
+            assert list(mine["status"]) == ["ok", "stopped"] and mine["trained_steps"].max() == 2
+
+
+def test_a_parameter_the_model_cannot_take_fails_before_the_sweep(tmp_path: Path, tiny_lume: Path,
+                                                                   tiny_model: Path) -> None:
+    """rmu's layer beyond the model's depth can only be checked once the target exists: a one-line error before
+    any trial (and before study.json), not a failed trial."""
+    from lume_ray.config import ConfigError
+
+    raw = small_experiment(tmp_path, tiny_lume, tiny_model)
+    raw["algorithms"] = {"rmu": {"lr": 1e-3, "steps": {"max": 2}, "layer": {"int": [1, 9]}}}
+    with pytest.raises(ConfigError, match=r"algorithms\.rmu: rmu parameter layer=9: the model has 2 layers"):
+        run_sweep(experiment_from_dict(raw))
+    assert not (tmp_path / "run" / "study.json").exists()

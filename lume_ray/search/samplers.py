@@ -64,7 +64,7 @@ def tpe(ctx: SamplerContext) -> Any:
     import optuna
 
     return optuna.samplers.TPESampler(seed=ctx.seed, n_startup_trials=max(2, min(10, ctx.budget // 3)),
-                                      multivariate=True, warn_independent_sampling=False)
+                                      multivariate=True)
 
 
 @register_sampler("nsga2")

@@ -65,6 +65,21 @@ def check_cluster(exp: Experiment) -> None:
                           "train on CPUs)")
 
 
+def check_jobs(exp: Experiment) -> None:
+    """Every algorithm's job at the largest values of its space, checked against the data and the model (what a
+    config cannot know before the target exists, e.g. rmu's layer beyond the model's depth): a one-line error
+    before the sweep starts, never a failed trial."""
+    from lume_ray.train.job import absolute, preflight
+
+    for algo in exp.selected_algorithms():
+        hp = {name: max(spec.concrete_values()) if spec.kind != "choice" else spec.values[0]
+              for name, spec in exp.algorithms[algo].searched().items()}
+        try:
+            preflight(absolute(exp.unlearn_job(algo, hp, Path(exp.output_dir) / "check")))
+        except ValueError as e:
+            raise ConfigError(f"algorithms.{algo}: {str(e).splitlines()[0]}") from None
+
+
 def study_record(exp: Experiment) -> dict[str, Any]:
     from lume_ray.evaluate.metrics import direction
 
@@ -107,6 +122,7 @@ def run_sweep(exp: Experiment, *, resume: bool = False, address: str | None = No
         raise ConfigError(f"{rd.root}: already holds a sweep; pass --resume to continue it, or set another output_dir")
     if resume and not rd.exists():
         raise ConfigError(f"{rd.root}: no sweep to resume (no study.json); run without --resume")
+    check_jobs(exp)
     trackers = [t.open() for t in tracking.trackers(exp, rd.root)]  # a bad tracking URI fails before Ray starts
     if not rd.exists():
         rd.write_study(study_record(exp), exp.dump())

@@ -65,7 +65,7 @@ def default_run_name(out: str | os.PathLike[str]) -> str:
     return "unlearn-" + hashlib.sha1(str(Path(out).resolve()).encode()).hexdigest()[:12]
 
 
-def _absolute(cfg: UnlearnJob) -> UnlearnJob:
+def absolute(cfg: UnlearnJob) -> UnlearnJob:
     """Workers chdir into Ray's run dir: hand them absolute paths (hub ids stay as they are)."""
     def fix(p: str) -> str:
         return str(Path(p).resolve()) if Path(p).exists() else p
@@ -73,17 +73,17 @@ def _absolute(cfg: UnlearnJob) -> UnlearnJob:
     return cfg.model_copy(update={"model": fix(cfg.model), "data": fix(cfg.data), "out": str(Path(cfg.out).resolve())})
 
 
-def _preflight(cfg: UnlearnJob) -> None:
+def preflight(cfg: UnlearnJob) -> None:
     """Fail in the driver, with a one-line message, on what would otherwise fail in every worker."""
     from transformers import AutoConfig
 
     from lume_ray.data import load_lume
-    from lume_ray.model import ModelError, _check_source
+    from lume_ray.model import ModelError, check_source
 
     data = load_lume(cfg.data)
     if not data.forget or not data.retain:
         raise ConfigError(f"data={cfg.data!r}: forget and retain must both have rows")
-    _check_source(cfg.model)
+    check_source(cfg.model)
     try:
         mc = AutoConfig.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
     except Exception as e:
@@ -182,9 +182,9 @@ def run_unlearning(cfg: UnlearnJob, *, storage_path: str | None = None, run_name
     starts a local one on 127.0.0.1 for the job and shuts it down afterwards.
     """
     t0 = time.time()
-    cfg = _absolute(cfg)
+    cfg = absolute(cfg)
     out = Path(cfg.out)
-    _preflight(cfg)
+    preflight(cfg)
     ds_config = load_ds_config(cfg)
     _check_same_job(cfg)
     done = _finished(cfg)
