@@ -98,9 +98,10 @@ def main() -> None:
     curves: dict[tuple[str, str, str, int], tuple[np.ndarray, np.ndarray]] = {}
     for space_name in args.spaces:
         lrs = SPACES[space_name]
-        runs = [("grid", 0)] + [(s, seed) for s in args.samplers for seed in args.seeds]
-        if args.early_stop:
+        runs = [("grid", 0)] + [(args.samplers[0], seed) for seed in args.seeds]
+        if args.early_stop:  # right after the sampler it is compared with
             runs += [(f"{args.samplers[0]}+es", seed) for seed in args.seeds]
+        runs += [(s, seed) for s in args.samplers[1:] for seed in args.seeds]
         for name, seed in runs:
             sampler, es = name.removesuffix("+es"), name.endswith("+es")
             run_dir = out / space_name / (name if name == "grid" else f"{name}-seed{seed}")
