@@ -20,9 +20,14 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from lume_ray.local_ray import free_port, ray_cli
+
+
+class NodeExited(RuntimeError):
+    """A ``ray start`` process ended during start-up."""
 
 
 def _node_ports() -> list[str]:
@@ -77,27 +82,48 @@ class LocalRayCluster:
             if "Ray runtime started" in text:
                 return
             if proc.poll() is not None:
-                raise RuntimeError(f"ray start ({tag}) exited {proc.returncode}: {text[-2000:]}")
+                raise NodeExited(f"ray start ({tag}) exited {proc.returncode}: {text[-2000:]}")
             time.sleep(0.3)
         raise RuntimeError(f"ray start ({tag}) did not come up in {self.timeout_s:.0f} s")
+
+    def _start_node(self, args: Callable[[], list[str]], tag: str, attempts: int = 2) -> None:
+        """Start one node, once more (fresh ports, fresh log) if it exits during start-up: Ray gives a raylet a
+        fixed 30 s to register, which nodes on a loaded 2-core machine were measured to miss now and then."""
+        for attempt in range(1, attempts + 1):
+            name = tag if attempt == 1 else f"{tag}-retry{attempt - 1}"
+            proc = self._start(args(), name)
+            try:
+                self._wait_started(proc, name)
+                return
+            except NodeExited:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)  # whatever it started before giving up
+                if attempt == attempts:
+                    raise
+
+    def _head_args(self, common: list[str]) -> list[str]:
+        self.port, self.dashboard_port = free_port(), free_port()  # fresh on every attempt
+        self.address = f"http://127.0.0.1:{self.dashboard_port}"
+        self.gcs_address = f"127.0.0.1:{self.port}"
+        args = [f"--port={self.port}", "--head", "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={free_port()}",
+                *common, *_node_ports()]
+        if self.head_resources:
+            args.append(f"--resources={json.dumps(self.head_resources)}")
+        return args
 
     def start(self) -> LocalRayCluster:
         common = ["--node-ip-address=127.0.0.1", f"--num-cpus={self.cpus}", "--num-gpus=0",
                   f"--object-store-memory={self.object_store_bytes}",
                   "--disable-usage-stats", f"--temp-dir={self.temp_dir}"]
-        head_args = [f"--port={self.port}", "--head", "--dashboard-host=127.0.0.1",
-                     f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={free_port()}",
-                     *common, *_node_ports()]
-        if self.head_resources:
-            head_args.append(f"--resources={json.dumps(self.head_resources)}")
         try:
-            self._wait_started(self._start(head_args, "head"), "head")
+            self._start_node(lambda: self._head_args(common), "head")
             for i in range(self.workers):
                 tag = f"worker{i}"
                 # Each node its own temp root, as on real machines: a shared one lets a node's runtime-env
                 # agent garbage-collect the unpacked working dir another node's job driver runs in.
                 own = [a for a in common if not a.startswith("--temp-dir=")] + [f"--temp-dir={self.temp_dir}/{tag}"]
-                self._wait_started(self._start([f"--address={self.gcs_address}", *own, *_node_ports()], tag), tag)
+                self._start_node(lambda own=own: [f"--address={self.gcs_address}", *own, *_node_ports()], tag)
             self._wait_nodes(1 + self.workers)
         except BaseException:
             self.stop()
