@@ -269,6 +269,9 @@ def test_early_stopping_stops_a_dominated_trial_at_its_rung(
             assert (mine["status"].iloc[:-1] == "ok").all() and mine["trained_steps"].max() <= 6
         else:  # between segments, the job stopped at the rung and never trained past it
             assert list(mine["status"]) == ["ok", "stopped"] and mine["trained_steps"].max() == 2
+    # Nothing outlives the sweep: the evaluation pool and the stopped trials' Train workers gave their CPUs back.
+    _wait_for(lambda: ray_local.available_resources().get("CPU", 0) == ray_local.cluster_resources()["CPU"], 60,
+              "every CPU to be free again after the sweep")
 
 
 def test_a_parameter_the_model_cannot_take_fails_before_the_sweep(tmp_path: Path, tiny_lume: Path,

@@ -16,9 +16,10 @@ so actors rarely reload). ``lume-ray eval`` keeps Ray Data: a single evaluation 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,19 @@ def start_pool(*, data: str, settings: EvalConfig, base_model: str, members: Any
     return ray.remote(EvalPool).options(num_cpus=0, name=name, max_concurrency=1000).remote(
         data=data, settings=settings.model_dump(mode="json"), base_model=base_model, members=members,
         nonmembers=nonmembers, utility=utility, trust_remote_code=trust_remote_code)
+
+
+@contextlib.contextmanager
+def evaluation_pool(**kwargs: Any) -> Iterator[Any]:
+    """:func:`start_pool` for a ``with`` block; the pool (and the model actors it owns) is killed at its end, so
+    its CPUs go back to the cluster (a session that runs several sweeps would otherwise run out of them)."""
+    import ray
+
+    pool = start_pool(**kwargs)
+    try:
+        yield pool
+    finally:
+        ray.kill(pool)
 
 
 def evaluate_points(pool: Any, models: Sequence[str], out_dirs: Sequence[str], reference_utility: float | None) -> list[Any]:

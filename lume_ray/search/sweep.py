@@ -13,6 +13,7 @@ searcher's studies come back with it); finished trials are never re-run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -111,7 +112,7 @@ def run_sweep(exp: Experiment, *, resume: bool = False, address: str | None = No
 
     from lume_ray import tracking
     from lume_ray.console import SweepView, current, relay
-    from lume_ray.evaluate.pool import start_pool
+    from lume_ray.evaluate.pool import evaluation_pool
     from lume_ray.local_ray import ray_session
     from lume_ray.search.searcher import StudySearcher
     from lume_ray.search.trial import TrialContext, run_trial
@@ -131,14 +132,14 @@ def run_sweep(exp: Experiment, *, resume: bool = False, address: str | None = No
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's configuration box and TensorBoard hint: our view says it
     # Workers' output (DeepSpeed, the step lines) reaches the driver only when a console files it in RUN_DIR/logs.
     with ray_session(address=address, num_cpus=max(4, os.cpu_count() or 1), object_store_mb=512,
-                     log_to_driver=current() is not None):
+                     log_to_driver=current() is not None), contextlib.ExitStack() as stack:
         import ray.data
 
         ray.data.DataContext.get_current().enable_progress_bars = False
         check_cluster(exp)
         data, model = exp.path(exp.data.path), exp.path(exp.target.model)
-        pool = start_pool(data=data, settings=exp.eval, base_model=model, trust_remote_code=exp.target.trust_remote_code,
-                          **eval_inputs(exp))
+        pool = stack.enter_context(evaluation_pool(data=data, settings=exp.eval, base_model=model,
+                                                   trust_remote_code=exp.target.trust_remote_code, **eval_inputs(exp)))
         log(f"[sweep] evaluation pool: {ray.get(pool.describe.remote())}")
         base = rd.base_metrics()
         if base is None:
