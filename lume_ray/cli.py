@@ -295,11 +295,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     return int(cli_report(args))
 
 
-def _cluster(name: str) -> Callable[[argparse.Namespace], int]:
+def _cluster(module: str, name: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        from lume_ray.cluster import jobs
+        import importlib
 
-        return int(getattr(jobs, name)(args))
+        return int(getattr(importlib.import_module(f"lume_ray.cluster.{module}"), name)(args))
 
     return run
 
@@ -416,13 +416,13 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://HEAD:8265")
     sm.add_argument("--set", dest="overrides", nargs="+", type=_kv, default=[], metavar="KEY=VALUE")
     sm.add_argument("--no-wait", action="store_true")
-    sm.set_defaults(func=_cluster("cli_submit"))
+    sm.set_defaults(func=_cluster("jobs", "cli_submit"))
     jobs = sub.add_parser("jobs", help="list, inspect, follow or stop Ray jobs")
     jobs.add_argument("action", choices=("list", "status", "logs", "stop"))
     jobs.add_argument("job_id", nargs="?")
     jobs.add_argument("--address", default=os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS"))
     jobs.add_argument("--follow", action="store_true")
-    jobs.set_defaults(func=_cluster("cli_jobs"))
+    jobs.set_defaults(func=_cluster("jobs", "cli_jobs"))
     plan = sub.add_parser("plan", help="per-GPU memory of each ZeRO stage for a model; recommend one")
     plan.add_argument("--model", required=True, help="1b, 7b, or a model directory / config")
     plan.add_argument("--gpus", type=int, required=True, help="GPUs in total")
@@ -430,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--gpu-mem", type=float, default=80.0, help="GiB per GPU")
     plan.add_argument("--lora", action="store_true")
     plan.add_argument("--json", action="store_true")
-    plan.set_defaults(func=_cluster("cli_plan"))
+    plan.set_defaults(func=_cluster("plan", "cli_plan"))
     return p
 
 

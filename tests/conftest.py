@@ -96,7 +96,7 @@ def ray_local():
     """One real local Ray cluster (127.0.0.1, no dashboard) shared by the whole session."""
     import ray
 
-    from lume_ray.local_ray import start_local
+    from lume_ray.local_ray import start_local, stop_local
 
     if not ray.is_initialized():
         start_local(num_cpus=4, object_store_mb=200)
@@ -105,6 +105,7 @@ def ray_local():
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
+    stop_local()
 
 
 @pytest.fixture(scope="module")

@@ -405,12 +405,6 @@ def cli_jobs(args: Any) -> int:
 
 
 # Moved to lume_ray.cluster.plan; kept here only until cli.py dispatches `lume-ray plan` there.
-def cli_plan(args: Any) -> int:
-    from lume_ray.cluster.plan import cli_plan as plan_cli
-
-    return plan_cli(args)
-
-
 __all__ = [
     "Submission", "TERMINAL", "auth_headers", "find_token", "build_submission", "cli_jobs", "cli_submit", "connect", "follow",
     "job_env", "large_files", "log_tail", "logs", "normalize_address", "status", "submit", "wait",
