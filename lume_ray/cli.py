@@ -195,9 +195,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
           f"workers={t.workers} zero={t.zero} precision={t.resolved_precision} -> {job.out}", flush=True)
     # A cluster to connect to is connected here; a local Ray is started by run_unlearning itself, after its
     # checks of the data and the model (a bad path is a one-line error, not a Ray start-up first).
-    from lume_ray.train.job import absolute, preflight
-
-    preflight(absolute(job))  # bad data or model: one line, before anything is written or started
+    check_job_inputs(job)
     remote = args.address or os.environ.get("RAY_ADDRESS")
     with _quiet(args, job.out, "UNLEARN"), (
             ray_session(address=remote, log_to_driver=True) if remote else contextlib.nullcontext()):
@@ -214,10 +212,28 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 
 
 def _quiet(args: argparse.Namespace, out: str | Path, command: str) -> Any:
-    """The command's quiet console: Ray's, DeepSpeed's (...) output in OUT/logs/, its own progress on the terminal."""
+    """The command's quiet console: Ray's, DeepSpeed's (...) output in OUT/logs/, its own progress on the terminal
+    (on stderr when stdout carries the command's data: --json)."""
     from lume_ray import console
 
-    return console.quiet(Path(out) / "logs", verbose=args.verbose, passthrough=getattr(console, command))
+    return console.quiet(Path(out) / "logs", verbose=args.verbose, passthrough=getattr(console, command),
+                         to_stderr=bool(getattr(args, "json", False)))
+
+
+def check_job_inputs(job: Any) -> None:
+    """An unlearning job's data and model, checked before anything is written or started (a one-line error)."""
+    from lume_ray.train.job import absolute, preflight
+
+    preflight(absolute(job))
+
+
+def check_eval_inputs(model: str, data: str) -> None:
+    """An evaluation's model and data, checked before anything is written or started (a one-line error)."""
+    from lume_ray.data import load_lume
+    from lume_ray.model import check_source
+
+    check_source(model)
+    load_lume(data)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -226,11 +242,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from lume_ray.local_ray import ray_session
 
     settings = _validate(EvalConfig, _nested(args, args.flags), "eval", args.flags)
-    from lume_ray.data import load_lume
-    from lume_ray.model import check_source
-
-    check_source(args.model)  # bad data or model: one line, before anything is written or started
-    load_lume(args.data)
+    check_eval_inputs(args.model, args.data)
     with _quiet(args, args.out, "EVAL"), ray_session(address=args.address, configure_logging=False):
         result = evaluate(args.model, args.data, settings, members=args.member, nonmembers=args.nonmember,
                           utility=args.utility, reference_utility=args.reference_utility, out_dir=args.out,

@@ -107,8 +107,9 @@ class Console:
     """One command's quiet console (use :func:`quiet`)."""
 
     def __init__(self, log_dir: str | os.PathLike[str], *, verbose: bool = False,
-                 passthrough: Passthrough | None = None) -> None:
+                 passthrough: Passthrough | None = None, to_stderr: bool = False) -> None:
         self.log_dir = Path(log_dir)
+        self.to_stderr = to_stderr  # the console's lines on stderr (stdout is the command's data, e.g. --json)
         self.log_path = self.log_dir / LOG_NAME
         self.verbose = verbose
         self.passthrough = replace(passthrough) if passthrough else Passthrough()  # its own progress state
@@ -182,12 +183,13 @@ class Console:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         self._saved_sys = (sys.stdout, sys.stderr)
+        stream = sys.stderr if self.to_stderr else sys.stdout
         try:
-            self.term = open(os.dup(sys.stdout.fileno()), "w", buffering=1, encoding="utf-8",  # noqa: SIM115
+            self.term = open(os.dup(stream.fileno()), "w", buffering=1, encoding="utf-8",  # noqa: SIM115
                              errors="replace")
             self._owns_term = True
-        except (AttributeError, OSError, ValueError):  # a stdout without a file descriptor (a notebook, capsys)
-            self.term, self._owns_term = sys.stdout, False
+        except (AttributeError, OSError, ValueError):  # a stream without a file descriptor (a notebook, capsys)
+            self.term, self._owns_term = stream, False
         self.rich = RichConsole(file=self.term, soft_wrap=True, highlight=False)
         self._saved_fds = (os.dup(1), os.dup(2))
         read, write = os.pipe()
@@ -334,10 +336,10 @@ def _retarget_handlers(old: set[int], new: IO[str]) -> list[tuple[logging.Stream
 
 
 @contextmanager
-def quiet(log_dir: str | os.PathLike[str], *, verbose: bool = False,
-          passthrough: Passthrough | None = None) -> Iterator[Console]:
+def quiet(log_dir: str | os.PathLike[str], *, verbose: bool = False, passthrough: Passthrough | None = None,
+          to_stderr: bool = False) -> Iterator[Console]:
     """Open a :class:`Console` for the ``with`` block: everything into ``log_dir/lume-ray.log``."""
-    with Console(log_dir, verbose=verbose, passthrough=passthrough) as con:
+    with Console(log_dir, verbose=verbose, passthrough=passthrough, to_stderr=to_stderr) as con:
         yield con
 
 

@@ -17,6 +17,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")  # report() latency 2 s -> 0.1 s
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network here: a hub lookup fails at once, not after retries
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 SHARED_LUME = Path(__file__).resolve().parents[1].parent / "shared" / "lume"
 
@@ -146,3 +148,13 @@ def no_console(monkeypatch: pytest.MonkeyPatch) -> None:
     import lume_ray.cli
 
     monkeypatch.setattr(lume_ray.cli, "_quiet", lambda *args, **kw: nullcontext())
+
+
+@pytest.fixture
+def no_input_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For tests of the CLI's flag plumbing with the stage stubbed and made-up paths ("m", "d"): skip the commands'
+    up-front data/model checks (tested on their own in test_config.py and test_train.py)."""
+    import lume_ray.cli
+
+    monkeypatch.setattr(lume_ray.cli, "check_job_inputs", lambda job: None)
+    monkeypatch.setattr(lume_ray.cli, "check_eval_inputs", lambda model, data: None)

@@ -88,6 +88,7 @@ def test_unlearn_flags_cover_unlearn_job_and_train_config(capsys: pytest.Capture
 
 
 @pytest.mark.usefixtures("no_console")
+@pytest.mark.usefixtures("no_input_checks")
 def test_eval_flags_build_the_eval_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     """Every EvalConfig field set from its flag reaches the evaluation as the typed value; unset ones keep the

@@ -2,7 +2,8 @@
 
 Fast tests drive :class:`lume_ray.console.Console` with the kinds of output Ray and its libraries produce (C-level
 writes to the file descriptors, prints, ``logging``, Ray's "(raylet)" lines) and the sweep's view with hand-made
-trials; one test runs a tiny sweep through the real CLI in a subprocess and reads its console.
+trials. The real CLI's console (a tiny sweep in a subprocess, interrupted and resumed) is read in
+test_tracking.py::test_cli_sweep_interrupted_and_resumed, with the patterns below.
 """
 
 from __future__ import annotations
@@ -11,13 +12,11 @@ import logging
 import os
 import pickle
 import re
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import yaml
 
 from lume_ray.console import EVAL, Console, Relay, SweepView, plain, quiet, relay, say
 from lume_ray.run_dir import RunDir
@@ -215,33 +214,3 @@ NOISE_PATTERNS = re.compile(r"\bINFO\b|\bWARNING\b|worker\.py|[Oo]ptuna|A new st
 OUR_LINE = re.compile(r"^(logs: |\[(sweep|search \w+|ga|npo|gd|unlearn)\] |\[3/4\]|lume-ray: )")
 
 
-@pytest.mark.ray
-@pytest.mark.slow
-def test_a_tiny_sweep_prints_only_its_own_lines(tmp_path: Path, tiny_lume: Path, tiny_model: Path) -> None:
-    """The real CLI in a subprocess: its console holds lume-ray's lines only; RUN_DIR/logs/ holds Ray's, Tune's,
-    Optuna's and the workers' output."""
-    from tests.test_sweep import small_experiment
-
-    raw = small_experiment(tmp_path, tiny_lume, tiny_model, num_samples=2)
-    raw["algorithms"] = {"ga": raw["algorithms"]["ga"]}
-    exp_file = tmp_path / "exp.yaml"
-    exp_file.write_text(yaml.safe_dump(raw))
-    run_dir = tmp_path / "via-out"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    done = subprocess.run([sys.executable, "-m", "lume_ray.cli", "sweep", str(exp_file), "--out", str(run_dir)],
-                          env=env, capture_output=True, text=True, timeout=900)
-    console = done.stdout + done.stderr
-    assert done.returncode == 0, console[-3000:]
-    lines = [ln for ln in console.splitlines() if ln.strip()]
-    noisy = [ln for ln in lines if NOISE_PATTERNS.search(ln) or not OUR_LINE.match(ln)]
-    assert not noisy, "\n".join(lines)
-    assert lines[0] == f"logs: {run_dir / 'logs'}/"
-    assert sum(ln.startswith("[ga] trial ") and " completed: forget_efficacy " in ln for ln in lines) == 2, lines
-    logs = list((run_dir / "logs").glob("*.log"))
-    assert logs, list((run_dir / "logs").iterdir())
-    log = "\n".join(p.read_text(errors="replace") for p in logs)
-    # Ray's own lines (its driver log, its workers' output forwarded with their prefix), Optuna's, the workers'.
-    for pattern in (r"(Started a local Ray instance|Connected to Ray cluster)", r"\(RayTrainWorker pid=\d+\)",
-                    r"A new study created in memory", r"\[unlearn\] step \d+/4"):
-        assert re.search(pattern, log), pattern
-    assert (run_dir / "results.parquet").is_file()  # --out is the RUN_DIR

@@ -259,6 +259,7 @@ def test_metric_direction_and_objective(name: str) -> None:
 
 
 @pytest.mark.usefixtures("no_console")
+@pytest.mark.usefixtures("no_input_checks")
 def test_recipe_add_an_algorithm(unlearning_setup: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     from lume_ray.algorithms import mean_nll, register_algorithm

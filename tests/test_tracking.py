@@ -158,25 +158,30 @@ def test_a_store_mlflow_refuses_is_a_one_line_error_before_the_sweep(tmp_path: P
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_interrupted_and_resumed_sweep_keeps_one_run_per_trial(tmp_path: Path, tiny_lume: Path,
-                                                                tiny_model: Path) -> None:
-    """Ctrl-C the CLI sweep after its first trial, resume it: the resumed command's view and tracker hear the
-    restored Tune run (through the relay); MLflow holds one run per trial and every point once."""
+def test_cli_sweep_interrupted_and_resumed(tmp_path: Path, tiny_lume: Path, tiny_model: Path) -> None:
+    """The real CLI in a subprocess (``sweep EXP --out DIR --mlflow``), Ctrl-C'd after its first trial, then
+    ``--resume``d. Both consoles hold lume-ray's lines only (Ray's, Tune's, Optuna's and the workers' output is in
+    DIR/logs/); the resumed command completes exactly the planned trials, none twice; its view and tracker hear
+    the restored Tune run (through the relay): MLflow holds one run per trial and every point once.
+
+    One test for the three (each a two-minute CLI sweep): the console, the interrupted driver, resumed tracking."""
     import os
+    import re
     import signal
     import subprocess
     import sys
 
     import yaml
 
+    from tests.test_console import NOISE_PATTERNS, OUR_LINE
     from tests.test_sweep import _wait_for, small_experiment
 
     raw = small_experiment(tmp_path, tiny_lume, tiny_model, num_samples=2)
     raw["algorithms"] = {"ga": raw["algorithms"]["ga"]}
     exp_file = tmp_path / "exp.yaml"
     exp_file.write_text(yaml.safe_dump(raw))
-    run_dir = Path(raw["output_dir"])
-    cmd = [sys.executable, "-m", "lume_ray.cli", "sweep", str(exp_file), "--mlflow"]
+    run_dir = tmp_path / "via-out"  # --out, not the experiment's output_dir
+    cmd = [sys.executable, "-m", "lume_ray.cli", "sweep", str(exp_file), "--out", str(run_dir), "--mlflow"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -189,10 +194,29 @@ def test_interrupted_and_resumed_sweep_keeps_one_run_per_trial(tmp_path: Path, t
             proc.kill()
     assert proc.returncode == 130, out[-2000:]
     assert "--resume" in out
+    assert not (run_dir / "results.parquet").exists()
     done = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+
+    # the consoles: lume-ray's lines only, the log directory named first
+    for console in (out, done.stdout + done.stderr):
+        lines = [ln for ln in console.splitlines() if ln.strip()]
+        noisy = [ln for ln in lines if NOISE_PATTERNS.search(ln) or not OUR_LINE.match(ln)]
+        assert not noisy, "\n".join(lines)
+        assert lines[0] == f"logs: {run_dir / 'logs'}/", lines[:3]
     assert "[sweep] 2/2 trials" in done.stdout, done.stdout  # the view counted the trial of the first session
+    log = "\n".join(p.read_text(errors="replace") for p in (run_dir / "logs").glob("*.log"))
+    for pattern in (r"(Started a local Ray instance|Connected to Ray cluster)", r"\(RayTrainWorker pid=\d+\)",
+                    r"A new study created in memory", r"\[unlearn\] step \d+/4"):
+        assert re.search(pattern, log), pattern
+
+    # the results: exactly the planned trials and points, none twice
     results = pd.read_parquet(run_dir / "results.parquet")
+    assert results["trial_id"].nunique() == 2, results[["trial_id", "step", "status"]]
+    assert (results["status"] == "ok").all()
+    assert len(results) == 2 * 2 and not results.duplicated(["trial_id", "step"]).any()
+
+    # the tracker: one run per trial under the parent, every point once
     runs = _runs(run_dir)
     children = runs.dropna(subset=["tags.lume_ray.trial_id"])
     assert sorted(children["tags.lume_ray.trial_id"]) == sorted(results["trial_id"].unique())

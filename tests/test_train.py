@@ -66,6 +66,7 @@ def test_job_fills_params_and_checks_every_key(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("no_console")
+@pytest.mark.usefixtures("no_input_checks")
 def test_job_from_cli_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
     """`lume-ray unlearn` builds the job from its generated flags and hands it to run_unlearning as it is."""
     import lume_ray.train
@@ -387,6 +388,7 @@ def test_killed_worker_fails_the_job_with_its_reason_and_a_rerun_resumes(
 
 
 @pytest.mark.usefixtures("no_console")
+@pytest.mark.usefixtures("no_input_checks")
 def test_cli_uses_a_given_cluster_address(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--address connects first (the job then runs there); without it no Ray is started by the CLI itself."""
     import lume_ray.local_ray

@@ -236,6 +236,7 @@ class Worker:
 
         import torch
 
+        from lume_ray.model import save_model, save_tokenizer
         from lume_ray.train.lora import merged_state_dict
 
         with tempfile.TemporaryDirectory(prefix="lume-weights-") as d:
@@ -253,8 +254,8 @@ class Worker:
         state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
         tmp = model_dir.with_name(f".{model_dir.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        base.save_pretrained(tmp, state_dict=state)
-        self.tokenizer.save_pretrained(tmp)
+        save_model(base, tmp, state_dict=state)  # loads with transformers 4.45 (the challenge's pin) and 5.x
+        save_tokenizer(self.tokenizer, tmp)
         if model_dir.exists():  # left by an attempt that crashed after writing it
             shutil.rmtree(model_dir)
         tmp.rename(model_dir)
