@@ -227,13 +227,17 @@ def check_job_inputs(job: Any) -> None:
     preflight(absolute(job))
 
 
-def check_eval_inputs(model: str, data: str) -> None:
-    """An evaluation's model and data, checked before anything is written or started (a one-line error)."""
+def check_eval_inputs(model: str, data: str, utility: Any) -> Any:
+    """An evaluation's model, data and utility set, checked before anything is written or started (a one-line
+    error: MMLU that cannot be loaded offline fails here, not after Ray's start-up). Returns the utility set, loaded
+    (given to the evaluation, so it is read once), or ``utility`` itself when it names none (the data's default)."""
     from lume_ray.data import load_lume
+    from lume_ray.evaluate.inputs import resolve_utility
     from lume_ray.model import check_source
 
     check_source(model)
     load_lume(data)
+    return utility if utility is None else resolve_utility(utility, None)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -242,10 +246,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from lume_ray.local_ray import ray_session
 
     settings = _validate(EvalConfig, _nested(args, args.flags), "eval", args.flags)
-    check_eval_inputs(args.model, args.data)
+    utility = check_eval_inputs(args.model, args.data, args.utility)
     with _quiet(args, args.out, "EVAL"), ray_session(address=args.address, configure_logging=False):
         result = evaluate(args.model, args.data, settings, members=args.member, nonmembers=args.nonmember,
-                          utility=args.utility, reference_utility=args.reference_utility, out_dir=args.out,
+                          utility=utility, reference_utility=args.reference_utility, out_dir=args.out,
                           trust_remote_code=args.trust_remote_code, progress=not args.json)
     if args.json:
         print(json.dumps(result, indent=2))

@@ -44,6 +44,8 @@ ALERTS = re.compile("|".join([
     r"\bworker\b.*\b(died|crashed|killed)\b", r"WorkerCrashedError", r"ActorDiedError", r"SIGKILL", r"SIGSEGV",
     r"segmentation fault", r"No space left on device",
 ]), re.IGNORECASE)
+# ... unless they are one of these: Tune's answer to the user's own Ctrl-C names SIGKILL without one happening.
+NOT_ALERTS = re.compile(r"Stop signal received|Press CTRL\+C")
 MAX_ALERTS = 20  # then one line saying the rest are in the log
 _PREFIX = re.compile(r"^\((?:[^()]|\([^()]*\))*\)\s+")  # Ray's "(RayTrainWorker pid=12, ip=...) " prefix
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -272,7 +274,8 @@ class Console:
             return
         if rule.show is not None and rule.show.search(line):
             self._to_terminal(line)
-        elif not raw[:1].isspace() and ALERTS.search(line) and line not in self._seen_alerts:
+        elif (not raw[:1].isspace() and ALERTS.search(line) and not NOT_ALERTS.search(line)
+              and line not in self._seen_alerts):
             self._seen_alerts.add(line)
             self.alerts += 1
             if self.alerts <= MAX_ALERTS:

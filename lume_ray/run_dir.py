@@ -10,9 +10,12 @@ RUN_DIR/
   trials/<trial_id>/trial.json   algorithm, hyperparameters, status, error, trained steps, times
   trials/<trial_id>/step_XXXXXX/ metrics.json + rows.parquet: one evaluation point
   trials/<trial_id>/train/       the unlearning job (train_log.jsonl, points.jsonl, result.json, ...)
+  trials/<trial_id>/rungs.json   early stopping's decision at each rung
   tune/                          the Ray Tune run (what --resume restores)
   results.parquet                one row per (trial, evaluated step)
-  logs/                          Ray, Tune, DeepSpeed, Optuna logs of the driver
+  logs/lume-ray.log              Ray, Tune, Ray Data, DeepSpeed, Optuna output kept off the console
+  logs/driver.json               the running driver's host and pid (lume-ray status)
+  tracking.json, mlruns/         MLflow tracking state and its local store
   report/                        `lume-ray report`'s default output
 """
 

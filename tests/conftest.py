@@ -157,4 +157,4 @@ def no_input_checks(monkeypatch: pytest.MonkeyPatch) -> None:
     import lume_ray.cli
 
     monkeypatch.setattr(lume_ray.cli, "check_job_inputs", lambda job: None)
-    monkeypatch.setattr(lume_ray.cli, "check_eval_inputs", lambda model, data: None)
+    monkeypatch.setattr(lume_ray.cli, "check_eval_inputs", lambda model, data, utility: utility)

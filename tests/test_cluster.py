@@ -301,7 +301,8 @@ def test_submit_to_a_local_two_node_cluster(tmp_path: Path, capsys: pytest.Captu
             assert "stand-in wrote" in capsys.readouterr().out
             got = json.loads(result.read_text())
             assert got["nodes"] == 2 and got["cpus"] == 4.0  # both nodes joined the job's cluster
-            assert got["shipped"] and got["poll"] == "0.5"  # working dir and env vars reached the job
+            # working dir and env vars reached the job (the submitting shell's value is forwarded, else the default)
+            assert got["shipped"] and got["poll"] == os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
         assert cli.main(["jobs", "status", job, "--address", addr]) == 0
         assert "SUCCEEDED" in capsys.readouterr().out
         assert cli.main(["jobs", "list", "--address", addr]) == 0

@@ -23,6 +23,8 @@ from lume_ray.run_dir import RunDir
 
 OOM = ("(raylet) Task was killed due to the node running low on memory. Memory on the node (IP: 127.0.0.1) where the "
        "task was running was 7.5GB / 7.8GB (0.96), which exceeds the memory usage threshold of 0.95.")
+STOP = ("WARNING tune.py:219 -- Stop signal received (e.g. via SIGINT/Ctrl+C), ending Ray Tune run. This will try to "
+        "checkpoint the experiment state one last time. Press CTRL+C (or send SIGINT/SIGKILL/SIGTERM) to skip.")
 NOISE = "(raylet) WARNING: 8 PYTHON worker processes have been started on node: 19bc with address: 127.0.0.1"
 
 
@@ -33,6 +35,7 @@ def _emit_library_output() -> None:
     logging.getLogger("ray.tune").warning("Tune says something")
     logging.getLogger("optuna").warning("A new study created in memory with name: x")
     print(NOISE)
+    print(STOP)  # names SIGKILL, but is Tune's answer to the user's Ctrl-C: not an alert
     print(OOM)
     print(OOM)  # the same warning twice is shown once
     sys.stderr.write("eval:  50%|#####     | 5/10\r")
@@ -211,6 +214,6 @@ def test_mlflow_flag_turns_tracking_on(tmp_path: Path) -> None:
 NOISE_PATTERNS = re.compile(r"\bINFO\b|\bWARNING\b|worker\.py|[Oo]ptuna|A new study|Configuration for experiment|"
                             r"TensorBoard|PYTHON worker processes|\(raylet\)|\(pid=|Ray Data|Started a local Ray|"
                             r"[Dd]eep[Ss]peed|Traceback|╭|│")
-OUR_LINE = re.compile(r"^(logs: |\[(sweep|search \w+|ga|npo|gd|unlearn)\] |\[3/4\]|lume-ray: )")
+OUR_LINE = re.compile(r"^(logs: |\[(sweep|search \w+|ga|npo|gd|unlearn|tracking)\] |\[3/4\]|lume-ray: )")
 
 

@@ -102,7 +102,7 @@ def load_mmlu() -> MultipleChoiceSet:
     return mmlu_set(test, dev, MMLU_ID)
 
 
-def _resolve_utility(arg: UtilityArg, default: Path | None) -> MultipleChoiceSet | None:
+def resolve_utility(arg: UtilityArg, default: Path | None) -> MultipleChoiceSet | None:
     """"mmlu": ``datasets``; a directory: MMLU in one of its layouts; a file: a multiple-choice jsonl."""
     if arg is None or arg is True:
         return (MultipleChoiceSet(load_utility(default), {}, str(default))
@@ -184,7 +184,7 @@ def resolve_inputs(
         notes.append("members: the forget documents rebuilt from sc rows (input + ' ' + output)")
     non = _resolve_docs(nonmembers, data_dir, "nonmember.jsonl") or ()
     _check_disjoint(mem, non)
-    mc = _resolve_utility(utility, data_dir / "utility.jsonl" if data_dir else None)
+    mc = resolve_utility(utility, data_dir / "utility.jsonl" if data_dir else None)
     choices = mc.questions if mc is not None else ()
     style = settings.utility_style
     if style == "auto":
