@@ -158,3 +158,16 @@ def no_input_checks(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(lume_ray.cli, "check_job_inputs", lambda job: None)
     monkeypatch.setattr(lume_ray.cli, "check_eval_inputs", lambda model, data, utility: utility)
+
+
+@pytest.fixture(scope="session")
+def finished_sweep(tmp_path_factory: pytest.TempPathFactory, tiny_lume: Path, tiny_model: Path, ray_local: Any) -> Path:
+    """One real sweep for the session (ga and npo, 2 trials each, 2 points per trial, MLflow tracking on a local
+    store), read by test_sweep.py and test_tracking.py: a sweep is a minute or two here."""
+    from lume_ray.config import experiment_from_dict
+    from lume_ray.search.sweep import run_sweep
+    from tests.test_sweep import small_experiment
+
+    raw = small_experiment(tmp_path_factory.mktemp("sweep"), tiny_lume, tiny_model, max_concurrent=2)
+    raw["tracking"] = {"mlflow": {}}
+    return run_sweep(experiment_from_dict(raw)).root

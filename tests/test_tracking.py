@@ -1,6 +1,6 @@
 """MLflow tracking with the real mlflow package on a local store (SQLite under RUN_DIR/mlruns).
 
-A tiny sweep with ``tracking: {mlflow: {}}`` on the local Ray cluster: its runs, read back with
+The session's tiny sweep (conftest's ``finished_sweep``, with ``tracking: {mlflow: {}}``) on the local Ray cluster: its runs, read back with
 ``mlflow.search_runs`` and the client's metric history, hold exactly what results.parquet holds (every trial,
 every evaluated step's metrics); a second sync, or a second tracker on the same RUN_DIR (a resume), adds no run
 and no point; the report's files become the parent run's artifacts.
@@ -22,26 +22,15 @@ from lume_ray.evaluate.metrics import METRICS  # noqa: E402
 from lume_ray.tracking import STATE_NAME, MlflowTracker, local_uri  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def tracked_sweep(tmp_path_factory: pytest.TempPathFactory, tiny_lume: Path, tiny_model: Path, ray_local) -> Path:
-    from lume_ray.search.sweep import run_sweep
-    from tests.test_sweep import small_experiment
-
-    raw = small_experiment(tmp_path_factory.mktemp("tracked"), tiny_lume, tiny_model, num_samples=2)
-    raw["algorithms"] = {"ga": raw["algorithms"]["ga"]}
-    raw["tracking"] = {"mlflow": {}}
-    return run_sweep(experiment_from_dict(raw)).root
-
-
 def _runs(run_dir: Path) -> pd.DataFrame:
     mlflow.set_tracking_uri(local_uri(run_dir))
     return mlflow.search_runs(experiment_names=["test"])
 
 
-def test_one_run_per_trial_under_a_parent(tracked_sweep: Path) -> None:
-    runs = _runs(tracked_sweep)
-    results = pd.read_parquet(tracked_sweep / "results.parquet")
-    state = json.loads((tracked_sweep / STATE_NAME).read_text())["mlflow"]
+def test_one_run_per_trial_under_a_parent(finished_sweep: Path) -> None:
+    runs = _runs(finished_sweep)
+    results = pd.read_parquet(finished_sweep / "results.parquet")
+    state = json.loads((finished_sweep / STATE_NAME).read_text())["mlflow"]
     parent = runs[runs["run_id"] == state["parent_run_id"]]
     assert len(parent) == 1 and parent["status"].iloc[0] == "FINISHED"
     assert parent["params.sampler"].iloc[0] == "gp"
@@ -55,11 +44,11 @@ def test_one_run_per_trial_under_a_parent(tracked_sweep: Path) -> None:
         assert float(child["params.lr"]) == pytest.approx(float(trial["hp/lr"].iloc[0]))
 
 
-def test_every_step_of_every_trial_is_logged_as_in_results(tracked_sweep: Path) -> None:
-    client = mlflow.MlflowClient(tracking_uri=local_uri(tracked_sweep))
-    results = pd.read_parquet(tracked_sweep / "results.parquet")
+def test_every_step_of_every_trial_is_logged_as_in_results(finished_sweep: Path) -> None:
+    client = mlflow.MlflowClient(tracking_uri=local_uri(finished_sweep))
+    results = pd.read_parquet(finished_sweep / "results.parquet")
     results = results[results["status"] == "ok"]
-    runs = _runs(tracked_sweep).dropna(subset=["tags.lume_ray.trial_id"])
+    runs = _runs(finished_sweep).dropna(subset=["tags.lume_ray.trial_id"])
     metric_columns = [c for c in results.columns if c in METRICS]
     assert {"forget_efficacy", "retain_score", "final_score"} <= set(metric_columns)
     compared = 0
@@ -76,34 +65,34 @@ def test_every_step_of_every_trial_is_logged_as_in_results(tracked_sweep: Path) 
     assert compared >= len(results) * 3
 
 
-def test_resume_reuses_the_runs(tracked_sweep: Path) -> None:
+def test_resume_reuses_the_runs(finished_sweep: Path) -> None:
     """A second tracker on the same RUN_DIR (what --resume builds) finds the parent run in tracking.json and
     logs nothing twice."""
-    before = _runs(tracked_sweep)
-    raw = json.loads(json.dumps(__import__("yaml").safe_load((tracked_sweep / "experiment.yaml").read_text())))
-    tracker = MlflowTracker(experiment_from_dict(raw), tracked_sweep, log=lambda line: None)
+    before = _runs(finished_sweep)
+    raw = json.loads(json.dumps(__import__("yaml").safe_load((finished_sweep / "experiment.yaml").read_text())))
+    tracker = MlflowTracker(experiment_from_dict(raw), finished_sweep, log=lambda line: None)
     tracker.setup()
     assert tracker.sync() == 0
     tracker.end_sweep("FINISHED")
-    after = _runs(tracked_sweep)
+    after = _runs(finished_sweep)
     assert sorted(after["run_id"]) == sorted(before["run_id"])
-    client = mlflow.MlflowClient(tracking_uri=local_uri(tracked_sweep))
+    client = mlflow.MlflowClient(tracking_uri=local_uri(finished_sweep))
     for run_id in after["run_id"]:
         steps = [m.step for m in client.get_metric_history(run_id, "forget_efficacy")]
         assert len(steps) == len(set(steps))
 
 
-def test_report_files_are_the_parents_artifacts(tracked_sweep: Path, tmp_path: Path) -> None:
+def test_report_files_are_the_parents_artifacts(finished_sweep: Path, tmp_path: Path) -> None:
     from lume_ray.tracking import log_report
 
     report = tmp_path / "report"
     report.mkdir()
     (report / "report.md").write_text("# report\n")
     (report / "pareto.csv").write_text("a,b\n1,2\n")
-    raw = __import__("yaml").safe_load((tracked_sweep / "experiment.yaml").read_text())
-    log_report(experiment_from_dict(raw), tracked_sweep, report)
-    state = json.loads((tracked_sweep / STATE_NAME).read_text())["mlflow"]
-    client = mlflow.MlflowClient(tracking_uri=local_uri(tracked_sweep))
+    raw = __import__("yaml").safe_load((finished_sweep / "experiment.yaml").read_text())
+    log_report(experiment_from_dict(raw), finished_sweep, report)
+    state = json.loads((finished_sweep / STATE_NAME).read_text())["mlflow"]
+    client = mlflow.MlflowClient(tracking_uri=local_uri(finished_sweep))
     names = sorted(a.path for a in client.list_artifacts(state["parent_run_id"], "report"))
     assert names == ["report/pareto.csv", "report/report.md"]
     assert client.get_run(state["parent_run_id"]).info.status == "FINISHED"  # not reopened by the upload
