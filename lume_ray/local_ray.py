@@ -1,9 +1,10 @@
 """Local Ray: the one place that starts Ray on this machine when no cluster is connected.
 
 Input:  nothing connected (``ray.is_initialized()`` false) and how many CPUs / how much object store to offer.
-Output: a single-machine Ray whose every process (GCS, raylet, workers, this driver) listens on 127.0.0.1 only,
-        with no dashboard and so no job server; :func:`ray_session` stops it again when the work that needed it
-        ends. A connected Ray is used as it is.
+Output: a single-machine Ray whose every process (GCS, raylet, dashboard and its job server, workers, this
+        driver) listens on 127.0.0.1 only; :func:`ray_session` stops it again when the work that needed it ends.
+        A connected Ray is used as it is. (The dashboard is on because Ray's state API, which Ray Train's
+        placement-group cleaner needs to free a stopped trial's CPUs, is served by it.)
 
 How, with Ray's public interfaces only:
 1. The head is the ``ray start --head --block`` command, run as a child process we own, with Ray's
@@ -84,6 +85,26 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def ray_processes(roots: list[int], temp_dir: str) -> set[int]:
+    """Pids of the Ray processes started from ``roots`` (their process trees) and of any process whose command
+    line names ``temp_dir`` (Ray's daemons re-parent themselves), never this process."""
+    import psutil
+
+    pids = set(roots)
+    for root in roots:
+        with contextlib.suppress(psutil.Error):
+            pids.update(c.pid for c in psutil.Process(root).children(recursive=True))
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if temp_dir in " ".join(p.info["cmdline"] or []):
+                pids.add(p.info["pid"])
+                pids.update(c.pid for c in p.children(recursive=True))
+        except psutil.Error:
+            continue
+    pids.discard(os.getpid())
+    return pids
+
+
 @dataclass
 class LocalHead:
     """A ``ray start --head --block`` process of this process, and what it owns (its temp dir)."""
@@ -92,7 +113,7 @@ class LocalHead:
     temp_dir: str
     port: int
     log: Path
-    dashboard_url: str | None = None  # as ray.init() reports it: empty, since there is no dashboard
+    dashboard_url: str | None = None  # as ray.init() reports it (127.0.0.1:PORT)
     pids: set[int] = field(default_factory=set)  # Ray processes seen for this head (filled by stop())
 
     @property
@@ -101,20 +122,7 @@ class LocalHead:
 
     def processes(self) -> list[int]:
         """Pids of the head's Ray processes: its process tree and any daemon naming its temp dir."""
-        import psutil
-
-        pids = {self.proc.pid}
-        with contextlib.suppress(psutil.Error):
-            pids.update(c.pid for c in psutil.Process(self.proc.pid).children(recursive=True))
-        for p in psutil.process_iter(["pid", "cmdline"]):
-            try:
-                if self.temp_dir in " ".join(p.info["cmdline"] or []):
-                    pids.add(p.info["pid"])
-                    pids.update(c.pid for c in p.children(recursive=True))
-            except psutil.Error:
-                continue
-        pids.discard(os.getpid())
-        return sorted(pids)
+        return sorted(ray_processes([self.proc.pid], self.temp_dir))
 
     def stop(self, grace_s: float = 40.0) -> None:
         """End the head: SIGTERM (Ray drains and stops its processes), then kill what is left of ours."""
@@ -173,7 +181,7 @@ class HeadExited(RuntimeError):
 
 def start_head(*, num_cpus: int | None = None, object_store_mb: int | None = None,
                timeout_s: float = START_TIMEOUT_S, attempts: int = 2) -> LocalHead:
-    """Start a single-machine Ray head on 127.0.0.1 (no dashboard) as a child process; returns once it is up.
+    """Start a single-machine Ray head on 127.0.0.1 (dashboard included) as a child process; returns once it is up.
 
     A head that exits during start-up is started once more, on fresh ports: Ray gives its raylet a fixed 30 s to
     register, which a 2-core machine under load was measured to miss now and then (as it can a free port taken
@@ -198,7 +206,11 @@ def _launch_head(num_cpus: int | None, object_store_mb: int | None, timeout_s: f
     temp_dir = tempfile.mkdtemp(prefix="lr", dir="/tmp")
     port = free_port()
     args = ["start", "--head", "--block", f"--node-ip-address={LOOPBACK}", f"--port={port}",
-            "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}",
+            # The dashboard on the loopback: Ray's state API lives there, and Ray Train's placement-group cleaner
+            # asks it whether a run's controller is alive. Without it, a trial that Tune stops (early stopping,
+            # Ctrl-C) leaves its workers' placement group, and their CPUs, reserved until Ray stops.
+            "--include-dashboard=true", f"--dashboard-host={LOOPBACK}", "--disable-usage-stats",
+            f"--temp-dir={temp_dir}",
             # Every port explicit: defaults (10001, 52365, 8265 ...) collide with other clusters on the machine.
             f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}",
             f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
@@ -252,7 +264,7 @@ atexit.register(stop_local)  # a driver that never called ray_session's cleanup 
 
 def start_local(*, num_cpus: int | None = None, object_store_mb: int | None = None, log_to_driver: bool = False,
                 configure_logging: bool = True) -> LocalHead:
-    """Start a local Ray on 127.0.0.1 only, no dashboard or job server, ``num_cpus`` logical CPUs (default:
+    """Start a local Ray on 127.0.0.1 only (its dashboard too), ``num_cpus`` logical CPUs (default:
     what Ray detects, container limits included), and connect this process to it. Stop it with
     ``ray.shutdown()`` then :func:`stop_local` (or use :func:`ray_session`)."""
     import ray

@@ -95,7 +95,7 @@ def one_torch_thread() -> Any:
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One real local Ray cluster (127.0.0.1, no dashboard) shared by the whole session."""
+    """One real local Ray cluster (127.0.0.1 only) shared by the whole session."""
     import ray
 
     from lume_ray.local_ray import start_local, stop_local

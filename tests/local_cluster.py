@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lume_ray.local_ray import free_port, ray_cli
+from lume_ray.local_ray import free_port, ray_cli, ray_processes
 
 
 class NodeExited(RuntimeError):
@@ -150,22 +150,7 @@ class LocalRayCluster:
         raise RuntimeError(f"only {alive} of {n} Ray nodes alive after {self.timeout_s:.0f} s")
 
     def _ours(self) -> set[int]:
-        import psutil
-
-        pids = set(self._pids)
-        for proc in self.procs:
-            pids.add(proc.pid)
-            with contextlib.suppress(psutil.Error):
-                pids.update(c.pid for c in psutil.Process(proc.pid).children(recursive=True))
-        for p in psutil.process_iter(["pid", "cmdline"]):
-            try:
-                if self.temp_dir in " ".join(p.info["cmdline"] or []):
-                    pids.add(p.info["pid"])
-                    pids.update(c.pid for c in p.children(recursive=True))
-            except psutil.Error:
-                continue
-        pids.discard(os.getpid())
-        return pids
+        return ray_processes([*self._pids, *(proc.pid for proc in self.procs)], self.temp_dir)
 
     def stop(self, grace_s: float = 15.0, keep_temp: bool = False) -> None:
         import psutil

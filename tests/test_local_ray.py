@@ -1,5 +1,5 @@
-"""Local mode: every port Ray's processes listen on is on the loopback, no dashboard / job server runs, and the
-head started for it is ours alone (stopped by pid, nothing left behind)."""
+"""Local mode: every port Ray's processes listen on is on the loopback (the dashboard and its job server included),
+and the head started for it is ours alone (stopped by pid, nothing left behind)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ def test_local_ray_listens_on_loopback_only(ray_local: Any) -> None:
     worker_pid = ray.get(probe.pid.remote())
     try:
         assert [n["NodeManagerAddress"] for n in ray.nodes()] == ["127.0.0.1"]
-        assert not head.dashboard_url  # no dashboard, hence no job server
+        # The dashboard (Ray's state API, which Train's placement-group cleaner needs) is on the loopback, port given
+        host = (head.dashboard_url or "").rsplit(":", 1)[0]
+        assert is_loopback(host), head.dashboard_url
         procs = [psutil.Process(p) for p in head.processes() if psutil.pid_exists(p)] + [psutil.Process()]
         names = {p.name() for p in procs}
         assert {"gcs_server", "raylet"} <= names and worker_pid in {p.pid for p in procs}
@@ -44,6 +46,7 @@ def test_local_ray_listens_on_loopback_only(ray_local: Any) -> None:
             listening += [(p.name(), c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN]
         owners = {name for name, _, _ in listening}
         assert {"gcs_server", "raylet"} <= owners, listening
+        assert len(listening) > 4, listening  # the dashboard's ports are among those checked
         exposed = [x for x in listening if not is_loopback(x[1])]
         assert not exposed, f"listening beyond the loopback: {exposed}"
     finally:

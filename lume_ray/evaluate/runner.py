@@ -249,7 +249,7 @@ def evaluate_many(
     out: dict[int, dict[str, Any]] = {}
     with ray_session(configure_logging=False) as started:
         if started:
-            log.log("started a local Ray cluster (127.0.0.1, no dashboard)")
+            log.log("started a local Ray cluster (127.0.0.1 only)")
         for first in range(0, len(plans), per_pipeline):
             chunk = plans[first : first + per_pipeline]
             with contextlib.closing(_run_ray(chunk, settings, trust_remote_code, log)) as stream:
