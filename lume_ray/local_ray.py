@@ -204,7 +204,7 @@ def _launch_head(num_cpus: int | None, object_store_mb: int | None, timeout_s: f
                  token_auth: bool) -> LocalHead:
     # Short path: Ray's unix sockets live under it and must stay below ~107 characters.
     temp_dir = tempfile.mkdtemp(prefix="lr", dir="/tmp")
-    port = free_port()
+    port, dashboard_port = free_port(), free_port()
     args = ["start", "--head", "--block", f"--node-ip-address={LOOPBACK}", f"--port={port}",
             # The dashboard on the loopback: Ray's state API lives there, and Ray Train's placement-group cleaner
             # asks it whether a run's controller is alive. Without it, a trial that Tune stops (early stopping,
@@ -212,7 +212,7 @@ def _launch_head(num_cpus: int | None, object_store_mb: int | None, timeout_s: f
             "--include-dashboard=true", f"--dashboard-host={LOOPBACK}", "--disable-usage-stats",
             f"--temp-dir={temp_dir}",
             # Every port explicit: defaults (10001, 52365, 8265 ...) collide with other clusters on the machine.
-            f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}",
+            f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={free_port()}",
             f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
             f"--dashboard-agent-grpc-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
             f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
@@ -221,6 +221,9 @@ def _launch_head(num_cpus: int | None, object_store_mb: int | None, timeout_s: f
     if object_store_mb is not None:
         args.append(f"--object-store-memory={object_store_mb * 2**20}")
     env = {**os.environ, SINGLE_MACHINE_ENV: "0", "RAY_USAGE_STATS_ENABLED": "0",
+           # Its workers' state-API calls (Train's placement-group cleaner) go to this head's dashboard: left to
+           # find one, they fail when a second Ray runs on the machine ("Found multiple active Ray instances").
+           "RAY_API_SERVER_ADDRESS": f"http://{LOOPBACK}:{dashboard_port}",
            "RAY_AUTH_MODE": "token" if token_auth else "disabled"}  # this process's mode (a token file alone
     # would otherwise turn the head's on: `ray start` does that when the mode is unset)
     log = Path(temp_dir) / "head.out"
