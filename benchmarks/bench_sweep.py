@@ -17,7 +17,7 @@ through its trajectory (9 x 10 epochs). Writes RUN/summary.json and RUN/curves.p
     python benchmarks/bench_sweep.py [--out runs/bench_sweep] [--spaces suited boundary] [--algorithms gd npo]
                                      [--samplers gp tpe random] [--seeds 0 1] [--early-stop]
 
-``--early-stop`` adds "SAMPLER+es" runs of the first sampler: the same sampler with multi-objective successive
+``--early-stop`` adds "SAMPLER+es" runs (``--es-mode segments``: "SAMPLER+es-seg") of the first sampler: the same sampler with multi-objective successive
 halving at rungs of 2.5 and 5 epochs keeping a third, given 3x the trials and cut at the same budget in steps as
 the run without early stopping (9 trials x 10 epochs per algorithm).
 """
@@ -86,6 +86,8 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--max-concurrent", type=int, default=3)
     p.add_argument("--early-stop", action="store_true", help="also run the first sampler with early stopping")
+    p.add_argument("--es-mode", choices=["pipelined", "segments"], default="pipelined",
+                   help="early stopping's evaluation: while the job trains on (pipelined) or between segments")
     args = p.parse_args()
     out = Path(args.out)
     base = load_experiment(QUICKSTART, [("output_dir", "runs/quickstart")]).resolved()
@@ -96,14 +98,15 @@ def main() -> None:
     summary: dict[str, Any] = {"steps_per_epoch": per_epoch, "max_steps": max_steps, "objectives": OBJECTIVES,
                                "trials_per_algorithm": TRIALS, "runs": {}}
     curves: dict[tuple[str, str, str, int], tuple[np.ndarray, np.ndarray]] = {}
+    es_name = "es" if args.es_mode == "pipelined" else "es-seg"
     for space_name in args.spaces:
         lrs = SPACES[space_name]
         runs = [("grid", 0)] + [(args.samplers[0], seed) for seed in args.seeds]
         if args.early_stop:  # right after the sampler it is compared with
-            runs += [(f"{args.samplers[0]}+es", seed) for seed in args.seeds]
+            runs += [(f"{args.samplers[0]}+{es_name}", seed) for seed in args.seeds]
         runs += [(s, seed) for s in args.samplers[1:] for seed in args.seeds]
         for name, seed in runs:
-            sampler, es = name.removesuffix("+es"), name.endswith("+es")
+            sampler, es = name.split("+")[0], "+" in name
             run_dir = out / space_name / (name if name == "grid" else f"{name}-seed{seed}")
             overrides = [
                 ("output_dir", str(run_dir)), ("seed", str(seed)), ("sweep.sampler", sampler),
@@ -118,7 +121,8 @@ def main() -> None:
             overrides += [(f"algorithms.{a}", json.dumps(space(lrs, max_steps, a))) for a in args.algorithms]
             if es:
                 overrides.append(("sweep.early_stop", json.dumps({"rungs": [max_steps // 4, max_steps // 2],
-                                                                   "keep": 1 / 3})))
+                                                                   "keep": 1 / 3,
+                                                                   "pipelined": args.es_mode == "pipelined"})))
             exp = load_experiment(QUICKSTART, overrides)
             t0 = time.time()
             if not (run_dir / "results.parquet").exists():
@@ -140,7 +144,7 @@ def main() -> None:
             target = float(g_hv[-1])
             classic = TRIALS * (5 * per_epoch + max_steps)  # each (setting, steps) pair its own run
             trajectory = float(g_steps[-1])
-            for sampler in [*args.samplers, *([f"{args.samplers[0]}+es"] if args.early_stop else [])]:
+            for sampler in [*args.samplers, *([f"{args.samplers[0]}+{es_name}"] if args.early_stop else [])]:
                 for seed in args.seeds:
                     steps, hv = curves[(space_name, algo, sampler, seed)]
                     spent = reach(target, steps, hv)
@@ -171,7 +175,7 @@ def plot(curves: dict[tuple[str, str, str, int], tuple[np.ndarray, np.ndarray]],
     rows, cols = len(args.spaces), len(args.algorithms)
     fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
     colors = {"grid": "black", "gp": "tab:blue", "tpe": "tab:orange", "random": "tab:green", "nsga2": "tab:red",
-              "gp+es": "tab:purple"}
+              "gp+es": "tab:purple", "gp+es-seg": "tab:brown"}
     for i, space_name in enumerate(args.spaces):
         for j, algo in enumerate(args.algorithms):
             ax = axes[i][j]
