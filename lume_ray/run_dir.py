@@ -46,17 +46,17 @@ def git_commit() -> str:
 
 
 def versions() -> dict[str, str]:
-    import deepspeed
-    import optuna
-    import ray
-    import torch
-    import transformers
+    """Installed versions of lume-ray and the libraries a result depends on (package metadata, nothing imported)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    import lume_ray
-
-    return {"lume_ray": lume_ray.__version__, "ray": ray.__version__, "torch": torch.__version__,
-            "deepspeed": deepspeed.__version__, "transformers": transformers.__version__,
-            "optuna": optuna.__version__}
+    out = {}
+    for key, dist in (("lume_ray", "lume-ray"), ("ray", "ray"), ("torch", "torch"), ("deepspeed", "deepspeed"),
+                      ("transformers", "transformers"), ("optuna", "optuna")):
+        try:
+            out[key] = version(dist)
+        except PackageNotFoundError:
+            out[key] = "unknown"
+    return out
 
 
 class RunDir:
