@@ -438,8 +438,21 @@ class EarlyStopConfig(Section):
 
     rungs: tuple[int, ...] = Field(..., min_length=1, description="steps at which trials are compared")
     keep: float = Field(1 / 3, gt=0, le=1, description="fraction kept at each rung")
-    pipelined: bool = Field(True, description="evaluate a rung's point while the job trains on (else the job "
-                            "stops at each rung until its point is scored)")
+    pipelined: bool | Literal["auto"] = Field(
+        "auto", description="true: score a rung's point while the job trains on; false: the job stops at each rung "
+        "until its point is scored; auto: true when the job trains on GPUs, false on CPU (benchmarks/bench_sweep.py: "
+        "where scoring a point outlasts training to the next rung, pipelining saves no steps)")
+
+    @field_validator("pipelined", mode="before")
+    @classmethod
+    def _pipelined(cls, value: Any) -> Any:
+        if not isinstance(value, bool) and value != "auto":
+            raise ValueError(f"expected true, false or auto, got {value!r}")
+        return value
+
+    def resolved_pipelined(self, train: TrainConfig) -> bool:
+        """``pipelined`` with "auto" resolved from the job's hardware."""
+        return train.use_gpu if self.pipelined == "auto" else self.pipelined
 
     @field_validator("keep", mode="before")
     @classmethod

@@ -37,6 +37,25 @@ def test_keep_order_is_pareto_rank_then_hypervolume_contribution() -> None:
     assert list(keep_order(np.array([[0.5, 0.5], [np.nan, 0.9]]), ["max", "max"])) == [0, 1]  # NaN last
 
 
+@pytest.mark.parametrize(("pipelined", "gpus", "expected"), [
+    ("auto", 0, False), ("auto", 1, True), (True, 0, True), (False, 1, False)])
+def test_pipelined_auto_follows_the_jobs_hardware(tmp_path: Path, pipelined: Any, gpus: int, expected: bool) -> None:
+    # auto: between segments on CPU (scoring a point outlasts training to the next rung), pipelined on GPUs
+    exp = experiment_from_dict({
+        "name": "es-test", "output_dir": str(tmp_path / "run"), "train": {"gpus_per_worker": gpus},
+        "sweep": {"early_stop": {"rungs": [10], "pipelined": pipelined}},
+        "algorithms": {"ga": {"lr": 1e-3, "steps": {"max": 30}}},
+    })
+    assert exp.sweep.early_stop.resolved_pipelined(exp.train) is expected
+    assert ("trains on" in ParetoSuccessiveHalving(exp, str(tmp_path / "run")).debug_string()) is expected
+
+
+def test_pipelined_rejects_other_words(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="pipelined"):
+        experiment_from_dict({"name": "x", "output_dir": str(tmp_path), "sweep": {"early_stop": {
+            "rungs": [10], "pipelined": "sometimes"}}, "algorithms": {"ga": {"lr": 1e-3, "steps": {"max": 30}}}})
+
+
 def test_asynchronous_rule(tmp_path: Path) -> None:
     s = ParetoSuccessiveHalving(experiment(tmp_path, keep=0.5), str(tmp_path / "run"))
     assert s.decide("ga", 10, "t1", [0.5, 0.5])[0]  # the first to arrive always continues

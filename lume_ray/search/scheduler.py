@@ -66,6 +66,7 @@ class ParetoSuccessiveHalving(FIFOScheduler):
         self.exp, self.rd = exp, RunDir(run_dir)
         self.rungs = tuple(exp.sweep.early_stop.rungs)
         self.keep = float(exp.sweep.early_stop.keep)
+        self.pipelined = exp.sweep.early_stop.resolved_pipelined(exp.train)
         self.objectives = list(exp.sweep.objectives)
         self.directions = [direction(o) for o in self.objectives]
         self.seen: dict[tuple[str, int], dict[str, list[float]]] = {}  # (algorithm, rung) -> trial -> values
@@ -136,4 +137,5 @@ class ParetoSuccessiveHalving(FIFOScheduler):
         return keep
 
     def debug_string(self) -> str:
-        return f"Pareto successive halving at rungs {list(self.rungs)}, keeping {self.keep:.0%}"
+        mode = "scored while the job trains on" if self.pipelined else "the job waits at each rung for its score"
+        return f"Pareto successive halving at rungs {list(self.rungs)}, keeping {self.keep:.0%} ({mode})"

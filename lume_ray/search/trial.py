@@ -8,8 +8,9 @@ Output: ``RUN_DIR/trials/<trial_id>/``: ``trial.json`` (always ends in a termina
 
 The job trains in a thread while this function watches its evaluation points appear (rank 0 writes
 ``points.jsonl`` after each model directory) and sends each to the sweep's evaluation pool at once: point k
-is evaluated while training goes on to point k+1 (pipelined; the scheduler can stop the trial at a rung as
-soon as that rung's point is scored). A failure is recorded as "failed" with its reason and re-raised, so
+is evaluated while training goes on to point k+1. With early stopping between segments
+(``early_stop.pipelined``, "auto": on CPU jobs) the job instead stops at each rung until that point is scored,
+so the scheduler can stop the trial there before it trains a step further. A failure is recorded as "failed" with its reason and re-raised, so
 Tune retries the trial, which resumes its job from the last checkpoint and evaluates only what is missing.
 """
 
@@ -66,10 +67,10 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
                             "origin": config.get("origin", earlier.get("origin", ""))}
     space = exp.algorithms[algorithm]
     es = exp.sweep.early_stop
-    # Pipelined (the default): one job to the trajectory's end, points evaluated while it trains on. Between
-    # segments (early_stop.pipelined: false): the job stops at each rung, its point is scored, then it resumes.
+    # Pipelined (GPU jobs by default): one job to the trajectory's end, points evaluated while it trains on.
+    # Between segments (CPU jobs by default): the job stops at each rung, its point is scored, then it resumes.
     ends = [space.steps.max]
-    if es is not None and not es.pipelined:
+    if es is not None and not es.resolved_pipelined(exp.train):
         ends = [r for r in es.rungs if r < space.steps.max] + ends
     rd.write_trial(trial_id, info)
     reported: set[int] = set()
