@@ -61,6 +61,9 @@ def test_real_model_experiments_use_literature_ranges() -> None:
         assert exp.train.gpus_per_worker == 1
     assert _experiment("lume-7b").train.zero == 3
     assert _experiment("lume-7b").eval.utility_floor.absolute == 0.371
+    seven = _experiment("lume-7b")  # early stopping at 1 and 3 epochs, scored while the GPU job trains on
+    assert seven.sweep.early_stop is not None and seven.sweep.early_stop.resolved_pipelined(seven.train)
+    assert {85, 255} <= set(seven.eval_steps("npo"))
 
 
 def _concrete_hps(exp: Experiment, algo: str) -> list[dict[str, Any]]:
