@@ -18,8 +18,8 @@ through its trajectory (9 x 10 epochs). Writes RUN/summary.json and RUN/curves.p
                                      [--samplers gp tpe random] [--seeds 0 1] [--early-stop]
 
 ``--early-stop`` adds "SAMPLER+es" runs (``--es-mode segments``: "SAMPLER+es-seg") of the first sampler: the same sampler with multi-objective successive
-halving at rungs of 2.5 and 5 epochs keeping a third, given 3x the trials and cut at the same budget in steps as
-the run without early stopping (9 trials x 10 epochs per algorithm).
+halving at rungs of 2.5 and 5 epochs keeping a third, given 3x the trials (``--es-trials``) and cut at the same
+budget in steps as the run without early stopping (9 trials x 10 epochs per algorithm).
 """
 
 from __future__ import annotations
@@ -86,6 +86,8 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--max-concurrent", type=int, default=3)
     p.add_argument("--early-stop", action="store_true", help="also run the first sampler with early stopping")
+    p.add_argument("--es-trials", type=int, default=3 * TRIALS,
+                   help="trials per algorithm with early stopping (the curve is cut at the budget in steps anyway)")
     p.add_argument("--es-mode", choices=["pipelined", "segments"], default="pipelined",
                    help="early stopping's evaluation: while the job trains on (pipelined) or between segments")
     args = p.parse_args()
@@ -110,7 +112,7 @@ def main() -> None:
             run_dir = out / space_name / (name if name == "grid" else f"{name}-seed{seed}")
             overrides = [
                 ("output_dir", str(run_dir)), ("seed", str(seed)), ("sweep.sampler", sampler),
-                ("sweep.num_samples", str(3 * TRIALS if es else TRIALS)),
+                ("sweep.num_samples", str(args.es_trials if es else TRIALS)),
                 ("sweep.max_concurrent", str(args.max_concurrent)),
                 ("sweep.eval_steps", json.dumps([5 * per_epoch, max_steps] if sampler == "grid" else
                                                 [round(max_steps * k / 4) for k in (1, 2, 3, 4)])),
