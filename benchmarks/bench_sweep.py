@@ -86,11 +86,13 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--max-concurrent", type=int, default=3)
     p.add_argument("--early-stop", action="store_true", help="also run the first sampler with early stopping")
+    p.add_argument("--es-seeds", nargs="+", type=int, help="seeds of the early-stopping runs (default: --seeds)")
     p.add_argument("--es-trials", type=int, default=3 * TRIALS,
                    help="trials per algorithm with early stopping (the curve is cut at the budget in steps anyway)")
     p.add_argument("--es-mode", choices=["pipelined", "segments"], default="pipelined",
                    help="early stopping's evaluation: while the job trains on (pipelined) or between segments")
     args = p.parse_args()
+    args.es_seeds = args.es_seeds or args.seeds
     out = Path(args.out)
     base = load_experiment(QUICKSTART, [("output_dir", "runs/quickstart")]).resolved()
     data = prepare_data(base)
@@ -105,7 +107,7 @@ def main() -> None:
         lrs = SPACES[space_name]
         runs = [("grid", 0)] + [(args.samplers[0], seed) for seed in args.seeds]
         if args.early_stop:  # right after the sampler it is compared with
-            runs += [(f"{args.samplers[0]}+{es_name}", seed) for seed in args.seeds]
+            runs += [(f"{args.samplers[0]}+{es_name}", seed) for seed in args.es_seeds]
         runs += [(s, seed) for s in args.samplers[1:] for seed in args.seeds]
         for name, seed in runs:
             sampler, es = name.split("+")[0], "+" in name
@@ -147,7 +149,7 @@ def main() -> None:
             classic = TRIALS * (5 * per_epoch + max_steps)  # each (setting, steps) pair its own run
             trajectory = float(g_steps[-1])
             for sampler in [*args.samplers, *([f"{args.samplers[0]}+{es_name}"] if args.early_stop else [])]:
-                for seed in args.seeds:
+                for seed in args.es_seeds if "+" in sampler else args.seeds:
                     steps, hv = curves[(space_name, algo, sampler, seed)]
                     spent = reach(target, steps, hv)
                     table.append({"space": space_name, "algorithm": algo, "sampler": sampler, "seed": seed,
