@@ -38,6 +38,7 @@ from lume_ray.config import load_experiment
 from lume_ray.data import load_lume
 from lume_ray.pipeline import prepare_data, prepare_target
 from lume_ray.report.pareto import hypervolume
+from lume_ray.run_dir import RunDir
 from lume_ray.search.sweep import run_sweep
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
@@ -86,6 +87,8 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--max-concurrent", type=int, default=3)
     p.add_argument("--early-stop", action="store_true", help="also run the first sampler with early stopping")
+    p.add_argument("--no-run", action="store_true",
+                   help="run nothing: summarize what the run directories hold (a cut run's trial directories too)")
     p.add_argument("--es-seeds", nargs="+", type=int, help="seeds of the early-stopping runs (default: --seeds)")
     p.add_argument("--es-trials", type=int, default=3 * TRIALS,
                    help="trials per algorithm with early stopping (the curve is cut at the budget in steps anyway)")
@@ -129,9 +132,13 @@ def main() -> None:
                                                                    "pipelined": args.es_mode == "pipelined"})))
             exp = load_experiment(QUICKSTART, overrides)
             t0 = time.time()
-            if not (run_dir / "results.parquet").exists():
+            if not (run_dir / "results.parquet").exists() and not args.no_run:
                 run_sweep(exp, resume=(run_dir / "study.json").exists())
-            frame = pd.read_parquet(run_dir / "results.parquet")
+            if (run_dir / "results.parquet").exists():
+                frame = pd.read_parquet(run_dir / "results.parquet")
+            else:  # --no-run on a run that was cut: its trial directories hold every finished point
+                frame = RunDir(run_dir).collect_results({})
+                frame = frame[frame["finished_at"].notna()]  # the trials that ended; a running one is not counted
             for algo in args.algorithms:
                 steps, hv = curve(frame, algo)
                 if es:  # the same budget in steps as the run without early stopping
