@@ -20,7 +20,10 @@ in steps of 1/64, so one point can be ~1% of the hypervolume). Writes RUN/summar
 
 ``--early-stop`` adds "SAMPLER+es" runs (``--es-mode segments``: "SAMPLER+es-seg") of the first sampler: the same sampler with multi-objective successive
 halving at rungs of 2.5 and 5 epochs keeping a third, given 3x the trials (``--es-trials``) and cut at the same
-budget in steps as the run without early stopping (9 trials x 10 epochs per algorithm).
+budget in steps as the run without early stopping (9 trials x 10 epochs per algorithm). Every run without early
+stopping is also replayed through early stopping's rule, with and without ``keep_front`` (its trials were evaluated
+to their ends): the trials it would have stopped, the steps saved, and the points of the run's final front it
+would have lost.
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ import pandas as pd
 from lume_ray.config import load_experiment
 from lume_ray.data import load_lume
 from lume_ray.pipeline import prepare_data, prepare_target
-from lume_ray.report.pareto import hypervolume
+from lume_ray.report.pareto import hypervolume, pareto_mask
 from lume_ray.run_dir import RunDir
+from lume_ray.search.scheduler import judge
 from lume_ray.search.sweep import run_sweep
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
@@ -74,6 +78,36 @@ def curve(frame: pd.DataFrame, algorithm: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array(steps), np.array(hvs)
 
 
+def replay_early_stop(frame: pd.DataFrame, algorithm: str, rungs: list[int], keep: float,
+                      keep_front: bool = False) -> dict[str, Any]:
+    """Early stopping's rule (:func:`lume_ray.search.scheduler.judge`) replayed on a run without it, whose every
+    trial was evaluated to its end: which trials it would have stopped, the steps that saves, and the points of
+    the run's final front it would have lost (a front point past its trial's stop). Trials arrive at the rungs in
+    the order they finished, each through all its rungs before the next (a serial approximation of ASHA)."""
+    sub = frame[(frame["algorithm"] == algorithm) & (frame["status"] == "ok")]
+    order = sub.groupby("trial_id")["finished_at"].max().sort_values().index
+    tables: dict[int, dict[str, list[float]]] = {r: {} for r in rungs}
+    stop_at: dict[str, int] = {}
+    for trial_id in order:
+        points = sub[sub["trial_id"] == trial_id].set_index("step")
+        for rung in rungs:
+            if rung not in points.index or rung >= points.index.max():
+                continue
+            tables[rung][str(trial_id)] = points.loc[rung, OBJECTIVES].to_numpy(dtype=float).tolist()
+            if not judge(tables[rung], str(trial_id), keep, ["max"] * len(OBJECTIVES), keep_front)[0]:
+                stop_at[str(trial_id)] = rung
+                break
+    values = sub[OBJECTIVES].to_numpy(dtype=float)
+    front = pareto_mask(values, ["max"] * len(OBJECTIVES))
+    lost = np.array([t in stop_at and s > stop_at[t] for t, s in zip(sub["trial_id"], sub["step"], strict=True)])
+    kept_hv = hypervolume(values[~lost], ["max"] * len(OBJECTIVES), [0.0] * len(OBJECTIVES))
+    full = sub.groupby("trial_id")["step"].max()
+    return {"trials": len(order), "stopped": len(stop_at),
+            "steps_saved": int(sum(full[t] - r for t, r in stop_at.items())), "steps": int(full.sum()),
+            "front_points": int(front.sum()), "front_lost": int((front & lost).sum()),
+            "hv_kept": kept_hv / hypervolume(values, ["max"] * len(OBJECTIVES), [0.0] * len(OBJECTIVES))}
+
+
 def reach(target: float, steps: np.ndarray, hv: np.ndarray) -> float | None:
     hit = np.nonzero(hv >= target - 1e-12)[0]
     return float(steps[hit[0]]) if len(hit) else None
@@ -106,6 +140,7 @@ def main() -> None:
     summary: dict[str, Any] = {"steps_per_epoch": per_epoch, "max_steps": max_steps, "objectives": OBJECTIVES,
                                "trials_per_algorithm": TRIALS, "runs": {}}
     curves: dict[tuple[str, str, str, int], tuple[np.ndarray, np.ndarray]] = {}
+    replays: dict[tuple[str, str, str, int, bool], dict[str, Any]] = {}
     es_name = "es" if args.es_mode == "pipelined" else "es-seg"
     for space_name in args.spaces:
         lrs = SPACES[space_name]
@@ -141,6 +176,10 @@ def main() -> None:
                 frame = RunDir(run_dir).collect_results({})
                 frame = frame[frame["finished_at"].notna()]  # the trials that ended; a running one is not counted
             for algo in args.algorithms:
+                if not es and name != "grid":  # what early stopping's rules would have cut from this run
+                    for keep_front in (False, True):
+                        replays[(space_name, algo, name, seed, keep_front)] = replay_early_stop(
+                            frame, algo, [max_steps // 4, max_steps // 2], 1 / 3, keep_front)
                 steps, hv = curve(frame, algo)
                 if es:  # the same budget in steps as the run without early stopping
                     keep = steps <= TRIALS * max_steps
@@ -169,6 +208,8 @@ def main() -> None:
                                   "classic_grid_steps": classic, "trajectory_grid_steps": trajectory,
                                   "curve": [[float(s), float(h)] for s, h in zip(steps, hv, strict=True)]})
     summary["table"] = table
+    summary["early_stop_replay"] = [{"space": k[0], "algorithm": k[1], "sampler": k[2], "seed": k[3],
+                                     "keep_front": k[4], **v} for k, v in replays.items()]
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     frame = pd.DataFrame(table)
     print(frame.drop(columns=["curve"]).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
@@ -176,6 +217,15 @@ def main() -> None:
         reached=("steps_to_reach", lambda s: int(s.notna().sum())), mean_of_classic=("of_classic_grid", "mean"),
         mean_of_trajectory=("of_trajectory_grid", "mean"), mean_of_classic_99pct=("of_classic_grid_99pct", "mean"), final_hv=("final_hv", "mean"), grid_hv=("grid_hv", "first"))
     print(agg.to_string(float_format=lambda x: f"{x:.3f}"))
+    if replays:
+        print("early stopping's rule replayed on the runs without it (rungs 2.5 and 5 epochs, keeping a third; "
+              "keep_front: also every point on the rung's front):")
+        rep = pd.DataFrame(summary["early_stop_replay"])
+        print(rep.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+        tot = rep.groupby(["space", "keep_front"])[["steps_saved", "steps", "front_lost", "front_points"]].sum()
+        tot["saved"], tot["lost"] = tot["steps_saved"] / tot["steps"], tot["front_lost"] / tot["front_points"]
+        tot["min_hv_kept"] = rep.groupby(["space", "keep_front"])["hv_kept"].min()
+        print(tot.to_string(float_format=lambda x: f"{x:.3f}"))
     plot(curves, args, out / "curves.png")
     print(f"wrote {out / 'summary.json'} and {out / 'curves.png'}")
 

@@ -15,10 +15,11 @@ from lume_ray.run_dir import RunDir
 from lume_ray.search.scheduler import ParetoSuccessiveHalving, keep_order
 
 
-def experiment(tmp_path: Path, keep: float = 0.5) -> Any:
+def experiment(tmp_path: Path, keep: float = 0.5, keep_front: bool = False) -> Any:
     return experiment_from_dict({
         "name": "es-test", "output_dir": str(tmp_path / "run"),
-        "sweep": {"objectives": ["forget_efficacy", "retain_score"], "early_stop": {"rungs": [10, 20], "keep": keep}},
+        "sweep": {"objectives": ["forget_efficacy", "retain_score"],
+                  "early_stop": {"rungs": [10, 20], "keep": keep, "keep_front": keep_front}},
         "algorithms": {"ga": {"lr": {"loguniform": [1e-4, 1e-1]}, "steps": {"max": 30}}},
     })
 
@@ -64,6 +65,19 @@ def test_asynchronous_rule(tmp_path: Path) -> None:
     assert s.decide("ga", 10, "t3", [0.9, 0.1])[0] is False  # 3 points, keeps 1: t1 has the larger contribution
     assert s.decide("ga", 10, "t4", [0.95, 0.95])[0]  # dominates everyone
     assert s.decide("ga", 20, "t5", [0.0, 0.0])[0]  # another rung: its own table
+
+
+def test_keep_front_keeps_every_point_on_the_rungs_front(tmp_path: Path) -> None:
+    plain = ParetoSuccessiveHalving(experiment(tmp_path), str(tmp_path / "run"))
+    front = ParetoSuccessiveHalving(experiment(tmp_path, keep_front=True), str(tmp_path / "run"))
+    assert "front" in front.debug_string() and "front" not in plain.debug_string()
+    for s in (plain, front):
+        assert s.decide("ga", 10, "t1", [0.5, 0.5])[0]
+        assert s.decide("ga", 10, "t2", [0.4, 0.4])[0] is False  # dominated: stopped under either rule
+    # t3 trades retain for forgetting: on the front with t1, but not the 1 point of 3 kept by contribution
+    assert plain.decide("ga", 10, "t3", [0.9, 0.1])[0] is False
+    keep, reason = front.decide("ga", 10, "t3", [0.9, 0.1])
+    assert keep and "position 2 of 3" in reason and "keeping 2" in reason
 
 
 def toy_trial(config: dict[str, Any]) -> None:

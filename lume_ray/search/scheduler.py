@@ -7,8 +7,8 @@ Output: CONTINUE or STOP for the trial at each rung; the decision and its reason
 
 The rule (Schmucker et al. 2021, "Multi-objective Asynchronous Successive Halving"; Salinas et al. 2021): at a
 rung, rank the points seen there so far for the same algorithm by Pareto rank (non-dominated sorting), ties
-broken by exclusive hypervolume contribution, and keep the best ``max(1, floor(n * keep))`` of the n points;
-a trial whose point falls outside is stopped. ASHA's asynchronous promotion: a trial is judged against the
+broken by exclusive hypervolume contribution, and keep the best ``max(1, floor(n * keep))`` of the n points
+(with ``keep_front``, at least every point of the rung's front); a trial whose point falls outside is stopped. ASHA's asynchronous promotion: a trial is judged against the
 points that reached the rung before it, so no worker ever waits for a full rung (the first trials to arrive
 always continue). Ranks and contributions come from moocore (:mod:`lume_ray.report.pareto`). A decision, once
 made, is kept: after a driver interrupt the resumed trial gets the same verdict at the same rung.
@@ -53,6 +53,23 @@ def keep_order(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     return np.lexsort((-contrib, ranks))
 
 
+def judge(table: dict[str, list[float]], trial_id: str, keep: float, directions: Sequence[str],
+          keep_front: bool = False) -> tuple[bool, int, int]:
+    """(kept?, position, how many are kept) of ``trial_id``'s point among the points ``table`` holds at a rung
+    (trial id -> objective values, ``trial_id``'s included): the best ``max(1, floor(n * keep))`` are kept, and
+    with ``keep_front`` every point of the rung's front (Pareto rank 0) too."""
+    from lume_ray.report.pareto import pareto_rank
+
+    ids = list(table)
+    values = np.array([table[i] for i in ids], dtype=float)
+    order = keep_order(values, directions)
+    kept = max(1, math.floor(len(ids) * keep))
+    if keep_front:
+        kept = max(kept, int((pareto_rank(values, directions) == 0).sum()))
+    position = int(np.flatnonzero(order == ids.index(trial_id))[0])
+    return position < kept, position, kept
+
+
 class ParetoSuccessiveHalving(FIFOScheduler):
     """A Tune scheduler (the supported extension point: FIFO order, our own on_trial_result)."""
 
@@ -66,6 +83,7 @@ class ParetoSuccessiveHalving(FIFOScheduler):
         self.exp, self.rd = exp, RunDir(run_dir)
         self.rungs = tuple(exp.sweep.early_stop.rungs)
         self.keep = float(exp.sweep.early_stop.keep)
+        self.keep_front = exp.sweep.early_stop.keep_front
         self.pipelined = exp.sweep.early_stop.resolved_pipelined(exp.train)
         self.objectives = list(exp.sweep.objectives)
         self.directions = [direction(o) for o in self.objectives]
@@ -93,12 +111,8 @@ class ParetoSuccessiveHalving(FIFOScheduler):
         """(keep, reason) for ``trial_id``'s point at ``rung``; the point joins the rung's table."""
         table = self.seen.setdefault((algorithm, rung), {})
         table[trial_id] = values
-        ids = list(table)
-        order = keep_order(np.array([table[i] for i in ids], dtype=float), self.directions)
-        n = len(ids)
-        kept = max(1, math.floor(n * self.keep))
-        position = int(np.flatnonzero(order == ids.index(trial_id))[0])
-        verdict = position < kept
+        verdict, position, kept = judge(table, trial_id, self.keep, self.directions, self.keep_front)
+        n = len(table)
         reason = (f"{'kept' if verdict else 'stopped'} at rung {rung}: position {position + 1} of {n} points "
                   f"(keeping {kept}) by Pareto rank and hypervolume contribution")
         return verdict, reason
@@ -138,4 +152,5 @@ class ParetoSuccessiveHalving(FIFOScheduler):
 
     def debug_string(self) -> str:
         mode = "scored while the job trains on" if self.pipelined else "the job waits at each rung for its score"
-        return f"Pareto successive halving at rungs {list(self.rungs)}, keeping {self.keep:.0%} ({mode})"
+        front = " and every point on the rung's front" if self.keep_front else ""
+        return f"Pareto successive halving at rungs {list(self.rungs)}, keeping {self.keep:.0%}{front} ({mode})"
