@@ -18,7 +18,7 @@ in steps of 1/64, so one point can be ~1% of the hypervolume). Writes RUN/summar
     python benchmarks/bench_sweep.py [--out runs/bench_sweep] [--spaces suited boundary] [--algorithms gd npo]
                                      [--samplers gp tpe random] [--seeds 0 1] [--early-stop]
 
-``--early-stop`` adds "SAMPLER+es" runs (``--es-mode segments``: "SAMPLER+es-seg") of the first sampler: the same sampler with multi-objective successive
+``--early-stop`` adds "SAMPLER+es" runs (``--es-mode segments``: "SAMPLER+es-seg"; ``--es-rules front``: "...-front", with keep_front) of the first sampler: the same sampler with multi-objective successive
 halving at rungs of 2.5 and 5 epochs keeping a third, given 3x the trials (``--es-trials``) and cut at the same
 budget in steps as the run without early stopping (9 trials x 10 epochs per algorithm). Every run without early
 stopping is also replayed through early stopping's rule, with and without ``keep_front`` (its trials were evaluated
@@ -129,6 +129,9 @@ def main() -> None:
                    help="trials per algorithm with early stopping (the curve is cut at the budget in steps anyway)")
     p.add_argument("--es-mode", choices=["pipelined", "segments"], default="pipelined",
                    help="early stopping's evaluation: while the job trains on (pipelined) or between segments")
+    p.add_argument("--es-rules", nargs="+", choices=["fraction", "front"], default=["fraction"],
+                   help="early stopping's rules: the kept fraction, or also every point on a rung's front "
+                   "(keep_front; runs named SAMPLER+es...-front)"),
     args = p.parse_args()
     args.es_seeds = args.es_seeds or args.seeds
     out = Path(args.out)
@@ -141,12 +144,13 @@ def main() -> None:
                                "trials_per_algorithm": TRIALS, "runs": {}}
     curves: dict[tuple[str, str, str, int], tuple[np.ndarray, np.ndarray]] = {}
     replays: dict[tuple[str, str, str, int, bool], dict[str, Any]] = {}
-    es_name = "es" if args.es_mode == "pipelined" else "es-seg"
+    es_base = f"{args.samplers[0]}+" + ("es" if args.es_mode == "pipelined" else "es-seg")
+    es_names = [es_base + ("-front" if rule == "front" else "") for rule in args.es_rules] if args.early_stop else []
     for space_name in args.spaces:
         lrs = SPACES[space_name]
         runs = [("grid", 0)] + [(args.samplers[0], seed) for seed in args.seeds]
         if args.early_stop:  # right after the sampler it is compared with
-            runs += [(f"{args.samplers[0]}+{es_name}", seed) for seed in args.es_seeds]
+            runs += [(es_name, seed) for es_name in es_names for seed in args.es_seeds]
         runs += [(s, seed) for s in args.samplers[1:] for seed in args.seeds]
         for name, seed in runs:
             sampler, es = name.split("+")[0], "+" in name
@@ -165,7 +169,11 @@ def main() -> None:
             if es:
                 overrides.append(("sweep.early_stop", json.dumps({"rungs": [max_steps // 4, max_steps // 2],
                                                                    "keep": 1 / 3,
-                                                                   "pipelined": args.es_mode == "pipelined"})))
+                                                                   "pipelined": args.es_mode == "pipelined",
+                                                                   "keep_front": name.endswith("-front")})))
+            if args.no_run and not (run_dir / "trials").is_dir():
+                print(f"{space_name} {name} seed {seed}: not run, left out", flush=True)
+                continue
             exp = load_experiment(QUICKSTART, overrides)
             t0 = time.time()
             if not (run_dir / "results.parquet").exists() and not args.no_run:
@@ -195,8 +203,10 @@ def main() -> None:
             target = float(g_hv[-1])
             classic = TRIALS * (5 * per_epoch + max_steps)  # each (setting, steps) pair its own run
             trajectory = float(g_steps[-1])
-            for sampler in [*args.samplers, *([f"{args.samplers[0]}+{es_name}"] if args.early_stop else [])]:
+            for sampler in [*args.samplers, *es_names]:
                 for seed in args.es_seeds if "+" in sampler else args.seeds:
+                    if (space_name, algo, sampler, seed) not in curves:  # --no-run: not run
+                        continue
                     steps, hv = curves[(space_name, algo, sampler, seed)]
                     spent = reach(target, steps, hv)
                     near = reach(0.99 * target, steps, hv)  # utility moves in 1/64 steps: one point is ~1% of HV
@@ -239,7 +249,8 @@ def plot(curves: dict[tuple[str, str, str, int], tuple[np.ndarray, np.ndarray]],
     rows, cols = len(args.spaces), len(args.algorithms)
     fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
     colors = {"grid": "black", "gp": "tab:blue", "tpe": "tab:orange", "random": "tab:green", "nsga2": "tab:red",
-              "gp+es": "tab:purple", "gp+es-seg": "tab:brown"}
+              "gp+es": "tab:purple", "gp+es-seg": "tab:brown", "gp+es-seg-front": "tab:pink",
+              "gp+es-front": "tab:olive"}
     for i, space_name in enumerate(args.spaces):
         for j, algo in enumerate(args.algorithms):
             ax = axes[i][j]
