@@ -249,13 +249,6 @@ def _with(job: UnlearnJob, train: dict[str, Any] | None = None, **kw: Any) -> Un
     return UnlearnJob.model_validate({**job.model_dump(), **kw, "train": {**job.train.model_dump(), **(train or {})}})
 
 
-@pytest.fixture(scope="module")
-def two_worker_run(ray_local: Any, tiny_model: Path, tiny_lume: Path, tmp_path_factory: pytest.TempPathFactory
-                   ) -> tuple[UnlearnJob, Any]:
-    cfg = _job(tmp_path_factory.mktemp("unlearn"), tiny_model, tiny_lume, "zero3x2")
-    return cfg, run_unlearning(cfg)
-
-
 @pytest.mark.ray
 def test_two_worker_zero3_job_writes_points_logs_and_loadable_models(
         two_worker_run: tuple[UnlearnJob, Any], tiny_model: Path, tiny_lume: Path) -> None:
