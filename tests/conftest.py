@@ -165,13 +165,10 @@ def two_worker_run(ray_local: Any, tiny_model: Path, tiny_lume: Path, tmp_path_f
                    ) -> tuple[Any, Any]:
     """One two-worker ZeRO-3 npo job on this session's one-node cluster (4 steps, points at 2 and 4): read by
     test_train.py, and by test_multinode.py as the one-node reference for the same job across two nodes."""
-    from lume_ray.config import UnlearnJob
     from lume_ray.train import run_unlearning
+    from tests.test_train import _job
 
-    cfg = UnlearnJob.model_validate({
-        "model": str(tiny_model), "data": str(tiny_lume), "algorithm": "npo", "lr": 1e-3, "steps": 4,
-        "eval_steps": [2], "seed": 0, "out": str(tmp_path_factory.mktemp("unlearn") / "zero3x2"),
-        "train": {"batch_size": 4, "workers": 2, "zero": 3}})
+    cfg = _job(tmp_path_factory.mktemp("unlearn"), tiny_model, tiny_lume, "zero3x2")
     return cfg, run_unlearning(cfg)
 
 

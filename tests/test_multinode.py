@@ -41,10 +41,10 @@ Path(out_path).write_text(json.dumps(out))
 """
 
 
-def _job(out: Path, model: Path, data: Path, placement: str, steps: int) -> dict[str, Any]:
+def _job(out: Path, model: Path, data: Path, steps: int) -> dict[str, Any]:
     return {"model": str(model), "data": str(data), "algorithm": "npo", "lr": 1e-3, "steps": steps,
             "eval_steps": [1], "seed": 0, "out": str(out),
-            "train": {"workers": 2, "zero": 3, "batch_size": 4, "cpus_per_worker": 1, "placement": placement}}
+            "train": {"workers": 2, "zero": 3, "batch_size": 4, "cpus_per_worker": 1, "placement": "SPREAD"}}
 
 
 def _losses(out: Path) -> list[float]:
@@ -59,9 +59,9 @@ def test_one_job_across_two_nodes(tiny_model: Path, tiny_lume: Path, tmp_path: P
     reference_job, reference_result = two_worker_run  # the same job on one node, trained straight to step 4
     runs = [
         # Two nodes: rank 0 on one, rank 1 on the other; stops after step 2 (its last checkpoint).
-        {"job": _job(spread, tiny_model, tiny_lume, "SPREAD", steps=2), "storage": str(spread / "ray")},
+        {"job": _job(spread, tiny_model, tiny_lume, steps=2), "storage": str(spread / "ray")},
         # The two-node job again with one more step: resumes from the checkpoint under its storage path.
-        {"job": _job(spread, tiny_model, tiny_lume, "SPREAD", steps=3), "storage": str(spread / "ray")},
+        {"job": _job(spread, tiny_model, tiny_lume, steps=3), "storage": str(spread / "ray")},
     ]
     spec, result = tmp_path / "runs.json", tmp_path / "driver_out.json"
     spec.write_text(json.dumps(runs))

@@ -9,9 +9,10 @@ The rule (Schmucker et al. 2021, "Multi-objective Asynchronous Successive Halvin
 rung, rank the points seen there so far for the same algorithm by Pareto rank (non-dominated sorting), ties
 broken by exclusive hypervolume contribution, and keep the best ``max(1, floor(n * keep))`` of the n points
 (with ``keep_front``, at least every point of the rung's front); a trial whose point falls outside is stopped.
-ASHA's asynchronous promotion: a trial is judged against the points that reached the rung before it, so no worker ever waits for a full rung (the first trials to arrive
-always continue). Ranks and contributions come from moocore (:mod:`lume_ray.report.pareto`). A decision, once
-made, is kept: after a driver interrupt the resumed trial gets the same verdict at the same rung.
+ASHA's asynchronous promotion: a trial is judged against the points that reached the rung before it, so no
+worker ever waits for a full rung (the first trials to arrive always continue). Ranks and contributions come
+from moocore (:mod:`lume_ray.report.pareto`). A decision, once made, is kept: after a driver interrupt the
+resumed trial gets the same verdict at the same rung.
 The trial's points evaluated before the stop stay in the results and in the searcher's studies.
 """
 
