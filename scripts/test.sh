@@ -8,4 +8,4 @@ export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 DS_ACCELERATOR=cpu
 export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions}"
 ruff check lume_ray tests benchmarks
 mypy
-python -m pytest -q --durations=15 "$@"
+python -m pytest -q -n 2 --dist worksteal --durations=15 "$@"

@@ -7,20 +7,49 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # never touch ~/.ray/auth_token in tests
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")  # report() latency 2 s -> 0.1 s
+# Nothing is preempted on a local cluster: one process fewer per Ray Train run (~2.5 CPU-s of imports each here).
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network here: a hub lookup fails at once, not after retries
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 SHARED_LUME = Path(__file__).resolve().parents[1].parent / "shared" / "lume"
+
+T = TypeVar("T")
+
+
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], T],
+               load: Callable[[Path], T]) -> T:
+    """A session fixture's work done once per test run, not once per pytest-xdist worker (scripts/test.sh runs two):
+    the first worker to take the lock builds into a directory of the run's base temp dir, which the workers share;
+    the others wait for it and ``load`` what it wrote (pytest-xdist's documented recipe for session fixtures).
+    Without xdist: ``build`` into a fresh temp dir."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return build(tmp_path_factory.mktemp(name))
+    import shutil
+
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent / name  # basetemp/popen-gwN -> basetemp
+    with FileLock(f"{root}.lock"):
+        if (root / ".built").exists():
+            return load(root)
+        shutil.rmtree(root, ignore_errors=True)  # what a worker whose build failed left
+        root.mkdir()
+        value = build(root)
+        (root / ".built").touch()
+        return value
+
 
 # Four documents per split: Task1 story, Task2 biography (five questions), Task3 biography.
 _ROWS = {
@@ -163,23 +192,34 @@ def no_input_checks(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def two_worker_run(ray_local: Any, tiny_model: Path, tiny_lume: Path, tmp_path_factory: pytest.TempPathFactory
                    ) -> tuple[Any, Any]:
-    """One two-worker ZeRO-3 npo job on this session's one-node cluster (4 steps, points at 2 and 4): read by
-    test_train.py, and by test_multinode.py as the one-node reference for the same job across two nodes."""
+    """One two-worker ZeRO-3 npo job per test run (4 steps, points at 2 and 4): read by test_train.py, and by
+    test_multinode.py as the one-node reference for the same job across two nodes."""
+    from lume_ray.config import UnlearnJob
     from lume_ray.train import run_unlearning
     from tests.test_train import _job
 
-    cfg = _job(tmp_path_factory.mktemp("unlearn"), tiny_model, tiny_lume, "zero3x2")
-    return cfg, run_unlearning(cfg)
+    def build(root: Path) -> tuple[Any, Any]:
+        cfg = _job(root, tiny_model, tiny_lume, "zero3x2")
+        return cfg, run_unlearning(cfg)
+
+    def load(root: Path) -> tuple[Any, Any]:  # a finished job's out: run_unlearning returns its stored result
+        cfg = UnlearnJob.model_validate_json((root / "zero3x2" / "config.json").read_text())
+        return cfg, run_unlearning(cfg)
+
+    return built_once(tmp_path_factory, "two_worker_run", build, load)
 
 
 @pytest.fixture(scope="session")
 def finished_sweep(tmp_path_factory: pytest.TempPathFactory, tiny_lume: Path, tiny_model: Path, ray_local: Any) -> Path:
-    """One real sweep for the session (ga and npo, 2 trials each, 2 points per trial, MLflow tracking on a local
+    """One real sweep per test run (ga and npo, 2 trials each, 2 points per trial, MLflow tracking on a local
     store), read by test_sweep.py and test_tracking.py: a sweep is a minute or two here."""
     from lume_ray.config import experiment_from_dict
     from lume_ray.search.sweep import run_sweep
     from tests.test_sweep import small_experiment
 
-    raw = small_experiment(tmp_path_factory.mktemp("sweep"), tiny_lume, tiny_model, max_concurrent=2)
-    raw["tracking"] = {"mlflow": {}}
-    return run_sweep(experiment_from_dict(raw)).root
+    def build(root: Path) -> Path:
+        raw = small_experiment(root, tiny_lume, tiny_model, max_concurrent=2)
+        raw["tracking"] = {"mlflow": {}}
+        return run_sweep(experiment_from_dict(raw)).root
+
+    return built_once(tmp_path_factory, "finished_sweep", build, lambda root: root / "run")

@@ -54,6 +54,7 @@ class LocalRayCluster:
         self.object_store_bytes = object_store_mib * 2**20  # default is 30 % of RAM per node
         self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
         self.env.setdefault("RAY_AUTH_MODE", "disabled")
+        self.env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")  # as lume_ray.local_ray's head
         # A raylet waits this long for its dashboard agent to start; the default (20 s) was measured to run
         # out on a loaded 2-core machine (the node then dies with "timed out during startup").
         self.env.setdefault("RAY_agent_register_timeout_ms", "120000")
