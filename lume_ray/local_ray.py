@@ -230,6 +230,9 @@ def _launch_head(num_cpus: int | None, object_store_mb: int | None, timeout_s: f
            # Train's detached helper actors keep it from ever going idle. A local head has nothing to drain: off,
            # so a command that started one ends ~30 s sooner (stop measured 32 s -> ~2 s after a Train run).
            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+    # One machine is never preempted: Ray Train's preemption watcher (one more actor per Train run, ~3 CPU-s of
+    # imports here) has nothing to watch. Its workers inherit this head's environment; the user's value wins.
+    env.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     log = Path(temp_dir) / "head.out"
     with log.open("wb") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen([*ray_cli(stop_with_parent=True), *args], stdin=subprocess.PIPE, stdout=out,

@@ -211,14 +211,15 @@ def two_worker_run(ray_local: Any, tiny_model: Path, tiny_lume: Path, tmp_path_f
 
 @pytest.fixture(scope="session")
 def finished_sweep(tmp_path_factory: pytest.TempPathFactory, tiny_lume: Path, tiny_model: Path, ray_local: Any) -> Path:
-    """One real sweep per test run (ga and npo, 2 trials each, 2 points per trial, MLflow tracking on a local
-    store), read by test_sweep.py and test_tracking.py: a sweep is a minute or two here."""
+    """One real sweep per test run (ga and npo, one trial each, run side by side, 2 points per trial, MLflow
+    tracking on a local store), read by test_sweep.py and test_tracking.py: a sweep is a minute or two here.
+    Several trials per algorithm, sampler proposals after the initial design: test_search.py's Tune run."""
     from lume_ray.config import experiment_from_dict
     from lume_ray.search.sweep import run_sweep
     from tests.test_sweep import small_experiment
 
     def build(root: Path) -> Path:
-        raw = small_experiment(root, tiny_lume, tiny_model, max_concurrent=2)
+        raw = small_experiment(root, tiny_lume, tiny_model, num_samples=1, max_concurrent=2)
         raw["tracking"] = {"mlflow": {}}
         return run_sweep(experiment_from_dict(raw)).root
 

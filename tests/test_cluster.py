@@ -1,5 +1,6 @@
-"""Cluster: cluster.yaml against Ray's schema, the ZeRO plan against DeepSpeed's estimators, Jobs errors,
-and a real two-node local Ray cluster that runs a job submitted through `lume-ray submit`."""
+"""Cluster: cluster.yaml against Ray's schema, the ZeRO plan against DeepSpeed's estimators, Jobs errors, token
+auth on a real local head. The job submitted through `lume-ray submit` to a real two-node cluster: test_multinode.py
+(it shares that module's cluster)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,16 @@ import importlib.resources
 import importlib.util
 import json
 import os
-import re
 import secrets
 import subprocess
 import sys
-import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 
 from lume_ray import cli
-from lume_ray.cluster.jobs import auth_headers, build_submission, connect
+from lume_ray.cluster.jobs import auth_headers, build_submission
 from lume_ray.cluster.plan import estimate_option, model_size, plan
 from tests.local_cluster import LocalRayCluster, free_port
 
@@ -28,12 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "experiments" / "quickstart.yaml"
 GIB = 2**30
 
-# The multi-node test submits the real quickstart sweep once every stage it runs exists; until then a
-# stand-in job that writes a file. Flip this one line to force either.
-# The two-node job runs the real quickstart sweep with LUME_RAY_SUBMIT_SWEEP=1 (about 4 minutes here); by default a
-# stand-in entrypoint checks what the submission carries (both nodes, the working dir, the env vars): the sweep
-# itself is tested in test_sweep.py, two-node training in test_multinode.py.
-SWEEP_READY = os.environ.get("LUME_RAY_SUBMIT_SWEEP") == "1"
 
 
 # -- cluster.yaml -------------------------------------------------------------------------------
@@ -237,89 +229,6 @@ def test_submission_packages_the_working_dir() -> None:
     assert sub.metadata["experiment"] == "quickstart" and sub.metadata["git_commit"]
     assert all(isinstance(v, str) for v in sub.metadata.values())
     assert "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S" in sub.runtime_env["env_vars"]
-
-
-# -- a real local multi-node cluster ---------------------------------------------------------------
-
-# The quickstart cut to a test budget: 4 documents per task, a 3-epoch target, one 2-step GA trial.
-SMALL_SWEEP = ["sweep.num_samples=1", "sweep.algorithms=[ga]", "sweep.eval_points=1", "algorithms.ga.steps=2",
-               "data.synth.docs_per_task=4", "target.build.preset=test", "target.build.epochs=3",
-               "eval.max_new_tokens=8"]
-
-STAND_IN = """
-import json, os, sys, ray
-ray.init(address="auto")
-nodes = [n for n in ray.nodes() if n["Alive"]]
-out = {"nodes": len(nodes), "cpus": ray.cluster_resources().get("CPU"),
-       "shipped": os.path.isfile("lume_ray/cluster/jobs.py"), "argv": sys.argv[1:],
-       "poll": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")}
-tmp = sys.argv[1] + ".tmp"
-with open(tmp, "w") as f:
-    json.dump(out, f)
-os.replace(tmp, sys.argv[1])
-print("stand-in wrote", sys.argv[1])
-"""
-
-
-def _job_id(text: str) -> str:
-    m = re.search(r"job (\S+) submitted", text)
-    assert m, text
-    return m.group(1)
-
-
-@pytest.mark.ray
-@pytest.mark.slow
-def test_submit_to_a_local_two_node_cluster(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("LUME_RAY_DEBUG", raising=False)  # cli.main must answer with exit codes, not tracebacks
-    cluster = LocalRayCluster(workers=1, cpus_per_node=2, env={"RAY_AUTH_MODE": "disabled"})
-    try:
-        cluster.start()
-        addr = cluster.address
-        assert addr.startswith("http://127.0.0.1:")
-        if SWEEP_READY:
-            run_dir = tmp_path / "run"
-            t0 = time.monotonic()
-            rc = cli.main(["submit", str(QUICKSTART), "--address", addr, "--set", f"output_dir={run_dir}",
-                           *SMALL_SWEEP])
-            out = capsys.readouterr().out
-            assert rc == 0, out[-3000:]
-            with capsys.disabled():
-                print(f"\n[two-node] the quickstart sweep job ran in {time.monotonic() - t0:.0f} s")
-            job = _job_id(out)
-            assert (run_dir / "results.parquet").is_file()
-            assert (run_dir / "report" / "report.html").is_file()
-        else:
-            result = tmp_path / "stand_in.json"
-            (tmp_path / "stand_in.py").write_text(STAND_IN)
-            sub = build_submission(QUICKSTART)
-            sub = replace(sub, entrypoint=f"python {tmp_path / 'stand_in.py'} {result}")
-            client = connect(addr)
-            job = client.submit_job(entrypoint=sub.entrypoint, runtime_env=sub.runtime_env,
-                                    metadata=sub.metadata, submission_id=sub.submission_id)
-            assert cli.main(["jobs", "logs", job, "--follow", "--address", addr]) == 0
-            assert "stand-in wrote" in capsys.readouterr().out
-            got = json.loads(result.read_text())
-            assert got["nodes"] == 2 and got["cpus"] == 4.0  # both nodes joined the job's cluster
-            # working dir and env vars reached the job (the submitting shell's value is forwarded, else the default)
-            assert got["shipped"] and got["poll"] == os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-        assert cli.main(["jobs", "status", job, "--address", addr]) == 0
-        assert "SUCCEEDED" in capsys.readouterr().out
-        assert cli.main(["jobs", "list", "--address", addr]) == 0
-        assert job in capsys.readouterr().out
-        assert cli.main(["jobs", "status", "no-such-job", "--address", addr]) == 2
-        assert "no job 'no-such-job'" in capsys.readouterr().err
-
-        # A failing job: non-zero exit and the tail of its logs.
-        client = connect(addr)
-        bad = client.submit_job(entrypoint="python -c \"print('boom-marker'); raise SystemExit(3)\"")
-        assert cli.main(["jobs", "logs", bad, "--follow", "--address", addr]) == 1
-        captured = capsys.readouterr()
-        assert "boom-marker" in captured.out and f"job {bad} FAILED" in captured.err
-        assert "exit code 3" in captured.err
-    finally:
-        cluster.stop()
-    assert cluster.alive_pids() == []  # every process we started is gone; nobody else's was touched
 
 
 @pytest.mark.ray

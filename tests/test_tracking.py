@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -147,13 +148,15 @@ def test_a_store_mlflow_refuses_is_a_one_line_error_before_the_sweep(tmp_path: P
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_cli_sweep_interrupted_and_resumed(tmp_path: Path, tiny_lume: Path, tiny_model: Path) -> None:
+def test_cli_sweep_interrupted_and_resumed(tmp_path: Path, tiny_lume: Path, tiny_model: Path, ray_local: Any) -> None:
     """The real CLI in a subprocess (``sweep EXP --out DIR --mlflow``), Ctrl-C'd after its first trial, then
     ``--resume``d. Both consoles hold lume-ray's lines only (Ray's, Tune's, Optuna's and the workers' output is in
     DIR/logs/); the resumed command completes exactly the planned trials, none twice; its view and tracker hear
     the restored Tune run (through the relay): MLflow holds one run per trial and every point once.
 
-    One test for the three (each a two-minute CLI sweep): the console, the interrupted driver, resumed tracking."""
+    One test for the three (each a two-minute CLI sweep): the console, the interrupted driver, resumed tracking.
+    The interrupted command starts and stops a local head of its own, as a user's would; the resumed one connects
+    to the session's cluster (``RAY_ADDRESS``, as inside a Ray job), ~15 CPU-s less than a second head."""
     import os
     import re
     import signal
@@ -184,6 +187,7 @@ def test_cli_sweep_interrupted_and_resumed(tmp_path: Path, tiny_lume: Path, tiny
     assert proc.returncode == 130, out[-2000:]
     assert "--resume" in out
     assert not (run_dir / "results.parquet").exists()
+    env["RAY_ADDRESS"] = ray_local.get_runtime_context().gcs_address
     done = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
 
