@@ -191,3 +191,48 @@ def test_the_grid_sampler_covers_its_grid_and_ends(tmp_path: Path) -> None:
     assert gd == sorted((lr, a) for lr in (1e-4, 1e-3, 1e-2) for a in (1.0, 2.0, 4.0)), gd
     assert len([c for c in configs if c["algorithm"] == "ga"]) == 3
     assert all(c["origin"] == "sampler" for c in configs)  # a grid has no initial design
+
+
+# -- a repeated proposal --------------------------------------------------------------------------
+
+
+def test_repeats_is_within_tolerance_in_each_parameters_scale() -> None:
+    space = gd_space()
+    seen = [{"lr": 1e-2, "alpha": 1.0}]
+    assert sp.repeats(space, {"lr": 1e-2, "alpha": 1.0}, seen)
+    assert sp.repeats(space, {"lr": 1e-2 * 10 ** -0.02, "alpha": 1.0}, seen)  # 1% of the log range away
+    assert not sp.repeats(space, {"lr": 1e-2 * 10 ** -0.2, "alpha": 1.0}, seen)  # 10% away
+    assert not sp.repeats(space, {"lr": 1e-2, "alpha": 1.5}, seen)
+
+
+def test_a_repeated_proposal_runs_the_nearest_setting_not_yet_explored(tmp_path: Path) -> None:
+    """A sampler proposal on a setting already handed out (its run would retrace the same trajectory, evaluated at
+    the same points) runs another setting instead: at least 0.1 (of each range, log scale) from every setting seen,
+    within 0.25 of the proposal, recorded in the study, and the same one for the same seed."""
+
+    def run() -> tuple[list[dict[str, Any]], dict[str, Any], Any]:
+        searcher = StudySearcher(experiment(tmp_path, num_samples=6))
+        configs = [searcher.suggest(f"t{i}") for i in range(6)]  # ga, gd, ga, gd, ga, gd: the designs
+        gd = [c for c in configs if c["algorithm"] == "gd"]
+        assert [c["origin"] for c in gd] == ["design"] * 3
+        # What GP did on the boundary space: propose a setting it had already seen (the first design point).
+        searcher.studies["gd"].enqueue_trial({"lr": gd[0]["lr"], "alpha": gd[0]["alpha"]})
+        searcher.suggest("t6")  # ga's turn
+        moved = searcher.suggest("t7")
+        return gd, moved, searcher.studies["gd"]
+
+    gd, moved, study = run()
+    assert moved["algorithm"] == "gd" and moved["origin"] == "sampler"
+    space = gd_space()
+    params = {"lr": moved["lr"], "alpha": moved["alpha"]}
+    assert not sp.repeats(space, params, gd)
+    def unit(p: dict[str, Any]) -> list[float]:
+        return [sp._position(space.searched()[n], p[n]) or 0.0 for n in ("lr", "alpha")]
+
+    assert all(abs(a - b) <= 0.25 + 1e-9 for a, b in zip(unit(params), unit(gd[0]), strict=True))
+    assert min(math.dist(unit(params), unit(g)) for g in gd) >= 0.1 - 1e-9
+    ran = study.trials[-1]
+    assert ran.params["lr"] == moved["lr"] and ran.user_attrs["moved_from"] == {"lr": gd[0]["lr"], "alpha": gd[0]["alpha"]}
+    closed = study.trials[-2]
+    assert closed.state == optuna.trial.TrialState.FAIL and closed.user_attrs["role"] == ROLE_PROPOSAL
+    assert run()[1] == moved  # seeded

@@ -12,7 +12,9 @@ Here ``steps`` is a dimension of every observation: each evaluated point becomes
 (``study.ask``, with ``steps`` in its space so GP's q-batch acquisition sees it as pending) trains to the
 largest step count; when it ends it is closed as FAIL (user attr ``role: proposal``), so only the points
 count as observations. Before the sampler takes over, each study is seeded with an initial design (box
-corners + centre, :func:`lume_ray.search.space.initial_design`) through ``enqueue_trial``.
+corners + centre, :func:`lume_ray.search.space.initial_design`) through ``enqueue_trial``. A proposal that repeats
+a setting already trained (or training) is moved to the nearest setting not yet explored
+(:func:`lume_ray.search.space.away_from_seen`): a second run would retrace the same trajectory.
 
 Only public extension points: ``ray.tune.search.Searcher`` (suggest / on_trial_result / on_trial_complete /
 save / restore) and Optuna's ask/tell, ``enqueue_trial``, ``add_trial``, ``create_trial``.
@@ -21,6 +23,7 @@ save / restore) and Optuna's ask/tell, ``enqueue_trial``, ``add_trial``, ``creat
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import pickle
 from collections.abc import Iterable, Mapping
@@ -34,6 +37,7 @@ from lume_ray.search import space as sp
 from lume_ray.search.samplers import SamplerContext, make_sampler
 
 ROLE_PROPOSAL, ROLE_POINT = "proposal", "point"
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -115,9 +119,12 @@ class StudySearcher(Searcher):
             dists["steps"] = sp.steps_distribution(space)
         trial = self.studies[algo].ask(dists)
         trial.set_user_attr("role", ROLE_PROPOSAL)
-        trial.set_user_attr("tune_trial", trial_id)
         origin = "design" if trial.user_attrs.get("origin") == "design" else "sampler"
         params = {k: v for k, v in trial.params.items() if k != "steps"}
+        if origin == "sampler" and not grid and sp.repeats(space, params, self._seen(algo)):
+            trial = self._move(algo, trial, params, dists)
+            params = {k: v for k, v in trial.params.items() if k != "steps"}
+        trial.set_user_attr("tune_trial", trial_id)
         self.assigned[trial_id] = _Assigned(algo, trial.number, params, origin)
         self.started[algo] += 1
         return {"algorithm": algo, "origin": origin, **params}
@@ -153,6 +160,32 @@ class StudySearcher(Searcher):
             # is stored (optuna's _tell stores it in a `finally`).
             with contextlib.suppress(RuntimeError):
                 study.tell(a.number, state=optuna.trial.TrialState.FAIL)
+
+    # -- repeats ----------------------------------------------------------------------------------
+
+    def _seen(self, algo: str) -> list[dict[str, Any]]:
+        """Every setting of ``algo`` whose trajectory is trained or training: handed-out trials and told points
+        (a warm start's included)."""
+        seen = [a.params for a in self.assigned.values() if a.algorithm == algo]
+        return seen + [{k: v for k, v in t.params.items() if k != "steps"} for t in self.points(algo)]
+
+    def _move(self, algo: str, trial: Any, params: dict[str, Any], dists: dict[str, Any]) -> Any:
+        """The sampler proposed a setting whose trajectory is already trained or training (measured: GP re-proposed
+        a box corner it had seen, at another step count, in 3 of 16 trials on a space whose front sits on the box's
+        edge); a second run of it would only retrace the same points. Close that proposal (FAIL, as every proposal
+        ends) and run the nearest setting not yet explored instead, enqueued so the study records what runs."""
+        import optuna
+
+        seed = (self.exp.seed + sorted(self.exp.algorithms).index(algo)) * 100_003 + trial.number
+        moved = sp.away_from_seen(self.exp.algorithms[algo], params, self._seen(algo), seed=seed)
+        study = self.studies[algo]
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(moved, user_attrs={"origin": "moved", "moved_from": {k: _plain(v) for k, v in params.items()}})
+        new = study.ask(dists)
+        new.set_user_attr("role", ROLE_PROPOSAL)
+        logger.info("[search %s] the sampler proposed %s again (a trajectory already trained): moved to %s",
+                    algo, params, moved)
+        return new
 
     # -- observations -----------------------------------------------------------------------------
 

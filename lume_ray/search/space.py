@@ -152,3 +152,53 @@ def boundary_warnings(space: AlgorithmSpace, front: Sequence[Mapping[str, Any]],
                 warnings.append(f"{algorithm}: {name} at its {side} bound ({bound:g}) in {len(hit)} of {n} front "
                                 "points: widen the range")
     return warnings
+
+
+# ---------------------------------------------------------------------------------------------
+# Repeats: a proposal on a trajectory already trained.
+
+
+def _unit(spec: ParamSpec, value: Any) -> float:
+    """``value``'s place in [0, 1] (log scale for loguniform; a choice's option index)."""
+    if spec.kind == "choice":
+        index = spec.values.index(value) if value in spec.values else 0
+        return (index + 0.5) / len(spec.values)
+    position = _position(spec, value)
+    return 0.0 if position is None else min(1.0, max(0.0, position))
+
+
+def repeats(space: AlgorithmSpace, params: Mapping[str, Any], seen: Sequence[Mapping[str, Any]], *,
+            tolerance: float = 0.02) -> bool:
+    """Whether ``params`` lies within ``tolerance`` (in every searched parameter's [0, 1] scale) of a setting in
+    ``seen``. Batches are a function of (seed, step) and a trial trains to the largest step count, so such a trial
+    would retrace a trajectory already trained and evaluated at the same points: no new observation."""
+    searched = {n: s for n, s in space.searched().items() if s.searchable}
+    return any(all(abs(_unit(s, params[n]) - _unit(s, other[n])) <= tolerance for n, s in searched.items())
+               for other in seen if all(n in other for n in searched))
+
+
+def away_from_seen(space: AlgorithmSpace, params: Mapping[str, Any], seen: Sequence[Mapping[str, Any]], *,
+                   seed: int, radius: float = 0.25, spacing: float = 0.1, candidates: int = 64) -> dict[str, Any]:
+    """A repeated proposal moved as little as it takes to train something new: of ``candidates`` seeded draws
+    within ``radius`` of it (each parameter's [0, 1] scale, clipped to the box, so a proposal on an edge tends to
+    stay on it), the nearest one at least ``spacing`` from every seen setting (else the draw farthest from them).
+    The sampler asked for this region; the move keeps it there and buys a trajectory not yet trained."""
+    import random
+
+    searched = {n: s for n, s in space.searched().items() if s.searchable}
+    names = [n for n, s in searched.items() if s.kind != "choice"]  # a choice keeps the proposed option
+    centre = {n: _unit(searched[n], params[n]) for n in names}
+    points = [{n: _unit(searched[n], p[n]) for n in names} for p in seen if all(n in p for n in names)]
+    rng = random.Random(seed)
+
+    def distance(u: Mapping[str, float], v: Mapping[str, float]) -> float:
+        return math.sqrt(sum((u[n] - v[n]) ** 2 for n in names))
+
+    def gap(u: Mapping[str, float]) -> float:
+        return min((distance(u, p) for p in points), default=math.inf)
+
+    draws = [{n: min(1.0, max(0.0, centre[n] + rng.uniform(-radius, radius))) for n in names}
+             for _ in range(candidates)]
+    novel = [u for u in draws if gap(u) >= spacing]
+    best = min(novel, key=lambda u: distance(u, centre)) if novel else max(draws, key=gap)
+    return {**params, **{n: _unit_to_value(searched[n], u) for n, u in best.items()}}
