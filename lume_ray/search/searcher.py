@@ -116,7 +116,7 @@ class StudySearcher(Searcher):
         grid = self.exp.sweep.sampler == "grid"
         dists = sp.distributions(space, grid=grid)
         if not grid:  # the grid sampler samples only its grid; the others see steps as the pending dimension
-            dists["steps"] = sp.steps_distribution(space)
+            dists["steps"] = sp.steps_distribution(space, self.exp.eval_steps(algo))
         trial = self.studies[algo].ask(dists)
         trial.set_user_attr("role", ROLE_PROPOSAL)
         origin = "design" if trial.user_attrs.get("origin") == "design" else "sampler"
@@ -197,11 +197,11 @@ class StudySearcher(Searcher):
 
         space = self.exp.algorithms[algo]
         dists = sp.distributions(space, grid=self.exp.sweep.sampler == "grid")
-        dists["steps"] = sp.steps_distribution(space)
+        dists["steps"] = sp.steps_distribution(space, self.exp.eval_steps(algo))
         try:
             trial = optuna.trial.create_trial(params=params, distributions=dists, values=values,
                                               user_attrs={"role": ROLE_POINT, **attrs})
-        except ValueError:  # a value outside this study's space (a warm start from a narrower or other range)
+        except ValueError:  # a value outside this study's space (a warm start from another range or other steps)
             return False
         self.studies[algo].add_trial(trial)
         return True

@@ -43,9 +43,18 @@ def distributions(space: AlgorithmSpace, grid: bool = False) -> dict[str, Any]:
     return {name: distribution(spec) for name, spec in space.searched().items()}
 
 
-def steps_distribution(space: AlgorithmSpace) -> Any:
+def steps_distribution(space: AlgorithmSpace, eval_steps: Sequence[int] = ()) -> Any:
+    """The ``steps`` dimension of every observation and proposal. When the trials are evaluated at evenly spaced
+    steps (h, 2h, ..., max: ``sweep.eval_points``), only those: a trajectory already trained is then observed at
+    every value the sampler can propose for it, and GP (a deterministic objective) sees nothing left to learn there.
+    With 1..max, GP re-proposed trained box corners at steps between the evaluated ones (measured: 3 of 16 trials,
+    bench_sweep's boundary space), each a second run of the same trajectory. Uneven evaluation steps: 1..max."""
     import optuna.distributions as d
 
+    points = sorted(set(eval_steps))
+    h = points[0] if points else 0
+    if h > 0 and points == list(range(h, space.steps.max + 1, h)):
+        return d.IntDistribution(h, space.steps.max, step=h)
     return d.IntDistribution(1, space.steps.max)
 
 
