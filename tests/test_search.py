@@ -236,3 +236,20 @@ def test_a_repeated_proposal_runs_the_nearest_setting_not_yet_explored(tmp_path:
     closed = study.trials[-2]
     assert closed.state == optuna.trial.TrialState.FAIL and closed.user_attrs["role"] == ROLE_PROPOSAL
     assert run()[1] == moved  # seeded
+
+
+def test_the_steps_dimension_is_the_evaluation_steps_when_evenly_spaced(tmp_path: Path) -> None:
+    """A trained trajectory is observed at every steps value a proposal can take, so GP sees nothing left to learn
+    there; uneven evaluation steps keep 1..max."""
+    space = gd_space()
+    even = sp.steps_distribution(space, (10, 20, 30))
+    assert (even.low, even.high, even.step) == (10, 30, 10)
+    uneven = sp.steps_distribution(space, (5, 30))
+    assert (uneven.low, uneven.high, uneven.step) == (1, 30, 1)
+    searcher = StudySearcher(experiment(tmp_path))  # 3 evaluation points of 30 steps: 10, 20, 30
+    for i in range(8):
+        searcher.suggest(f"t{i}")
+        searcher.on_trial_complete(f"t{i}", {"step": 30, "status": "ok", "forget_efficacy": 0.1 * i,
+                                             "retain_score": 1 - 0.1 * i})
+    proposals = [t for t in searcher.studies["gd"].trials if t.user_attrs.get("role") == ROLE_PROPOSAL]
+    assert proposals and {t.params["steps"] for t in proposals} <= {10, 20, 30}
