@@ -71,7 +71,7 @@ class StudySearcher(Searcher):
         algorithms = exp.selected_algorithms()
         for algo in algorithms:
             space = exp.algorithms[algo]
-            searchable = [n for n, s in space.searched().items() if s.searchable]
+            searchable = list(sp.searchable(space))
             budget = sp.grid_size(space) if grid else exp.sweep.num_samples if searchable else 1
             seed = exp.seed + sorted(exp.algorithms).index(algo)  # a distinct, reproducible stream per algorithm
             sampler = make_sampler(exp.sweep.sampler, SamplerContext(seed=seed, budget=budget, grid=sp.grid_of(space)))
@@ -190,7 +190,7 @@ class StudySearcher(Searcher):
     # -- observations -----------------------------------------------------------------------------
 
     def _searched_names(self, algo: str) -> list[str]:
-        return [n for n, s in self.exp.algorithms[algo].searched().items() if s.searchable]
+        return list(sp.searchable(self.exp.algorithms[algo]))
 
     def _tell_point(self, algo: str, params: dict[str, Any], values: list[float], attrs: dict[str, Any]) -> bool:
         import optuna

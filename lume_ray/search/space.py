@@ -43,6 +43,11 @@ def distributions(space: AlgorithmSpace, grid: bool = False) -> dict[str, Any]:
     return {name: distribution(spec) for name, spec in space.searched().items()}
 
 
+def searchable(space: AlgorithmSpace) -> dict[str, ParamSpec]:
+    """The parameters a sampler searches: ranges and choices of more than one option (not fixed values, not steps)."""
+    return {n: s for n, s in space.searched().items() if s.searchable}
+
+
 def steps_distribution(space: AlgorithmSpace, eval_steps: Sequence[int] = ()) -> Any:
     """The ``steps`` dimension of every observation and proposal. When the trials are evaluated at evenly spaced
     steps (h, 2h, ..., max: ``sweep.eval_points``), only those: a trajectory already trained is then observed at
@@ -99,7 +104,7 @@ def initial_design(space: AlgorithmSpace, size: int) -> list[dict[str, Any]]:
     """``size`` points: corners first, ordered so that any prefix spreads over the box (greedy maximin in the
     unit cube, starting at the corner of the largest lr with every other parameter at its low end: the
     aggressive end of the front, where fixed grids and random samples under-explore), then the centre."""
-    searched = {n: s for n, s in space.searched().items() if s.searchable}
+    searched = searchable(space)
     if size <= 0 or not searched:
         return []
     names = list(searched)
@@ -181,7 +186,7 @@ def repeats(space: AlgorithmSpace, params: Mapping[str, Any], seen: Sequence[Map
     """Whether ``params`` lies within ``tolerance`` (in every searched parameter's [0, 1] scale) of a setting in
     ``seen``. Batches are a function of (seed, step) and a trial trains to the largest step count, so such a trial
     would retrace a trajectory already trained and evaluated at the same points: no new observation."""
-    searched = {n: s for n, s in space.searched().items() if s.searchable}
+    searched = searchable(space)
     return any(all(abs(_unit(s, params[n]) - _unit(s, other[n])) <= tolerance for n, s in searched.items())
                for other in seen if all(n in other for n in searched))
 
@@ -194,7 +199,7 @@ def away_from_seen(space: AlgorithmSpace, params: Mapping[str, Any], seen: Seque
     The sampler asked for this region; the move keeps it there and buys a trajectory not yet trained."""
     import random
 
-    searched = {n: s for n, s in space.searched().items() if s.searchable}
+    searched = searchable(space)
     names = [n for n, s in searched.items() if s.kind != "choice"]  # a choice keeps the proposed option
     centre = {n: _unit(searched[n], params[n]) for n in names}
     points = [{n: _unit(searched[n], p[n]) for n in names} for p in seen if all(n in p for n in names)]
