@@ -18,6 +18,10 @@ in steps of 1/64, so one point can be ~1% of the hypervolume). Writes RUN/summar
     python benchmarks/bench_sweep.py [--out runs/bench_sweep] [--spaces suited boundary] [--algorithms gd npo]
                                      [--samplers gp tpe random] [--seeds 0 1] [--early-stop]
 
+A sampler named with "-plain" ("random-plain") runs without the initial design (``sweep.initial_design: off``):
+plain random search, the baseline a user would otherwise run; without the suffix every sampler starts with the
+same design (the box's corners and centre), so the comparison isolates the sampler.
+
 ``--early-stop`` adds "SAMPLER+es" runs (``--es-mode segments``: "SAMPLER+es-seg"; ``--es-rules front``: "...-front", with keep_front) of the first sampler: the same sampler with multi-objective successive
 halving at rungs of 2.5 and 5 epochs keeping a third, given 3x the trials (``--es-trials``) and cut at the same
 budget in steps as the run without early stopping (9 trials x 10 epochs per algorithm). Every run without early
@@ -154,6 +158,8 @@ def main() -> None:
         runs += [(s, seed) for s in args.samplers[1:] for seed in args.seeds]
         for name, seed in runs:
             sampler, es = name.split("+")[0], "+" in name
+            plain = sampler.endswith("-plain")  # "random-plain": the sampler alone, no initial design
+            sampler = sampler.removesuffix("-plain")
             run_dir = out / space_name / (name if name == "grid" else f"{name}-seed{seed}")
             overrides = [
                 ("output_dir", str(run_dir)), ("seed", str(seed)), ("sweep.sampler", sampler),
@@ -166,6 +172,8 @@ def main() -> None:
                 ("target.build", "null"),
             ]
             overrides += [(f"algorithms.{a}", json.dumps(space(lrs, max_steps, a))) for a in args.algorithms]
+            if plain:
+                overrides.append(("sweep.initial_design", "off"))
             if es:
                 overrides.append(("sweep.early_stop", json.dumps({"rungs": [max_steps // 4, max_steps // 2],
                                                                    "keep": 1 / 3,
@@ -248,7 +256,8 @@ def plot(curves: dict[tuple[str, str, str, int], tuple[np.ndarray, np.ndarray]],
 
     rows, cols = len(args.spaces), len(args.algorithms)
     fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
-    colors = {"grid": "black", "gp": "tab:blue", "tpe": "tab:orange", "random": "tab:green", "nsga2": "tab:red",
+    colors = {"grid": "black", "gp": "tab:blue", "tpe": "tab:orange", "random": "tab:green",
+              "random-plain": "tab:cyan", "nsga2": "tab:red",
               "gp+es": "tab:purple", "gp+es-seg": "tab:brown", "gp+es-seg-front": "tab:pink",
               "gp+es-front": "tab:olive"}
     for i, space_name in enumerate(args.spaces):
