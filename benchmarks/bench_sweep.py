@@ -135,7 +135,7 @@ def main() -> None:
                    help="early stopping's evaluation: while the job trains on (pipelined) or between segments")
     p.add_argument("--es-rules", nargs="+", choices=["fraction", "front"], default=["fraction"],
                    help="early stopping's rules: the kept fraction, or also every point on a rung's front "
-                   "(keep_front; runs named SAMPLER+es...-front)"),
+                   "(keep_front; runs named SAMPLER+es...-front)")
     args = p.parse_args()
     args.es_seeds = args.es_seeds or args.seeds
     out = Path(args.out)
