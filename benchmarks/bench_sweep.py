@@ -109,15 +109,12 @@ def replay_early_stop(frame: pd.DataFrame, algorithm: str, rungs: list[int], kee
     lost = np.array([t in stop_at and s > stop_at[t] for t, s in zip(sub["trial_id"], sub["step"], strict=True)])
     kept_hv = hypervolume(values[~lost], ["max"] * len(OBJECTIVES), [0.0] * len(OBJECTIVES))
     full = sub.groupby("trial_id")["step"].max()
-    reached, spent = None, 0.0
-    for i, trial_id in enumerate(order):
-        if target is None:
-            break
-        spent += stop_at.get(str(trial_id), full[trial_id])
-        mine = (sub["trial_id"].isin(order[: i + 1]) & ~lost).to_numpy()
-        if hypervolume(values[mine], ["max"] * len(OBJECTIVES), [0.0] * len(OBJECTIVES)) >= target - 1e-12:
-            reached = spent
-            break
+    reached = None
+    if target is not None:  # the run as early stopping would have left it: points past a stop gone, steps cut there
+        replayed = sub[~lost].copy()
+        stops = replayed["trial_id"].astype(str).map(stop_at)
+        replayed["trained_steps"] = stops.fillna(replayed["trained_steps"])
+        reached = reach(target, *curve(replayed, algorithm))
     return {"trials": len(order), "stopped": len(stop_at), "steps_to_reach_grid": reached,
             "steps_saved": int(sum(full[t] - r for t, r in stop_at.items())), "steps": int(full.sum()),
             "front_points": int(front.sum()), "front_lost": int((front & lost).sum()),
