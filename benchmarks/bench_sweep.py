@@ -22,8 +22,9 @@ A sampler named with "-plain" ("random-plain") runs without the initial design (
 plain random search, the baseline a user would otherwise run; without the suffix every sampler starts with the
 same design (the box's corners and centre), so the comparison isolates the sampler.
 
-``--early-stop`` adds "SAMPLER+es" runs (``--es-mode segments``: "SAMPLER+es-seg"; ``--es-rules front``: "...-front", with keep_front) of the first sampler: the same sampler with multi-objective successive
-halving at rungs of 2.5 and 5 epochs keeping a third, given 3x the trials (``--es-trials``) and cut at the same
+``--early-stop`` adds "SAMPLER+es" runs (``--es-mode wait``, the job held at each rung until judged:
+"SAMPLER+es-wait"; ``--es-rules front``: "...-front", with keep_front) of the first sampler: the same sampler with
+multi-objective successive halving at rungs of 2.5 and 5 epochs keeping a third, given 3x the trials (``--es-trials``) and cut at the same
 budget in steps as the run without early stopping (9 trials x 10 epochs per algorithm). Every run without early
 stopping is also replayed through early stopping's rule, with and without ``keep_front`` (its trials were evaluated
 to their ends): the trials it would have stopped, the steps saved, and the points of the run's final front it
@@ -140,8 +141,9 @@ def main() -> None:
     p.add_argument("--es-seeds", nargs="+", type=int, help="seeds of the early-stopping runs (default: --seeds)")
     p.add_argument("--es-trials", type=int, default=3 * TRIALS,
                    help="trials per algorithm with early stopping (the curve is cut at the budget in steps anyway)")
-    p.add_argument("--es-mode", choices=["pipelined", "segments"], default="pipelined",
-                   help="early stopping's evaluation: while the job trains on (pipelined) or between segments")
+    p.add_argument("--es-mode", choices=["pipelined", "wait"], default="pipelined",
+                   help="early stopping's evaluation: while the job trains on (pipelined), or the job held at each "
+                   "rung until its point is scored and judged (wait)")
     p.add_argument("--es-rules", nargs="+", choices=["fraction", "front"], default=["fraction"],
                    help="early stopping's rules: the kept fraction, or also every point on a rung's front "
                    "(keep_front; runs named SAMPLER+es...-front)")
@@ -157,7 +159,7 @@ def main() -> None:
                                "trials_per_algorithm": TRIALS, "runs": {}}
     curves: dict[tuple[str, str, str, int], tuple[np.ndarray, np.ndarray]] = {}
     replays: dict[tuple[str, str, str, int, bool], dict[str, Any]] = {}
-    es_base = f"{args.samplers[0]}+" + ("es" if args.es_mode == "pipelined" else "es-seg")
+    es_base = f"{args.samplers[0]}+" + ("es" if args.es_mode == "pipelined" else "es-wait")
     es_names = [es_base + ("-front" if rule == "front" else "") for rule in args.es_rules] if args.early_stop else []
     for space_name in args.spaces:
         lrs = SPACES[space_name]
@@ -270,7 +272,7 @@ def plot(curves: dict[tuple[str, str, str, int], tuple[np.ndarray, np.ndarray]],
     fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
     colors = {"grid": "black", "gp": "tab:blue", "tpe": "tab:orange", "random": "tab:green",
               "random-plain": "tab:cyan", "nsga2": "tab:red",
-              "gp+es": "tab:purple", "gp+es-seg": "tab:brown", "gp+es-seg-front": "tab:pink",
+              "gp+es": "tab:purple", "gp+es-wait": "tab:brown", "gp+es-wait-front": "tab:pink",
               "gp+es-front": "tab:olive"}
     for i, space_name in enumerate(args.spaces):
         for j, algo in enumerate(args.algorithms):

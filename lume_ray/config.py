@@ -218,7 +218,8 @@ class UnlearnJob(Section):
     """One unlearning job: which model, data and algorithm, its parameters, the trainer settings, the output.
 
     The job trains ``steps`` steps and stops at each of ``eval_steps`` (always including the last) to save
-    a Hugging Face model directory and a resumable checkpoint.
+    a Hugging Face model directory and a resumable checkpoint; at each of ``wait_steps`` it then waits for its
+    driver's go-ahead (a sweep's early stopping; the last step never waits).
     """
 
     model: str = Field(..., min_length=1, description="the model before unlearning: a directory or a hub id")
@@ -228,6 +229,9 @@ class UnlearnJob(Section):
     lr: float = Field(1e-5, gt=0, description="learning rate (constant: a run passes through every shorter one)")
     steps: int = Field(60, ge=1, description="steps to train")
     eval_steps: tuple[int, ...] = Field((), description="steps that save an evaluation point (the last always does)")
+    wait_steps: tuple[int, ...] = Field(
+        (), description="evaluation points at which the job, once the point is saved, waits (alive) until its driver "
+        "writes out/go/step_KKKKKK: early stopping's rungs, so the trial is judged before it trains a step further")
     out: str = Field(..., min_length=1, description="output directory (the same one resumes)")
     seed: int = Field(0, ge=0)
     train: TrainConfig = TrainConfig()
@@ -260,6 +264,10 @@ class UnlearnJob(Section):
         if bad:
             raise located(["eval_steps"], f"{bad[0]} is outside 1..steps={self.steps}", list(self.eval_steps))
         object.__setattr__(self, "eval_steps", tuple(sorted({*self.eval_steps, self.steps})))
+        bad = [s for s in self.wait_steps if s not in self.eval_steps]
+        if bad:
+            raise located(["wait_steps"], f"{bad[0]} is not an evaluation point (eval_steps: "
+                          f"{list(self.eval_steps)})", list(self.wait_steps))
         return self
 
 
@@ -443,8 +451,9 @@ class EarlyStopConfig(Section):
         "fewer steps saved, far fewer final-front points lost (benchmarks/bench_sweep.py replays both rules); "
         "false: the kept fraction alone")
     pipelined: bool | Literal["auto"] = Field(
-        "auto", description="true: score a rung's point while the job trains on; false: the job stops at each rung "
-        "until its point is scored; auto: true when the job trains on GPUs, false on CPU (benchmarks/bench_sweep.py: "
+        "auto", description="true: score a rung's point while the job trains on; false: the job waits at each rung "
+        "(alive, its workers and model loaded) until its point is scored and the trial judged; auto: true when the "
+        "job trains on GPUs (idle GPUs cost more than steps past a rung), false on CPU (benchmarks/bench_sweep.py: "
         "where scoring a point outlasts training to the next rung, pipelining saves no steps)")
 
     @field_validator("pipelined", mode="before")

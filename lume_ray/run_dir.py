@@ -11,6 +11,7 @@ RUN_DIR/
   trials/<trial_id>/step_XXXXXX/ metrics.json + rows.parquet: one evaluation point
   trials/<trial_id>/train/       the unlearning job (train_log.jsonl, points.jsonl, result.json, ...)
   trials/<trial_id>/rungs.json   early stopping's decision at each rung
+  trials/<trial_id>/train/go/    early stopping, not pipelined: the go-ahead past each rung once judged
   tune/                          the Ray Tune run (what --resume restores)
   results.parquet                one row per (trial, evaluated step)
   logs/lume-ray.log              Ray, Tune, Ray Data, DeepSpeed, Optuna output kept off the console

@@ -81,7 +81,7 @@ def test_unlearn_flags_cover_unlearn_job_and_train_config(capsys: pytest.Capture
                 "--gpus-per-worker", "--zero", "--offload", "--no-offload", "--precision", "--batch-size",
                 "--max-length"}
     assert expected <= flags
-    assert {_flag(n) for n in _fields(UnlearnJob, ("params", "lora"))} <= flags
+    assert {_flag(n) for n in _fields(UnlearnJob, ("params", "lora", "wait_steps"))} <= flags
     assert "--params" not in flags and "--r" not in flags and "--target-modules" not in flags
     assert "one of auto, fp32, bf16" in text and "one of 0, 2, 3" in text  # Literal choices listed in the help
     assert "--lora r=8 alpha=16" in text and set(LoraConfig.model_fields) == {"r", "alpha", "dropout", "target_modules"}

@@ -41,7 +41,7 @@ def test_keep_order_is_pareto_rank_then_hypervolume_contribution() -> None:
 @pytest.mark.parametrize(("pipelined", "gpus", "expected"), [
     ("auto", 0, False), ("auto", 1, True), (True, 0, True), (False, 1, False)])
 def test_pipelined_auto_follows_the_jobs_hardware(tmp_path: Path, pipelined: Any, gpus: int, expected: bool) -> None:
-    # auto: between segments on CPU (scoring a point outlasts training to the next rung), pipelined on GPUs
+    # auto: the job waits at each rung on CPU (scoring a point outlasts training to the next rung), pipelined on GPUs
     exp = experiment_from_dict({
         "name": "es-test", "output_dir": str(tmp_path / "run"), "train": {"gpus_per_worker": gpus},
         "sweep": {"early_stop": {"rungs": [10], "pipelined": pipelined}},

@@ -190,7 +190,7 @@ def memorized_model(tmp_path_factory: pytest.TempPathFactory, tiny_lume: Path) -
     return out
 
 
-@pytest.mark.parametrize("pipelined", [True, False], ids=["pipelined", "between-segments"])
+@pytest.mark.parametrize("pipelined", [True, False], ids=["pipelined", "waits-at-rungs"])
 def test_early_stopping_stops_a_dominated_trial_at_its_rung(
         tmp_path: Path, tiny_lume: Path, memorized_model: Path, ray_local, pipelined: bool) -> None:
     """Two trials in the initial design's order (largest lr, then the centre), one at a time, on a memorized
@@ -223,10 +223,18 @@ def test_early_stopping_stops_a_dominated_trial_at_its_rung(
             log = run_dir / "trials" / record["trial_id"] / "train" / "train_log.jsonl"
             trained = [json.loads(line)["step"] for line in log.read_text().splitlines() if line.strip()]
             assert 2 < max(trained) < steps, "the stopped trial's job should have been killed mid-run"
-        else:  # between segments, the job stopped at the rung and never trained past it
+        else:  # the job waited at the rung, alive, and was ended there: it never trained past it
             assert list(mine["status"]) == ["ok", "stopped"] and mine["trained_steps"].max() == 2
+            log = run_dir / "trials" / record["trial_id"] / "train" / "train_log.jsonl"
+            assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2]
+            go = run_dir / "trials" / record["trial_id"] / "train" / "go"
+            assert (go / "step_000002.waiting").is_file() and not (go / "step_000002").exists()
+    if not pipelined:  # the kept trial was let through its rung once judged, in one job (never restarted)
+        kept = run_dir / "trials" / records[1e-2]["trial_id"] / "train"
+        assert (kept / "go" / "step_000002").is_file()
+        assert json.loads((kept / "result.json").read_text())["resumed_from"] == 0
     # Nothing outlives the sweep: the evaluation pool and the stopped trials' Train workers gave their CPUs back.
-    # Pipelined, Tune stops a trial by killing its actor mid-job: the Train controller dies with it, and Ray Train's
+    # Tune stops a trial by killing its actor mid-job (training on, or waiting at its rung): the Train controller dies with it, and Ray Train's
     # placement-group cleaner, which asks Ray's state API (served by the local head's dashboard, on the loopback),
     # must free the workers' placement group. Without it a sweep with early stopping deadlocked with every CPU
     # reserved by the workers of stopped trials.

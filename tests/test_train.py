@@ -24,7 +24,7 @@ from lume_ray.config import ConfigError, LoraConfig, UnlearnJob, validate
 from lume_ray.train import UnlearnResult, read_points, run_unlearning
 from lume_ray.train.batches import batch_indices, worker_slice
 from lume_ray.train.ds_config import DeepSpeedConfigError, ds_template_path, load_ds_config
-from lume_ray.train.loop import truncate_jsonl
+from lume_ray.train.loop import go_path, truncate_jsonl
 from lume_ray.train.lora import merged_state_dict, peft_config
 
 
@@ -56,6 +56,8 @@ def test_job_fills_params_and_checks_every_key(tmp_path: Path) -> None:
         ({"train": {"precision": "fp16"}}, r"train\.precision: Input should be 'auto', 'fp32' or 'bf16'"),
         ({"lr": 0}, r"lr: Input should be greater than 0 \(got 0\)"),
         ({"steps": 0}, r"steps: Input should be greater than or equal to 1 \(got 0\)"),
+        ({"steps": 4, "eval_steps": [2], "wait_steps": [3]},
+         r"wait_steps: 3 is not an evaluation point \(eval_steps: \[2, 4\]\)"),
         ({"train": {"lora": {"rank": 8}}}, r"train\.lora\.rank: unknown key \(valid: r, alpha, dropout, target_modules\)"),
         ({"train": {"lora": {"r": 0}}}, r"train\.lora\.r: Input should be greater than or equal to 1 \(got 0\)"),
         ({"beta": 1}, r"beta: unknown key \(valid: model, data, algorithm, params"),
@@ -354,8 +356,26 @@ def test_killed_worker_fails_the_job_with_its_reason_and_a_rerun_resumes(
     assert 4 <= res.steps_done < cfg.steps and [p.step for p in res.points] == [2]
     assert json.loads((out / "result.json").read_text())["status"] == "failed"
     assert [r["loss"] for r in _log(res)][:2] == pytest.approx(two[:2], rel=1e-5)  # 1 worker == 2 workers
-    # The same out again (4 steps now): resumed from the step-2 checkpoint, the lost steps dropped and redone.
-    resumed = run_unlearning(_with(cfg, steps=4, eval_steps=[2]))
+    # The same out again (4 steps now): resumed from the step-2 checkpoint, the lost steps dropped and redone;
+    # step 2 is now a point to wait at (early stopping's rung) that was never judged: the job holds there, alive,
+    # until the go-ahead file appears (written here once the job says it waits, and 2 s of it saw no step 3).
+    go = go_path(out, 2)
+    held: list[int] = []
+
+    def go_ahead() -> None:
+        deadline = time.time() + 300
+        while time.time() < deadline and not go.with_suffix(".waiting").is_file():
+            time.sleep(0.05)
+        time.sleep(2)
+        held.append(max(json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()))
+        go.touch()
+
+    thread = threading.Thread(target=go_ahead, daemon=True)
+    thread.start()
+    resumed = run_unlearning(_with(cfg, steps=4, eval_steps=[2], wait_steps=[2]))
+    thread.join(timeout=5)
+    assert held == [2], "the job trained past the step it was told to wait at"
+    assert [r["time"] for r in _log(resumed) if r["step"] == 3][0] > go.stat().st_mtime
     assert (resumed.status, resumed.steps_done, resumed.resumed_from) == ("completed", 4, 2)
     assert [r["step"] for r in _log(resumed)] == [1, 2, 3, 4]
     assert [r["loss"] for r in _log(resumed)] == pytest.approx(two, rel=1e-5)

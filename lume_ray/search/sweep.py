@@ -175,6 +175,8 @@ def run_sweep(exp: Experiment, *, resume: bool = False, address: str | None = No
 
                     scheduler = ParetoSuccessiveHalving(exp, str(rd.root))
                     log(f"[sweep] early stopping: {scheduler.debug_string()}")
+                # Actors are not reused (Tune's default): a stopped trial's actor dies, and its Train job with it
+                # (a job waiting at a rung for a go-ahead would otherwise wait on, holding its CPUs).
                 tuner = tune.Tuner(
                     trainable,
                     tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,

@@ -8,10 +8,12 @@ Output: ``RUN_DIR/trials/<trial_id>/``: ``trial.json`` (always ends in a termina
 
 The job trains in a thread while this function watches its evaluation points appear (rank 0 writes
 ``points.jsonl`` after each model directory) and sends each to the sweep's evaluation pool at once: point k
-is evaluated while training goes on to point k+1. With early stopping between segments
-(``early_stop.pipelined``, "auto": on CPU jobs) the job instead stops at each rung until that point is scored,
-so the scheduler can stop the trial there before it trains a step further. A failure is recorded as "failed" with its reason and re-raised, so
-Tune retries the trial, which resumes its job from the last checkpoint and evaluates only what is missing.
+is evaluated while training goes on to point k+1. With early stopping not pipelined (``early_stop.pipelined``,
+"auto": on CPU jobs) the job instead waits at each rung, alive, until that point is scored and reported: Tune's
+``report`` returns only once the scheduler has let the trial continue, and then this function writes the job's
+go-ahead file; a stopped trial ends with its job there, before it trains a step further. A failure is recorded
+as "failed" with its reason and re-raised, so Tune retries the trial, which resumes its job from the last
+checkpoint and evaluates only what is missing.
 """
 
 from __future__ import annotations
@@ -65,26 +67,18 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     info: dict[str, Any] = {"trial_id": trial_id, "algorithm": algorithm, "hp": hp, "status": "running", "error": "",
                             "started_at": earlier.get("started_at", t0), "attempts": earlier.get("attempts", 0) + 1,
                             "origin": config.get("origin", earlier.get("origin", ""))}
-    space = exp.algorithms[algorithm]
     es = exp.sweep.early_stop
-    # Pipelined (GPU jobs by default): one job to the trajectory's end, points evaluated while it trains on.
-    # Between segments (CPU jobs by default): the job stops at each rung, its point is scored, then it resumes.
-    ends = [space.steps.max]
+    # One job to the trajectory's end; its points are evaluated while it trains on (pipelined, GPU jobs by
+    # default), or it waits at each rung until the scheduler has judged the trial there (CPU jobs by default).
+    job = exp.unlearn_job(algorithm, hp, trial_dir / "train")
     if es is not None and not es.resolved_pipelined(exp.train):
-        ends = [r for r in es.rungs if r < space.steps.max] + ends
+        job = job.model_copy(update={"wait_steps": tuple(r for r in es.rungs if r in job.eval_steps and r < job.steps)})
     rd.write_trial(trial_id, info)
-    reported: set[int] = set()
-    result = None
-    for end in ends:
-        try:
-            job = exp.unlearn_job(algorithm, hp, trial_dir / "train", steps=end)
-            result = _train_and_evaluate(job, ctx, rd, trial_id, reported, t0)
-        except Exception as e:  # recorded, then re-raised: Tune retries the trial, which resumes its checkpoint
-            _end(rd, info, "failed", _first_line(e), t0)
-            raise
-        if result.status != "completed":
-            break
-    assert result is not None
+    try:
+        result = _train_and_evaluate(job, ctx, rd, trial_id, t0)
+    except Exception as e:  # recorded, then re-raised: Tune retries the trial, which resumes its checkpoint
+        _end(rd, info, "failed", _first_line(e), t0)
+        raise
     info["trained_steps"] = result.steps_done
     if result.status == "failed":  # e.g. a worker died: Tune retries the trial, which resumes its checkpoint
         _end(rd, info, "failed", result.reason or "the unlearning job failed", t0)
@@ -98,13 +92,14 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
                      "status": result.status, "error": result.reason or "", "wall_s": time.time() - t0})
 
 
-def _train_and_evaluate(job: UnlearnJob, ctx: TrialContext, rd: RunDir, trial_id: str, reported: set[int],
-                        t0: float) -> Any:
+def _train_and_evaluate(job: UnlearnJob, ctx: TrialContext, rd: RunDir, trial_id: str, t0: float) -> Any:
     """Run ``job`` in a thread; send each evaluation point to the pool as soon as it is written; report the
-    scored points in step order. Returns the job's UnlearnResult; raises the first training or evaluation error."""
+    scored points in step order, and give a job waiting at a point its go-ahead once that point is reported.
+    Returns the job's UnlearnResult; raises the first training or evaluation error."""
     import ray
 
     from lume_ray.train import read_points, run_unlearning
+    from lume_ray.train.loop import go_path
 
     box: dict[str, Any] = {}
 
@@ -118,7 +113,8 @@ def _train_and_evaluate(job: UnlearnJob, ctx: TrialContext, rd: RunDir, trial_id
     thread = threading.Thread(target=train, name=f"train-{trial_id}", daemon=True)
     thread.start()
     pending: dict[int, Any] = {}  # step -> ObjectRef of its metrics
-    done = set(rd.point_metrics(trial_id))  # points evaluated before (an earlier attempt or segment)
+    done = set(rd.point_metrics(trial_id))  # points evaluated before (an earlier attempt)
+    reported: set[int] = set()
     eval_error: BaseException | None = None
     while True:
         alive = thread.is_alive()
@@ -139,10 +135,16 @@ def _train_and_evaluate(job: UnlearnJob, ctx: TrialContext, rd: RunDir, trial_id
         for step in sorted(done - reported):  # in step order: once every earlier point is reported
             if any(s < step for s in pending):
                 break
-            _report_point(rd, trial_id, step, t0, ctx.exp, ctx)
+            _report_point(rd, trial_id, step, t0, ctx.exp, ctx)  # returns once the scheduler lets the trial go on
             reported.add(step)
+            if step in job.wait_steps:
+                go = go_path(job.out, step)
+                go.parent.mkdir(parents=True, exist_ok=True)
+                go.touch()
         if not alive and not pending:
             break
+        if eval_error is not None and job.wait_steps and not pending:  # the job may wait for a point never scored
+            raise eval_error
         if not pending:
             time.sleep(0.5)
     thread.join()

@@ -9,7 +9,8 @@ Output: under ``job.out``: ``train_log.jsonl`` (one line per step), ``points.jso
 Top to bottom: load data, model (+ frozen reference) as DeepSpeed engines -> resume from Ray's checkpoint ->
 for each step: the seeded forget/retain micro-batch of this rank -> algorithm loss -> all-reduced loss check
 (NaN/inf: every rank stops together) -> backward/step -> log line; at each evaluation point: mean forget/retain
-loss on a fixed subset, save the model (rank 0), DeepSpeed checkpoint (all ranks) + ``ray.train.report``.
+loss on a fixed subset, save the model (rank 0), DeepSpeed checkpoint (all ranks) + ``ray.train.report``; at a
+``wait_steps`` point, hold until the driver's go-ahead file appears (early stopping judges the trial there).
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ from lume_ray.train.batches import (
 EVAL_ROWS = 64  # rows per split in the fixed subset whose mean losses each evaluation point reports
 LOG_NAME, POINTS_NAME, STATE_NAME = "train_log.jsonl", "points.jsonl", "state.json"
 CKPT_TAG = "ckpt"
+GO_POLL_S = 0.5  # how often a job waiting at a point checks for its go-ahead
+
+
+def go_path(out: str | os.PathLike[str], step: int) -> Path:
+    """The file whose appearance lets a job waiting at ``step`` (one of its ``wait_steps``) train on."""
+    return Path(out) / "go" / STEP_DIR.format(step)
 
 
 def say(message: str) -> None:
@@ -260,6 +267,20 @@ class Worker:
             shutil.rmtree(model_dir)
         tmp.rename(model_dir)
 
+    def wait_for_go(self, step: int) -> None:
+        """Hold every rank at ``step`` until the driver writes :func:`go_path` (rank 0 looks; a small all-reduce
+        each poll tells the others, so no rank sits in one collective long enough to time out). A driver that
+        stops the trial instead ends the job with it."""
+        path, t0 = go_path(self.out, step), time.time()
+        if self.is_main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.with_suffix(".waiting").touch()  # for a reader that wants to know the job is held here
+            say(f"[unlearn] step {step}: waiting for the point to be scored and the trial judged")
+        while self.all_mean([1.0 if self.is_main and path.exists() else 0.0])[0] == 0.0:
+            time.sleep(GO_POLL_S)
+        if self.is_main:
+            say(f"[unlearn] step {step}: go-ahead after {time.time() - t0:.1f} s")
+
     def report_end(self, step: int, status: str, reason: str, resumed_from: int) -> None:
         """End a diverged run: every rank reports (a barrier); rank 0 attaches a small state checkpoint so
         the driver reads the status from Result.metrics (Train V2 keeps only checkpointed metrics)."""
@@ -303,6 +324,8 @@ class Worker:
         if status == "diverged":  # re-running a diverged job gives its verdict again, not a new attempt
             self.report_end(start, status, reason, start)
             return
+        if start in job.wait_steps and start < job.steps:  # resumed at a point never judged (no go-ahead yet)
+            self.wait_for_go(start)
         self.engine.train()
         t_start = time.time()
         for step in range(start + 1, job.steps + 1):
@@ -326,6 +349,8 @@ class Worker:
                     f"retain {retain_v:.4f} ({now - t0:.2f} s/step)")
             if step in job.eval_steps:
                 self.save_point(step, start)
+            if step in job.wait_steps and step < job.steps:
+                self.wait_for_go(step)
         if start >= job.steps:  # already past the requested steps: report where it stands again
             self.save_point(start, start)
 
