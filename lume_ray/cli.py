@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # -- [3,4] unlearn --------------------------------------------------------------------------
     un = sub.add_parser("unlearn", help="run one unlearning job (Ray Train + DeepSpeed ZeRO)")
-    flags = add_model_options(un, UnlearnJob, skip=("params", "lora", "wait_steps"))  # wait_steps: a sweep's
+    flags = add_model_options(un, UnlearnJob, skip=("params", "lora", "wait_steps"))  # wait_steps: sweeps only
     un.add_argument("--eval-every", type=int, default=None, metavar="K",
                     help="an evaluation point every K steps (the last step always is one)")
     un.add_argument("--set", dest="params", nargs="+", type=_kv, default=[], metavar="KEY=VALUE",

@@ -45,7 +45,8 @@ def _fields(model: type[BaseModel], skip: tuple[str, ...] = ()) -> dict[str, Any
 
 
 COMMANDS = [
-    (["unlearn"], UnlearnJob, ("params", "lora")),  # params: --set KEY=VALUE; lora: --lora KEY=VALUE
+    (["unlearn"], UnlearnJob, ("params", "lora", "wait_steps")),  # params: --set KEY=VALUE; lora: --lora KEY=VALUE;
+    # wait_steps: only a sweep's trial gives the go-ahead a waiting job needs
     (["eval"], EvalConfig, ()),
     (["data", "synth"], SynthConfig, ()),
     (["target", "build"], BuildConfig, ()),
