@@ -623,14 +623,17 @@ class Experiment(Section):
         return self.model_copy(update={"output_dir": str(Path(self.output_dir).resolve())})
 
     def unlearn_job(self, algorithm: str, hp: Mapping[str, Any], out: str | Path, steps: int | None = None) -> UnlearnJob:
-        """The unlearning job of one trial: ``hp`` holds lr and the algorithm's parameters."""
+        """The unlearning job of one trial: ``hp`` holds lr and the algorithm's parameters. With early stopping not
+        pipelined, the job waits at each rung before its last step until the trial has been judged there."""
         space = self.algorithms[algorithm]
         steps = steps or space.steps.max
+        es = self.sweep.early_stop
+        waits = () if es is None or es.resolved_pipelined(self.train) else tuple(r for r in es.rungs if r < steps)
         return UnlearnJob(
             model=self.path(self.target.model), data=self.path(self.data.path), algorithm=algorithm,
             params={k: v for k, v in hp.items() if k != "lr"}, lr=float(hp["lr"]), steps=steps,
-            eval_steps=tuple(s for s in self.eval_steps(algorithm) if s <= steps), out=str(out), seed=self.seed,
-            train=self.train, trust_remote_code=self.target.trust_remote_code,
+            eval_steps=tuple(s for s in self.eval_steps(algorithm) if s <= steps), wait_steps=waits, out=str(out),
+            seed=self.seed, train=self.train, trust_remote_code=self.target.trust_remote_code,
         )
 
     def dump(self) -> dict[str, Any]:

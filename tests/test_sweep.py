@@ -234,10 +234,10 @@ def test_early_stopping_stops_a_dominated_trial_at_its_rung(
         assert (kept / "go" / "step_000002").is_file()
         assert json.loads((kept / "result.json").read_text())["resumed_from"] == 0
     # Nothing outlives the sweep: the evaluation pool and the stopped trials' Train workers gave their CPUs back.
-    # Tune stops a trial by killing its actor mid-job (training on, or waiting at its rung): the Train controller dies with it, and Ray Train's
-    # placement-group cleaner, which asks Ray's state API (served by the local head's dashboard, on the loopback),
-    # must free the workers' placement group. Without it a sweep with early stopping deadlocked with every CPU
-    # reserved by the workers of stopped trials.
+    # Tune stops a trial by killing its actor mid-job (training on, or waiting at its rung): the Train controller
+    # dies with it, and Ray Train's placement-group cleaner, which asks Ray's state API (served by the local head's
+    # dashboard, on the loopback), must free the workers' placement group. Without it a sweep with early stopping
+    # deadlocked with every CPU reserved by the workers of stopped trials.
     _wait_for(lambda: ray_local.available_resources().get("CPU", 0) == ray_local.cluster_resources()["CPU"], 60,
               "every CPU to be free again after the sweep")
 

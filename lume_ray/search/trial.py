@@ -67,12 +67,9 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     info: dict[str, Any] = {"trial_id": trial_id, "algorithm": algorithm, "hp": hp, "status": "running", "error": "",
                             "started_at": earlier.get("started_at", t0), "attempts": earlier.get("attempts", 0) + 1,
                             "origin": config.get("origin", earlier.get("origin", ""))}
-    es = exp.sweep.early_stop
     # One job to the trajectory's end; its points are evaluated while it trains on (pipelined, GPU jobs by
     # default), or it waits at each rung until the scheduler has judged the trial there (CPU jobs by default).
     job = exp.unlearn_job(algorithm, hp, trial_dir / "train")
-    if es is not None and not es.resolved_pipelined(exp.train):
-        job = job.model_copy(update={"wait_steps": tuple(r for r in es.rungs if r in job.eval_steps and r < job.steps)})
     rd.write_trial(trial_id, info)
     try:
         result = _train_and_evaluate(job, ctx, rd, trial_id, t0)

@@ -28,8 +28,8 @@ from lume_ray.train.ds_config import load_ds_config
 from lume_ray.train.loop import LOG_NAME, POINTS_NAME, train_loop
 
 RESULT_NAME, CONFIG_NAME = "result.json", "config.json"
-# Settings a resumed run may change: how long it trains, where it evaluates and where it waits. Anything else would
-# continue one trajectory with another job's settings, so a different value in the same `out` is an error.
+# Settings a resumed run may change: how long it trains, where it evaluates and where it waits. Anything else
+# would continue one trajectory with another job's settings, so a different value in the same `out` is an error.
 RESUMABLE_CHANGES = frozenset({"steps", "eval_steps", "wait_steps"})
 
 
