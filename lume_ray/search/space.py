@@ -103,9 +103,7 @@ def design_size(n_params: int, budget: int, setting: str | int = "auto") -> int:
 def initial_design(space: AlgorithmSpace, size: int) -> list[dict[str, Any]]:
     """``size`` points: corners first, ordered so that any prefix spreads over the box (greedy maximin in the
     unit cube, starting at the corner of the largest lr with every other parameter at its low end: the
-    aggressive end of the front, where fixed grids and random samples under-explore), then the centre. Corners
-    equally far from those chosen go to the larger lr: in the same steps its trajectory travels further, through
-    more of the front (in 2-d, a 3-corner prefix is lr high/alpha low, lr low/alpha high, both high)."""
+    aggressive end of the front, where fixed grids and random samples under-explore), then the centre."""
     searched = searchable(space)
     if size <= 0 or not searched:
         return []
@@ -116,7 +114,7 @@ def initial_design(space: AlgorithmSpace, size: int) -> list[dict[str, Any]]:
     rest = [c for c in corners if c != first]
     while rest and len(chosen) < size - 1:
         best = max(rest, key=lambda c: (min(sum((a - b) ** 2 for a, b in zip(c, o, strict=True)) for o in chosen),
-                                        c[names.index("lr")] if "lr" in names else 0.0, -corners.index(c)))
+                                        -corners.index(c)))
         chosen.append(best)
         rest.remove(best)
     points = [dict(zip(names, c, strict=True)) for c in chosen]
