@@ -16,7 +16,7 @@ through its trajectory (9 x 10 epochs); also the steps to reach 99% of it (utili
 in steps of 1/64, so one point can be ~1% of the hypervolume). Writes RUN/summary.json and RUN/curves.png.
 
     python benchmarks/bench_sweep.py [--out runs/bench_sweep] [--spaces suited boundary] [--algorithms gd npo]
-                                     [--samplers gp tpe random] [--seeds 0 1] [--early-stop]
+                                     [--samplers gp tpe random] [--seeds 0 1] [--paired] [--early-stop]
 
 ``--paired`` runs the grid at every seed too and measures each search against the grid of its own seed (the
 same seed draws the same batch at each step, so a search's trial at a grid setting retraces the grid's run);
