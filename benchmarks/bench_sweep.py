@@ -171,7 +171,7 @@ def main() -> None:
     es_names = [es_base + ("-front" if rule == "front" else "") for rule in args.es_rules] if args.early_stop else []
     for space_name in args.spaces:
         lrs = SPACES[space_name]
-        grid_seeds = sorted({0, *args.seeds, *(args.es_seeds if args.early_stop else [])}) if args.paired else [0]
+        grid_seeds = sorted({*args.seeds, *(args.es_seeds if args.early_stop else [])}) if args.paired else [0]
         runs = [("grid", s) for s in grid_seeds] + [(args.samplers[0], seed) for seed in args.seeds]
         if args.early_stop:  # right after the sampler it is compared with
             runs += [(es_name, seed) for es_name in es_names for seed in args.es_seeds]
@@ -229,9 +229,8 @@ def main() -> None:
     table = []
     for space_name in args.spaces:
         for algo in args.algorithms:
-            g_steps = curves[(space_name, algo, "grid", 0)][0]
             classic = TRIALS * (5 * per_epoch + max_steps)  # each (setting, steps) pair its own run
-            trajectory = float(g_steps[-1])
+            trajectory = float(TRIALS * max_steps)  # lume-ray's grid sampler: each setting once, to its last step
             for sampler in [*args.samplers, *es_names]:
                 for seed in args.es_seeds if "+" in sampler else args.seeds:
                     if (space_name, algo, sampler, seed) not in curves:  # --no-run: not run
