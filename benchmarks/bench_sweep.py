@@ -287,17 +287,14 @@ def plot(curves: dict[tuple[str, str, str, int], tuple[np.ndarray, np.ndarray]],
 
     rows, cols = len(args.spaces), len(args.algorithms)
     fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
-    colors = {"grid": "black", "gp": "tab:blue", "tpe": "tab:orange", "random": "tab:green",
-              "random-plain": "tab:cyan", "nsga2": "tab:red",
-              "gp+es": "tab:purple", "gp+es-wait": "tab:brown", "gp+es-wait-front": "tab:pink",
-              "gp+es-front": "tab:olive", "gp-ev8": "tab:purple", "random-ev8": "tab:olive",
-              "random-plain-ev8": "tab:pink"}
+    names = list(dict.fromkeys(sampler for _, _, sampler, _ in curves if sampler != "grid"))
+    colors = {"grid": "black", **{name: f"C{k % 10}" for k, name in enumerate(names)}}  # one per run name
     for i, space_name in enumerate(args.spaces):
         for j, algo in enumerate(args.algorithms):
             ax = axes[i][j]
             for (s, a, sampler, seed), (steps, hv) in curves.items():
                 if s == space_name and a == algo:
-                    ax.step(steps, hv, where="post", color=colors.get(sampler, "grey"),
+                    ax.step(steps, hv, where="post", color=colors[sampler],
                             linestyle="-" if seed == args.seeds[0] or (sampler == "grid" and seed == 0) else "--",
                             label=f"{sampler} seed {seed}")
             ax.set_title(f"{algo}, {space_name} space")
