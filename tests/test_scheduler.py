@@ -67,6 +67,32 @@ def test_asynchronous_rule(tmp_path: Path) -> None:
     assert s.decide("ga", 20, "t5", [0.0, 0.0])[0]  # another rung: its own table
 
 
+def test_a_provisional_continue_is_judged_again_once_the_rung_has_enough_points(tmp_path: Path) -> None:
+    # keep a third: a rung needs 3 points before its verdicts are final. t1 arrives first and weak, so it
+    # continues only provisionally; at its next point (step 20) the rung holds 3 points and t1 is the worst.
+    s = ParetoSuccessiveHalving(experiment(tmp_path, keep=1 / 3), str(tmp_path / "run"))
+    rd = RunDir(tmp_path / "run")
+    assert s.verdict("ga", 10, "t1", [0.2, 0.2])
+    assert s.judged_again("ga", 15, "t1")  # still alone at rung 10: nothing to judge it against
+    assert s.verdict("ga", 10, "t2", [0.9, 0.9])  # better than t1: provisional too (2 points)
+    assert s.verdict("ga", 10, "t3", [0.8, 0.85]) is False  # 3 points, 1 kept: t2; a stop is final at once
+    first = json.loads((rd.trial("t1") / "rungs.json").read_text())["10"]
+    assert first["decision"] == "continue" and first["provisional"] and "provisional" in first["reason"]
+    assert s.judged_again("ga", 20, "t1") is False
+    decision = json.loads((rd.trial("t1") / "rungs.json").read_text())["10"]
+    assert decision["decision"] == "stop" and not decision["provisional"]
+    assert "position 3 of 3" in decision["reason"] and "judged again at step 20" in decision["reason"]
+    record = rd.read_trial("t1")
+    assert record is not None and record["status"] == "stopped" and record["stopped_at"] == 20
+    assert record["trained_steps"] == 20  # the job waits at rung 20 (not pipelined): it cannot have trained past it
+    assert s.judged_again("ga", 20, "t2")  # the best of the 3: its verdict at rung 10 is now final
+    assert json.loads((rd.trial("t2") / "rungs.json").read_text())["10"]["provisional"] is False
+    # After a driver interrupt the final verdicts stand, whatever the table now says.
+    again = ParetoSuccessiveHalving(experiment(tmp_path, keep=1 / 3), str(tmp_path / "run"))
+    again.seen[("ga", 10)] = {"t2": [0.0, 0.0], "t4": [1.0, 1.0], "t5": [0.9, 0.9]}
+    assert again.judged_again("ga", 25, "t2")
+
+
 def test_keep_front_keeps_every_point_on_the_rungs_front(tmp_path: Path) -> None:
     plain = ParetoSuccessiveHalving(experiment(tmp_path), str(tmp_path / "run"))
     front = ParetoSuccessiveHalving(experiment(tmp_path, keep_front=True), str(tmp_path / "run"))

@@ -10,9 +10,14 @@ rung, rank the points seen there so far for the same algorithm by Pareto rank (n
 broken by exclusive hypervolume contribution, and keep the best ``max(1, floor(n * keep))`` of the n points
 (with ``keep_front``, at least every point of the rung's front); a trial whose point falls outside is stopped.
 ASHA's asynchronous promotion: a trial is judged against the points that reached the rung before it, so no
-worker ever waits for a full rung (the first trials to arrive always continue). Ranks and contributions come
-from moocore (:mod:`lume_ray.report.pareto`). A decision, once made, is kept: after a driver interrupt the
-resumed trial gets the same verdict at the same rung.
+worker ever waits for a full rung. ASHA promotes nobody from a rung holding fewer than 1/keep points; a trial
+here cannot wait for them (its job holds its workers), so the first ones to arrive continue *provisionally*
+and are judged again at each of their later points against the rung's points so far, until the rung holds
+1/keep points (the verdict is then final). Without that, the first trials of a sweep (the initial design,
+which starts together) were never judged at all: measured, the design's aggressive corner, the weakest trial
+of every benchmark run, trained to its end as the first to reach each rung. Ranks and contributions come
+from moocore (:mod:`lume_ray.report.pareto`). A final decision is kept: after a driver interrupt the
+resumed trial gets the same verdict at the same rung (a provisional one is judged again).
 The trial's points evaluated before the stop stay in the results and in the searcher's studies.
 """
 
@@ -86,6 +91,7 @@ class ParetoSuccessiveHalving(FIFOScheduler):
         self.keep = float(exp.sweep.early_stop.keep)
         self.keep_front = exp.sweep.early_stop.keep_front
         self.pipelined = exp.sweep.early_stop.resolved_pipelined(exp.train)
+        self.enough = math.ceil(1 / self.keep - 1e-9)  # points a rung needs before its verdicts are final
         self.objectives = list(exp.sweep.objectives)
         self.directions = [direction(o) for o in self.objectives]
         self.seen: dict[tuple[str, int], dict[str, list[float]]] = {}  # (algorithm, rung) -> trial -> values
@@ -112,17 +118,27 @@ class ParetoSuccessiveHalving(FIFOScheduler):
         """(keep, reason) for ``trial_id``'s point at ``rung``; the point joins the rung's table."""
         table = self.seen.setdefault((algorithm, rung), {})
         table[trial_id] = values
+        return self._judge(table, rung, trial_id)
+
+    def _judge(self, table: dict[str, list[float]], rung: int, trial_id: str) -> tuple[bool, str]:
         verdict, position, kept = judge(table, trial_id, self.keep, self.directions, self.keep_front)
         n = len(table)
         reason = (f"{'kept' if verdict else 'stopped'} at rung {rung}: position {position + 1} of {n} points "
                   f"(keeping {kept}) by Pareto rank and hypervolume contribution")
+        if verdict and n < self.enough:
+            reason += f" (provisional: fewer than {self.enough} points, judged again at its next point)"
         return verdict, reason
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         step, algorithm = result.get("step"), str(trial.config.get("algorithm"))
-        if step not in self.rungs or result.get("status") != "ok" or algorithm not in self.exp.algorithms:
+        if not isinstance(step, int | float) or result.get("status") != "ok" or algorithm not in self.exp.algorithms:
             return TrialScheduler.CONTINUE
+        step = int(step)
         if step >= self.exp.algorithms[algorithm].steps.max:  # its last point: nothing left to save
+            return TrialScheduler.CONTINUE
+        if not self.judged_again(algorithm, step, trial.trial_id):
+            return TrialScheduler.STOP
+        if step not in self.rungs:
             return TrialScheduler.CONTINUE
         values = [result.get(o) for o in self.objectives]
         if not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
@@ -140,16 +156,48 @@ class ParetoSuccessiveHalving(FIFOScheduler):
             keep = decisions[str(step)]["decision"] == "continue"
         else:
             keep, reason = self.decide(algorithm, step, trial_id, values)
-            decisions[str(step)] = {"decision": "continue" if keep else "stop", "reason": reason, "time": time.time()}
+            decisions[str(step)] = {"decision": "continue" if keep else "stop", "reason": reason, "time": time.time(),
+                                    "provisional": keep and len(self.seen[(algorithm, step)]) < self.enough}
             write_json(self.rd.trial(trial_id) / RUNGS_FILE, decisions)
         if not keep:
-            info = self.rd.read_trial(trial_id) or {"trial_id": trial_id, "algorithm": algorithm, "hp": {}}
-            if info.get("status") != "stopped":
-                now = time.time()
-                info.update(status="stopped", error=decisions[str(step)]["reason"], stopped_at=step,
-                            finished_at=now, wall_s=now - info.get("started_at", now), trained_steps=step)
-                self.rd.write_trial(trial_id, info)
+            self._stopped(algorithm, trial_id, step, decisions[str(step)]["reason"])
         return keep
+
+    def judged_again(self, algorithm: str, step: int, trial_id: str) -> bool:
+        """Keep (True) or stop ``trial_id``, now at ``step``, on the rungs behind it where it was kept provisionally
+        (too few points there then): each is judged again against the rung's points so far, and the verdict
+        becomes final once the rung holds enough of them."""
+        self._load()
+        decisions = self._decisions(trial_id)
+        open_ = [int(r) for r, d in decisions.items() if d.get("provisional") and int(r) < step]
+        changed, keep = False, True
+        for rung in sorted(open_):
+            table = self.seen.get((algorithm, rung), {})
+            if trial_id not in table or len(table) < self.enough:
+                continue  # still too few points to judge
+            keep, reason = self._judge(table, rung, trial_id)
+            decisions[str(rung)] = {"decision": "continue" if keep else "stop", "time": time.time(),
+                                    "reason": f"{reason}; judged again at step {step}", "provisional": False}
+            changed = True
+            if not keep:
+                self._stopped(algorithm, trial_id, step, decisions[str(rung)]["reason"])
+                break
+        if changed:
+            write_json(self.rd.trial(trial_id) / RUNGS_FILE, decisions)
+        return keep
+
+    def _stopped(self, algorithm: str, trial_id: str, step: int, reason: str) -> None:
+        """Record the stop in trial.json: judged at ``step``; trained to the job's next hold at or after it (the
+        job waits at each rung when not pipelined, so it cannot have passed it), else counted to ``step``."""
+        info = self.rd.read_trial(trial_id) or {"trial_id": trial_id, "algorithm": algorithm, "hp": {}}
+        if info.get("status") == "stopped":
+            return
+        last = self.exp.algorithms[algorithm].steps.max
+        holds = [] if self.pipelined else [r for r in self.rungs if step <= r < last]
+        now = time.time()
+        info.update(status="stopped", error=reason, stopped_at=step, finished_at=now,
+                    wall_s=now - info.get("started_at", now), trained_steps=min(holds, default=step))
+        self.rd.write_trial(trial_id, info)
 
     def debug_string(self) -> str:
         mode = "scored while the job trains on" if self.pipelined else "the job waits at each rung for its score"
