@@ -84,7 +84,7 @@ def test_a_provisional_continue_is_judged_again_once_the_rung_has_enough_points(
     assert "position 3 of 3" in decision["reason"] and "judged again at step 20" in decision["reason"]
     record = rd.read_trial("t1")
     assert record is not None and record["status"] == "stopped" and record["stopped_at"] == 20
-    assert record["trained_steps"] == 20  # the job waits at rung 20 (not pipelined): it cannot have trained past it
+    assert record["trained_steps"] == 20  # the results take the larger of this and the steps the job logged
     assert s.judged_again("ga", 20, "t2")  # the best of the 3: its verdict at rung 10 is now final
     assert json.loads((rd.trial("t2") / "rungs.json").read_text())["10"]["provisional"] is False
     # After a driver interrupt the final verdicts stand, whatever the table now says.

@@ -187,16 +187,14 @@ class ParetoSuccessiveHalving(FIFOScheduler):
         return keep
 
     def _stopped(self, algorithm: str, trial_id: str, step: int, reason: str) -> None:
-        """Record the stop in trial.json: judged at ``step``; trained to the job's next hold at or after it (the
-        job waits at each rung when not pipelined, so it cannot have passed it), else counted to ``step``."""
+        """Record the stop in trial.json, judged at ``step`` (the results count the steps the job logged, which
+        can be more: it trains on while a point that is not a rung is scored)."""
         info = self.rd.read_trial(trial_id) or {"trial_id": trial_id, "algorithm": algorithm, "hp": {}}
         if info.get("status") == "stopped":
             return
-        last = self.exp.algorithms[algorithm].steps.max
-        holds = [] if self.pipelined else [r for r in self.rungs if step <= r < last]
         now = time.time()
         info.update(status="stopped", error=reason, stopped_at=step, finished_at=now,
-                    wall_s=now - info.get("started_at", now), trained_steps=min(holds, default=step))
+                    wall_s=now - info.get("started_at", now), trained_steps=step)
         self.rd.write_trial(trial_id, info)
 
     def debug_string(self) -> str:
