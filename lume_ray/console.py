@@ -497,12 +497,16 @@ class SweepView(Callback):
         last = trial.last_result or {}
         status = str(last.get("status") or "completed")
         status = "completed" if status == "ok" else status
+        rec = self.rd.read_trial(trial.trial_id) or {}
+        if rec.get("status") == "stopped":  # early stopping's verdict (Tune ends the trial on its last result)
+            status = "stopped"
         point = self.last_ok.get(trial.trial_id)
         if status == "completed" and point is not None:
             values = " ".join(f"{o} {fmt_metric(point[o])}" for o in self.objectives if o in point)
             what = f"{values} at step {point.get('step')}"
+        elif status == "stopped":
+            what = str(rec.get("error") or "")
         else:
-            rec = self.rd.read_trial(trial.trial_id) or {}
             what = (rec.get("error") or last.get("error") or "") + (f" at step {last['step']}" if "step" in last else "")
         wall = last.get("wall_s")
         self.log(f"[{name}] trial {trial.trial_id} {status}: {what.strip()} ({self._hp(trial)})"

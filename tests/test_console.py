@@ -145,6 +145,22 @@ def test_sweep_view_lines_and_table(tmp_path: Path) -> None:
     assert "sweep test: 2/3 trials" in table and "0.91 @200" in table, table
 
 
+def test_sweep_view_says_a_trial_early_stopping_ended_was_stopped(tmp_path: Path) -> None:
+    # Tune ends a stopped trial on its last result, status "ok": the line must not call it completed
+    rd = RunDir(tmp_path / "run")
+    lines: list[str] = []
+    view = SweepView(_exp(tmp_path), rd, {"ga": 2, "gd": 1}, log=lines.append)
+    view.setup()
+    ga2 = _trial("ga_0002", "ga", lr=1e-2)
+    view.on_trial_start(0, [], ga2)
+    ga2.last_result = {"status": "ok", "step": 50, "forget_efficacy": 0.4, "retain_score": 0.2, "wall_s": 12.0}
+    view.on_trial_result(0, [], ga2, ga2.last_result)
+    rd.write_trial("ga_0002", {"trial_id": "ga_0002", "algorithm": "ga", "hp": {}, "status": "stopped",
+                               "error": "stopped at rung 50: position 3 of 3 points (keeping 1)"})
+    view.on_trial_complete(0, [], ga2)
+    assert lines[0] == "[ga] trial ga_0002 stopped: stopped at rung 50: position 3 of 3 points (keeping 1) (lr 0.01), 12 s"
+
+
 def test_sweep_view_counts_what_an_earlier_session_finished(tmp_path: Path) -> None:
     rd = RunDir(tmp_path / "run")
     rd.write_trial("ga_0001", {"trial_id": "ga_0001", "algorithm": "ga", "hp": {"lr": 1e-3}, "status": "completed"})
