@@ -29,7 +29,8 @@ same design (the box's corners and centre), so the comparison isolates the sampl
 ("gp-ev8", "random-plain-ev8") evaluates each trial at N evenly spaced points instead of 4: more points of each
 trajectory, the same training steps, N/4 times the evaluations.
 
-``--early-stop`` adds "SAMPLER+es" runs (``--es-mode wait``, the job held at each rung until judged:
+``--es-first-exempt`` runs early stopping as it was before provisional verdicts (the first trials to reach a rung
+always continue), to measure what they change. ``--early-stop`` adds "SAMPLER+es" runs (``--es-mode wait``, the job held at each rung until judged:
 "SAMPLER+es-wait"; ``--es-rules front``: "...-front", with keep_front) of the first sampler: the same sampler with
 multi-objective successive halving at rungs of 2.5 and 5 epochs keeping a third, given 3x the trials (``--es-trials``) and cut at the same
 budget in steps as the run without early stopping (9 trials x 10 epochs per algorithm). Every run without early
@@ -55,7 +56,7 @@ from lume_ray.data import load_lume
 from lume_ray.pipeline import prepare_data, prepare_target
 from lume_ray.report.pareto import hypervolume, pareto_mask
 from lume_ray.run_dir import RunDir
-from lume_ray.search.scheduler import judge
+from lume_ray.search.scheduler import ParetoSuccessiveHalving, judge
 from lume_ray.search.sweep import run_sweep
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
@@ -157,8 +158,13 @@ def main() -> None:
     p.add_argument("--es-rules", nargs="+", choices=["fraction", "front"], default=["fraction"],
                    help="early stopping's rules: the kept fraction, or also every point on a rung's front "
                    "(keep_front; runs named SAMPLER+es...-front)")
+    p.add_argument("--es-first-exempt", action="store_true",
+                   help="early stopping's rule before provisional verdicts, for comparison: the first trials to "
+                   "reach a rung always continue (the scheduler runs in this process)")
     args = p.parse_args()
     args.es_seeds = args.es_seeds or args.seeds
+    if args.es_first_exempt:  # the rule before provisional verdicts (commit ea74c5c): never judged again
+        ParetoSuccessiveHalving.judged_again = lambda self, algorithm, step, trial_id: True  # type: ignore[method-assign]
     out = Path(args.out)
     base = load_experiment(QUICKSTART, [("output_dir", "runs/quickstart")]).resolved()
     data = prepare_data(base)
