@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -78,6 +79,10 @@ def test_a_provisional_continue_is_judged_again_once_the_rung_has_enough_points(
     assert s.verdict("ga", 10, "t3", [0.8, 0.85]) is False  # 3 points, 1 kept: t2; a stop is final at once
     first = json.loads((rd.trial("t1") / "rungs.json").read_text())["10"]
     assert first["decision"] == "continue" and first["provisional"] and "provisional" in first["reason"]
+    # Held at each rung (not pipelined), t1 is judged again at its next rung, not at a point between rungs.
+    assert s.on_trial_result(None, SimpleNamespace(trial_id="t1", config={"algorithm": "ga"}),
+                             {"step": 15, "status": "ok", "forget_efficacy": 0.1, "retain_score": 0.1}) == "CONTINUE"
+    assert json.loads((rd.trial("t1") / "rungs.json").read_text())["10"]["provisional"]
     assert s.judged_again("ga", 20, "t1") is False
     decision = json.loads((rd.trial("t1") / "rungs.json").read_text())["10"]
     assert decision["decision"] == "stop" and not decision["provisional"]

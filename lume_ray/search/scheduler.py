@@ -13,7 +13,7 @@ ASHA's asynchronous promotion: a trial is judged against the points that reached
 worker ever waits for a full rung. ASHA promotes nobody from a rung holding fewer than 1/keep points; a trial
 here cannot wait for them (its job holds its workers), so the first ones to arrive continue *provisionally*
 and are judged again at each of their later points against the rung's points so far, until the rung holds
-1/keep points (the verdict is then final). Without that, the first trials of a sweep (the initial design,
+1/keep points (the verdict is then final; with the job held at each rung, at its later rungs). Without that, the first trials of a sweep (the initial design,
 which starts together) were never judged at all: measured, the design's aggressive corner, the weakest trial
 of every benchmark run, trained to its end as the first to reach each rung. Ranks and contributions come
 from moocore (:mod:`lume_ray.report.pareto`). A final decision is kept: after a driver interrupt the
@@ -126,7 +126,7 @@ class ParetoSuccessiveHalving(FIFOScheduler):
         reason = (f"{'kept' if verdict else 'stopped'} at rung {rung}: position {position + 1} of {n} points "
                   f"(keeping {kept}) by Pareto rank and hypervolume contribution")
         if verdict and n < self.enough:
-            reason += f" (provisional: fewer than {self.enough} points, judged again at its next point)"
+            reason += f" (provisional: fewer than {self.enough} points, judged again at its next rung)"
         return verdict, reason
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
@@ -136,7 +136,10 @@ class ParetoSuccessiveHalving(FIFOScheduler):
         step = int(step)
         if step >= self.exp.algorithms[algorithm].steps.max:  # its last point: nothing left to save
             return TrialScheduler.CONTINUE
-        if not self.judged_again(algorithm, step, trial.trial_id):
+        # Held at each rung (not pipelined), the job trains on freely between rungs: a stop there lands wherever the
+        # job has got to while the point was scored (measured: past the last rung, at its end, saving nothing and
+        # losing its last points), so provisional verdicts are judged again where the job is held, at its rungs.
+        if (self.pipelined or step in self.rungs) and not self.judged_again(algorithm, step, trial.trial_id):
             return TrialScheduler.STOP
         if step not in self.rungs:
             return TrialScheduler.CONTINUE
