@@ -98,6 +98,24 @@ def test_a_provisional_continue_is_judged_again_once_the_rung_has_enough_points(
     assert again.judged_again("ga", 25, "t2")
 
 
+def test_pipelined_a_provisional_continue_is_judged_again_at_any_later_point(tmp_path: Path) -> None:
+    # pipelined, the job never waits: a stop between rungs saves the steps after it, so every point is a chance
+    exp = experiment_from_dict({
+        "name": "es-test", "output_dir": str(tmp_path / "run"),
+        "sweep": {"objectives": ["forget_efficacy", "retain_score"],
+                  "early_stop": {"rungs": [10, 20], "keep": 1 / 3, "keep_front": False, "pipelined": True}},
+        "algorithms": {"ga": {"lr": {"loguniform": [1e-4, 1e-1]}, "steps": {"max": 30}}},
+    })
+    s = ParetoSuccessiveHalving(exp, str(tmp_path / "run"))
+    assert s.verdict("ga", 10, "t1", [0.2, 0.2])  # provisional
+    assert s.verdict("ga", 10, "t2", [0.9, 0.9]) and s.verdict("ga", 10, "t3", [0.8, 0.85]) is False
+    trial = SimpleNamespace(trial_id="t1", config={"algorithm": "ga"})
+    point = {"step": 15, "status": "ok", "forget_efficacy": 0.1, "retain_score": 0.1}
+    assert s.on_trial_result(None, trial, point) == "STOP"  # at step 15, between the rungs
+    record = RunDir(tmp_path / "run").read_trial("t1")
+    assert record is not None and record["stopped_at"] == 15 and "judged again at step 15" in record["error"]
+
+
 def test_keep_front_keeps_every_point_on_the_rungs_front(tmp_path: Path) -> None:
     plain = ParetoSuccessiveHalving(experiment(tmp_path), str(tmp_path / "run"))
     front = ParetoSuccessiveHalving(experiment(tmp_path, keep_front=True), str(tmp_path / "run"))
