@@ -12,9 +12,9 @@ broken by exclusive hypervolume contribution, and keep the best ``max(1, floor(n
 ASHA's asynchronous promotion: a trial is judged against the points that reached the rung before it, so no
 worker ever waits for a full rung. ASHA promotes nobody from a rung holding fewer than 1/keep points; a trial
 here cannot wait for them (its job holds its workers), so the first ones to arrive continue *provisionally*
-and are judged again at each of their later points against the rung's points so far, until the rung holds
-1/keep points (the verdict is then final; with the job held at each rung, at its later rungs). Without that, the first trials of a sweep (the initial design,
-which starts together) were never judged at all: measured, the design's aggressive corner, the weakest trial
+and are judged again against the rung's points so far, at each later point (pipelined) or at each later rung
+(the job held at rungs), until the rung holds 1/keep points; the verdict is then final. Without that, the first
+trials of a sweep (the initial design, which starts together) were never judged at all: measured, the design's aggressive corner, the weakest trial
 of every benchmark run, trained to its end as the first to reach each rung. Ranks and contributions come
 from moocore (:mod:`lume_ray.report.pareto`). A final decision is kept: after a driver interrupt the
 resumed trial gets the same verdict at the same rung (a provisional one is judged again).
@@ -126,7 +126,7 @@ class ParetoSuccessiveHalving(FIFOScheduler):
         reason = (f"{'kept' if verdict else 'stopped'} at rung {rung}: position {position + 1} of {n} points "
                   f"(keeping {kept}) by Pareto rank and hypervolume contribution")
         if verdict and n < self.enough:
-            reason += f" (provisional: fewer than {self.enough} points, judged again at its next rung)"
+            reason += f" (provisional: fewer than {self.enough} points, judged again later)"
         return verdict, reason
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
