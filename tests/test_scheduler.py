@@ -60,9 +60,9 @@ def test_pipelined_rejects_other_words(tmp_path: Path) -> None:
 
 def test_asynchronous_rule(tmp_path: Path) -> None:
     s = ParetoSuccessiveHalving(experiment(tmp_path, keep=0.5), str(tmp_path / "run"))
-    assert s.decide("ga", 10, "t1", [0.5, 0.5])[0]  # the first to arrive always continues
-    keep, reason = s.decide("ga", 10, "t2", [0.4, 0.4])  # dominated: 2 points, 1 kept
-    assert not keep and "position 2 of 2" in reason and "keeping 1" in reason
+    assert s.decide("ga", 10, "t1", [0.5, 0.5])[0::2] == (True, True)  # the first continues, provisionally
+    keep, reason, provisional = s.decide("ga", 10, "t2", [0.4, 0.4])  # dominated: 2 points, 1 kept
+    assert not keep and not provisional and "position 2 of 2" in reason and "keeping 1" in reason
     assert s.decide("ga", 10, "t3", [0.9, 0.1])[0] is False  # 3 points, keeps 1: t1 has the larger contribution
     assert s.decide("ga", 10, "t4", [0.95, 0.95])[0]  # dominates everyone
     assert s.decide("ga", 20, "t5", [0.0, 0.0])[0]  # another rung: its own table
@@ -125,7 +125,7 @@ def test_keep_front_keeps_every_point_on_the_rungs_front(tmp_path: Path) -> None
         assert s.decide("ga", 10, "t2", [0.4, 0.4])[0] is False  # dominated: stopped under either rule
     # t3 trades retain for forgetting: on the front with t1, but not the 1 point of 3 kept by contribution
     assert plain.decide("ga", 10, "t3", [0.9, 0.1])[0] is False
-    keep, reason = front.decide("ga", 10, "t3", [0.9, 0.1])
+    keep, reason, _ = front.decide("ga", 10, "t3", [0.9, 0.1])
     assert keep and "position 2 of 3" in reason and "keeping 2" in reason
 
 

@@ -95,6 +95,7 @@ class ParetoSuccessiveHalving(FIFOScheduler):
         self.objectives = list(exp.sweep.objectives)
         self.directions = [direction(o) for o in self.objectives]
         self.seen: dict[tuple[str, int], dict[str, list[float]]] = {}  # (algorithm, rung) -> trial -> values
+        self.decisions: dict[str, dict[str, Any]] = {}  # trial -> its rungs.json (read once, then kept here)
         self.loaded = False
 
     def _load(self) -> None:
@@ -111,23 +112,34 @@ class ParetoSuccessiveHalving(FIFOScheduler):
                             float(v) for v in values]  # type: ignore[arg-type]
 
     def _decisions(self, trial_id: str) -> dict[str, Any]:
-        path = self.rd.trial(trial_id) / RUNGS_FILE
-        return json.loads(path.read_text()) if path.is_file() else {}
+        """``trial_id``'s decisions at each rung: its rungs.json, read once (a resumed sweep's), then kept here."""
+        if trial_id not in self.decisions:
+            path = self.rd.trial(trial_id) / RUNGS_FILE
+            self.decisions[trial_id] = json.loads(path.read_text()) if path.is_file() else {}
+        return self.decisions[trial_id]
 
-    def decide(self, algorithm: str, rung: int, trial_id: str, values: list[float]) -> tuple[bool, str]:
-        """(keep, reason) for ``trial_id``'s point at ``rung``; the point joins the rung's table."""
+    def _record(self, trial_id: str, rung: int, keep: bool, reason: str, provisional: bool) -> None:
+        decisions = self._decisions(trial_id)
+        decisions[str(rung)] = {"decision": "continue" if keep else "stop", "reason": reason, "time": time.time(),
+                                "provisional": provisional}
+        write_json(self.rd.trial(trial_id) / RUNGS_FILE, decisions)
+
+    def decide(self, algorithm: str, rung: int, trial_id: str, values: list[float]) -> tuple[bool, str, bool]:
+        """(keep, reason, provisional) for ``trial_id``'s point at ``rung``; the point joins the rung's table."""
         table = self.seen.setdefault((algorithm, rung), {})
         table[trial_id] = values
         return self._judge(table, rung, trial_id)
 
-    def _judge(self, table: dict[str, list[float]], rung: int, trial_id: str) -> tuple[bool, str]:
+    def _judge(self, table: dict[str, list[float]], rung: int, trial_id: str) -> tuple[bool, str, bool]:
+        """(keep, reason, provisional): a continue is provisional while the rung holds too few points."""
         verdict, position, kept = judge(table, trial_id, self.keep, self.directions, self.keep_front)
         n = len(table)
+        provisional = verdict and n < self.enough
         reason = (f"{'kept' if verdict else 'stopped'} at rung {rung}: position {position + 1} of {n} points "
                   f"(keeping {kept}) by Pareto rank and hypervolume contribution")
-        if verdict and n < self.enough:
+        if provisional:
             reason += f" (provisional: fewer than {self.enough} points, judged again later)"
-        return verdict, reason
+        return verdict, reason, provisional
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         step, algorithm = result.get("step"), str(trial.config.get("algorithm"))
@@ -158,10 +170,8 @@ class ParetoSuccessiveHalving(FIFOScheduler):
             self.seen.setdefault((algorithm, step), {})[trial_id] = values
             keep = decisions[str(step)]["decision"] == "continue"
         else:
-            keep, reason = self.decide(algorithm, step, trial_id, values)
-            decisions[str(step)] = {"decision": "continue" if keep else "stop", "reason": reason, "time": time.time(),
-                                    "provisional": keep and len(self.seen[(algorithm, step)]) < self.enough}
-            write_json(self.rd.trial(trial_id) / RUNGS_FILE, decisions)
+            keep, reason, provisional = self.decide(algorithm, step, trial_id, values)
+            self._record(trial_id, step, keep, reason, provisional)
         if not keep:
             self._stopped(algorithm, trial_id, step, decisions[str(step)]["reason"])
         return keep
@@ -173,21 +183,17 @@ class ParetoSuccessiveHalving(FIFOScheduler):
         self._load()
         decisions = self._decisions(trial_id)
         open_ = [int(r) for r, d in decisions.items() if d.get("provisional") and int(r) < step]
-        changed, keep = False, True
         for rung in sorted(open_):
             table = self.seen.get((algorithm, rung), {})
             if trial_id not in table or len(table) < self.enough:
                 continue  # still too few points to judge
-            keep, reason = self._judge(table, rung, trial_id)
-            decisions[str(rung)] = {"decision": "continue" if keep else "stop", "time": time.time(),
-                                    "reason": f"{reason}; judged again at step {step}", "provisional": False}
-            changed = True
+            keep, reason, _ = self._judge(table, rung, trial_id)  # enough points: final
+            reason = f"{reason}; judged again at step {step}"
+            self._record(trial_id, rung, keep, reason, provisional=False)
             if not keep:
-                self._stopped(algorithm, trial_id, step, decisions[str(rung)]["reason"])
-                break
-        if changed:
-            write_json(self.rd.trial(trial_id) / RUNGS_FILE, decisions)
-        return keep
+                self._stopped(algorithm, trial_id, step, reason)
+                return False
+        return True
 
     def _stopped(self, algorithm: str, trial_id: str, step: int, reason: str) -> None:
         """Record the stop in trial.json, judged at ``step`` (the results count the steps the job logged, which
