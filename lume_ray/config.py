@@ -442,10 +442,18 @@ def _algorithm_space(algo: str, raw: Any) -> AlgorithmSpace:
 
 class EarlyStopConfig(Section):
     """Multi-objective successive halving: at each rung, stop a trial whose point is outside the kept
-    fraction of the points seen at that rung (by Pareto rank, ties by hypervolume contribution)."""
+    fraction of the points seen at that rung (by Pareto rank, ties by hypervolume contribution).
 
-    rungs: tuple[int, ...] = Field(..., min_length=1, description="steps at which trials are compared")
-    keep: float = Field(1 / 3, gt=0, le=1, description="fraction kept at each rung")
+    The rungs are given as steps (``rungs``) or as ASHA's geometric ladder (Tune's ASHAScheduler names):
+    ``grace_period`` is the first rung and each next one is ``reduction_factor`` times the last, below the longest
+    trajectory; the experiment fills ``rungs`` from them. ``reduction_factor: 3`` is ``keep: 1/3``."""
+
+    rungs: tuple[int, ...] = Field((), description="steps at which trials are compared (or grace_period)")
+    grace_period: int | None = Field(None, ge=1, description="the first rung when rungs is not given; the next "
+                                     "ones are reduction_factor times the last, below the longest trajectory")
+    keep: float = Field(1 / 3, gt=0, le=1, description="fraction kept at each rung (or reduction_factor)")
+    reduction_factor: float | None = Field(None, gt=1, description="ASHA's eta: keep 1/reduction_factor at each "
+                                           "rung; with grace_period, also the ratio of one rung to the next")
     keep_front: bool = Field(
         True, description="also keep every trial whose point is on the rung's front (non-dominated there): "
         "fewer steps saved, far fewer final-front points lost (benchmarks/bench_sweep.py replays both rules); "
@@ -481,6 +489,35 @@ class EarlyStopConfig(Section):
         if any(r < 1 for r in value) or list(value) != sorted(set(value)):
             raise ValueError(f"expected increasing steps >= 1, got {list(value)}")
         return value
+
+    @model_validator(mode="after")
+    def _one_way_each(self) -> EarlyStopConfig:
+        if not self.rungs and self.grace_period is None:
+            raise located(["rungs"], "give the rungs (steps at which trials are compared), or grace_period (the "
+                          "first rung; the next ones reduction_factor times the last)")
+        if self.rungs and self.grace_period is not None:
+            raise located(["grace_period"], f"give rungs ({list(self.rungs)}) or grace_period "
+                          f"({self.grace_period}), not both", self.grace_period)
+        if self.reduction_factor is not None:
+            eta = self.reduction_factor
+            if "keep" in self.model_fields_set and not math.isclose(self.keep, 1 / eta, rel_tol=1e-6):
+                raise located(["keep"], f"{self.keep:g} disagrees with reduction_factor {eta:g} (keeps "
+                              f"1/{eta:g} = {1 / eta:g}): give one of them", self.keep)
+            object.__setattr__(self, "keep", 1 / eta)
+        if self.grace_period is not None and self.keep >= 1:
+            raise located(["keep"], "1 keeps every trial, so a grace_period has no next rung: give keep < 1 or "
+                          "reduction_factor > 1", self.keep)
+        return self
+
+    def ladder(self, longest: int) -> tuple[int, ...]:
+        """The rungs: as given, or ASHA's ladder grace_period x reduction_factor^k (rounded) below ``longest``."""
+        if self.rungs or self.grace_period is None:
+            return self.rungs
+        eta, rung, steps = 1 / self.keep, float(self.grace_period), set()
+        while round(rung) < longest:
+            steps.add(round(rung))
+            rung *= eta
+        return tuple(sorted(steps))
 
 
 class SweepConfig(Section):
@@ -588,6 +625,13 @@ class Experiment(Section):
                               f"(largest max: {longest})", beyond[0])
         if sw.early_stop is not None:
             longest = max(self.algorithms[a].steps.max for a in self.selected_algorithms())
+            es = sw.early_stop
+            if es.grace_period is not None:  # ASHA's ladder, resolved here once (experiment.yaml keeps the rungs)
+                if es.grace_period >= longest:
+                    raise located(["sweep", "early_stop", "grace_period"], f"{es.grace_period} is not before any "
+                                  f"algorithm's last step (largest max: {longest})", es.grace_period)
+                object.__setattr__(es, "rungs", es.ladder(longest))
+                object.__setattr__(es, "grace_period", None)
             if sw.early_stop.rungs[-1] > longest:
                 raise located(["sweep", "early_stop", "rungs"], f"{sw.early_stop.rungs[-1]} is beyond every "
                               f"algorithm's steps (largest max: {longest})", list(sw.early_stop.rungs))

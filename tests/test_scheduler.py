@@ -58,6 +58,47 @@ def test_pipelined_rejects_other_words(tmp_path: Path) -> None:
             "rungs": [10], "pipelined": "sometimes"}}, "algorithms": {"ga": {"lr": 1e-3, "steps": {"max": 30}}}})
 
 
+def _early_stop(tmp_path: Path, early_stop: dict[str, Any], longest: int = 850) -> Any:
+    return experiment_from_dict({
+        "name": "es-test", "output_dir": str(tmp_path / "run"), "sweep": {"early_stop": early_stop},
+        "algorithms": {"ga": {"lr": 1e-3, "steps": {"max": longest}}, "gd": {"lr": 1e-3, "steps": {"max": 100}}},
+    })
+
+
+@pytest.mark.parametrize(("given", "rungs", "keep"), [
+    ({"grace_period": 85, "reduction_factor": 3}, (85, 255, 765), 1 / 3),  # ASHA's ladder below the longest (850)
+    ({"grace_period": 85, "keep": "1/3"}, (85, 255, 765), 1 / 3),           # the same from the kept fraction
+    ({"grace_period": 100, "reduction_factor": 2}, (100, 200, 400, 800), 0.5),
+    ({"rungs": [85, 255], "reduction_factor": 4}, (85, 255), 0.25),           # a factor instead of a fraction
+    ({"rungs": [85, 255], "keep": 0.25, "reduction_factor": 4}, (85, 255), 0.25),  # both, agreeing
+])
+def test_rungs_and_fraction_from_asha_names(tmp_path: Path, given: dict[str, Any], rungs: tuple[int, ...],
+                                            keep: float) -> None:
+    exp = _early_stop(tmp_path, given)
+    es = exp.sweep.early_stop
+    assert es.rungs == rungs and es.keep == pytest.approx(keep)
+    again = experiment_from_dict(exp.dump())  # RUN_DIR/experiment.yaml holds the resolved rungs: loads the same
+    assert again.sweep.early_stop == es and set(rungs) <= set(again.eval_steps("ga"))  # every rung is evaluated
+    assert f"rungs {list(rungs)}" in ParetoSuccessiveHalving(exp, str(tmp_path / "run")).debug_string()
+
+
+@pytest.mark.parametrize(("given", "key", "words"), [
+    ({"keep": 0.5}, "sweep.early_stop.rungs", "grace_period"),
+    ({"rungs": [10], "grace_period": 5}, "sweep.early_stop.grace_period", "not both"),
+    ({"rungs": [10], "keep": 0.5, "reduction_factor": 3}, "sweep.early_stop.keep", "disagrees with reduction_factor 3"),
+    ({"grace_period": 850}, "sweep.early_stop.grace_period", "largest max: 850"),
+    ({"grace_period": 10, "keep": 1}, "sweep.early_stop.keep", "no next rung"),
+    ({"rungs": [10], "reduction_factor": 1}, "sweep.early_stop.reduction_factor", "greater than 1"),
+])
+def test_early_stop_settings_that_cannot_work_name_their_key(tmp_path: Path, given: dict[str, Any], key: str,
+                                                             words: str) -> None:
+    from lume_ray.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        _early_stop(tmp_path, given)
+    assert key in str(err.value) and words in str(err.value) and len(str(err.value).splitlines()) == 1
+
+
 def test_asynchronous_rule(tmp_path: Path) -> None:
     s = ParetoSuccessiveHalving(experiment(tmp_path, keep=0.5), str(tmp_path / "run"))
     assert s.decide("ga", 10, "t1", [0.5, 0.5])[0::2] == (True, True)  # the first continues, provisionally
