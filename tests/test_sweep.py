@@ -231,6 +231,13 @@ def test_early_stopping_stops_a_dominated_trial_at_its_rung(
             assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2]
             go = run_dir / "trials" / record["trial_id"] / "train" / "go"
             assert (go / "step_000002.waiting").is_file() and not (go / "step_000002").exists()
+    # The report counts the stopped trial and the rest of its trajectory it did not train, per algorithm.
+    from lume_ray.report import build_report
+
+    stopped = frame[frame.trial_id == next(r["trial_id"] for lr, r in records.items() if lr != 1e-2)]
+    budget = pd.read_csv(build_report(run_dir) / "budget.csv").set_index("algorithm")
+    assert budget.loc["ga", "stopped early"] == 1
+    assert budget.loc["ga", "steps saved"] == steps - stopped["trained_steps"].max() > 0
     if not pipelined:  # the kept trial was let through its rung once judged, in one job (never restarted)
         kept = run_dir / "trials" / records[1e-2]["trial_id"] / "train"
         assert (kept / "go" / "step_000002").is_file()

@@ -542,6 +542,8 @@ class Budget:
     steps_max: int | None
     grid_settings: int | None  # product of the searched parameters' grid sizes
     grid_detail: str  # "3 lr × 3 alpha"
+    stopped: int = 0  # trials early stopping ended at a rung
+    saved: int = 0  # the steps those trials did not train: steps_max - trained steps, summed
 
     @property
     def grid_steps(self) -> int | None:
@@ -552,16 +554,22 @@ class Budget:
         return None if not self.grid_steps else self.spent / self.grid_steps
 
     def sentence(self) -> str:
+        stopped = (f"; early stopping stopped {self.stopped} of {self.trials} trials at a rung and saved "
+                   f"{self.saved:,} steps" if self.stopped else "")
         if self.grid_steps is None:
-            return f"{self.spent:,} unlearning steps (no search space in experiment.yaml: no grid to compare with)"
+            return (f"{self.spent:,} unlearning steps (no search space in experiment.yaml: no grid to compare with)"
+                    + stopped)
         return (f"{self.spent:,} unlearning steps, {self.fraction:.0%} of what a full grid of the same space costs "
                 f"({self.grid_detail} = {self.grid_settings} settings × {self.steps_max} steps = "
-                f"{self.grid_steps:,} steps)")
+                f"{self.grid_steps:,} steps){stopped}")
 
 
 def budgets(run: Run, a: Analysis) -> dict[str, Budget]:
+    """Per algorithm: the steps its trials trained, against a full grid, and what early stopping saved (each
+    stopped trial's untrained rest of its trajectory)."""
     trials = per_trial(a)
     ok = a.table["status"] == "ok"
+    stopped_ids = set(a.table.loc[a.table["status"] == "stopped", "trial_id"])
     out = {}
     for alg in a.algorithms:
         mine = trials[trials["algorithm"] == alg]
@@ -572,8 +580,11 @@ def budgets(run: Run, a: Analysis) -> dict[str, Budget]:
             settings = math.prod(counts.values())
             detail = " × ".join(f"{c} {n}" for n, c in counts.items() if c > 1) or "1 setting"
             steps_max = space.steps.max
+        stopped = mine[mine["trial_id"].isin(stopped_ids)]
+        saved = int((steps_max - stopped["steps"]).clip(lower=0).sum()) if steps_max is not None else 0
         out[alg] = Budget(alg, len(mine), int((ok & (a.table["algorithm"] == alg)).sum()),
-                          int((mine["origin"] == "design").sum()), int(mine["steps"].sum()), steps_max, settings, detail)
+                          int((mine["origin"] == "design").sum()), int(mine["steps"].sum()), steps_max, settings, detail,
+                          len(stopped), saved)
     return out
 
 
@@ -582,8 +593,12 @@ def budget_table(budget: Mapping[str, Budget]) -> pd.DataFrame:
              "steps spent": b.spent, "grid settings": b.grid_settings if b.grid_settings is not None else "—",
              "grid": b.grid_detail or "—", "steps max": b.steps_max if b.steps_max is not None else "—",
              "grid steps": b.grid_steps if b.grid_steps is not None else "—",
-             "share of grid": f"{b.fraction:.0%}" if b.fraction is not None else "—"} for b in budget.values()]
-    return pd.DataFrame(rows)
+             "share of grid": f"{b.fraction:.0%}" if b.fraction is not None else "—",
+             "stopped early": b.stopped, "steps saved": b.saved} for b in budget.values()]
+    frame = pd.DataFrame(rows)
+    if not any(b.stopped for b in budget.values()):  # no early stopping here: no columns about it
+        frame = frame.drop(columns=["stopped early", "steps saved"], errors="ignore")
+    return frame
 
 
 # =============================================================================================

@@ -144,6 +144,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, objecti
         "name": run.name, "answer": answer, "notes": a.notes, "figures": _inline(figures),
         "rank_metric": a.rank_metric,
         "leaderboard": table(an.leaderboard(run, a)), "budget": table(an.budget_table(budget)),
+        "early_stopped": any(b.stopped for b in budget.values()),
         "fronts": table(an.front_table(a)), "importance": table(an.importance_table(a, imp)),
         "samples": samples, "samples_note": samples_note, "failures": table(an.failures(a, clean)),
         "provenance": an.provenance(run, a, redact), "read": table(an.read_table(run)),
