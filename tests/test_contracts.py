@@ -7,7 +7,7 @@ suite, so registering one gets it tested here for free.
   halves', what a 2-worker all-reduce computes);
 - sampler (``lume_ray.search.samplers.SAMPLERS``): built from a :class:`SamplerContext`, an Optuna sampler; in a
   real multi-objective study the same seed gives the same first suggestions, inside their distributions; the grid
-  sampler covers its grid;
+  sampler covers its grid; a trial early stopping ends at a rung leaves its points as observations of the study;
 - metric (``lume_ray.evaluate.metrics.METRICS``): a valid direction and a description; an objective of a sweep
   exactly when it has a direction. (That every metric is computed from a realistic input and lands in
   metrics.json is tests/test_metrics.py's contract.)
@@ -218,6 +218,42 @@ def test_sampler_contract_same_seed_same_suggestions(name: str) -> None:
     first = _suggestions(name, seed=7, n=n)
     assert first == _suggestions(name, seed=7, n=n)
     assert len(first) == n and first != _suggestions(name, seed=8, n=n)
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_sampler_contract_a_trial_stopped_at_a_rung(name: str, tmp_path: Path) -> None:
+    """Early stopping works with every sampler: a trial stopped at its first rung (Tune then calls
+    on_trial_complete with its last result) has its points told to the study as observations, its proposal closed,
+    and the study goes on proposing settings inside the space."""
+    import optuna
+
+    from lume_ray.search.searcher import StudySearcher
+
+    exp = experiment_from_dict({
+        "name": "contract", "output_dir": str(tmp_path / "run"),
+        "sweep": {"sampler": name, "num_samples": 6, "eval_points": 3, "initial_design": 2,
+                  "objectives": ["forget_efficacy", "retain_score"],
+                  "early_stop": {"rungs": [10], "keep": 0.5, "keep_front": False}},
+        "algorithms": {"gd": {"lr": {"loguniform": [1e-4, 1e-2], "grid": [1e-4, 1e-3, 1e-2]}, "steps": {"max": 30},
+                              "alpha": {"loguniform": [1.0, 4.0], "grid": [1.0, 2.0]}}},
+    })
+    searcher = StudySearcher(exp)
+    study = searcher.studies["gd"]
+    for k in range(6):
+        config = searcher.suggest(f"t{k}")
+        assert config["algorithm"] == "gd" and 1e-4 <= config["lr"] <= 1e-2 and 1.0 <= config["alpha"] <= 4.0
+        stopped = k % 2 == 1  # every other trial is stopped at rung 10; the others train to 30
+        for step in (10,) if stopped else (10, 20, 30):
+            result = {"step": step, "status": "ok", "forget_efficacy": config["lr"] * 100 * step / 30,
+                      "retain_score": 1 - config["lr"] * 50 / config["alpha"]}
+            if step != (10 if stopped else 30):
+                searcher.on_trial_result(f"t{k}", result)
+        searcher.on_trial_complete(f"t{k}", result)  # the last result: Tune's call when a trial ends or is stopped
+        proposal = study.trials[searcher.assigned[f"t{k}"].number]
+        assert proposal.state == optuna.trial.TrialState.FAIL, (name, k)  # closed: not an observation
+    points = searcher.points("gd")
+    assert len(points) == 3 * 1 + 3 * 3  # the stopped trials' rung points are observations too
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in points)
 
 
 def test_grid_sampler_covers_its_grid() -> None:
