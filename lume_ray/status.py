@@ -81,6 +81,7 @@ class AlgorithmStatus:
     planned: int | None = None
     done: int = 0
     diverged: int = 0
+    stopped: int = 0  # by early stopping, at a rung (counted in done too)
     running: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (trial id, reason)
     points: int = 0
@@ -160,6 +161,7 @@ def run_status(run_dir: str | os.PathLike[str]) -> RunStatus:
         if status in DONE_STATES:
             a.done += 1
             a.diverged += status == "diverged"
+            a.stopped += status == "stopped"
         elif status == "failed":
             a.failed.append((rec["trial_id"], rec.get("error") or "no reason recorded"))
         else:
@@ -227,10 +229,13 @@ def status_lines(st: RunStatus) -> list[str]:
            f"state: {st.state}: {st.detail}"]
     width = max([len("algorithm"), *(len(a) for a in st.algorithms)])
     running = "running" if st.state == "running" else "unfinished"
-    out.append(f"  {'algorithm':<{width}}  planned  done  diverged  {running}  failed  points")
+    stopped = any(a.stopped for a in st.algorithms.values())  # early stopping: how many of the done it ended
+    out.append(f"  {'algorithm':<{width}}  planned  done  {'stopped  ' if stopped else ''}diverged  {running}  "
+               "failed  points")
     for name, a in st.algorithms.items():
         out.append(f"  {name:<{width}}  {a.planned if a.planned is not None else '?':>7}  {a.done:>4}  "
-                   f"{a.diverged:>8}  {len(a.running):>{len(running)}}  {len(a.failed):>6}  {a.points:>6}")
+                   + (f"{a.stopped:>7}  " if stopped else "")
+                   + f"{a.diverged:>8}  {len(a.running):>{len(running)}}  {len(a.failed):>6}  {a.points:>6}")
     failed = [(n, t, r) for n, a in st.algorithms.items() for t, r in a.failed]
     if failed:
         out.append("failed trials:")

@@ -62,6 +62,18 @@ def dead_pid() -> int:
     return proc.pid
 
 
+def test_trials_early_stopping_ended_are_counted(tmp_path: Path) -> None:
+    """A stopped trial is done (it ends there), and counted in a stopped column shown only when there is one."""
+    rd = make_run(tmp_path / "run", driver_pid=dead_pid(), finished=True)
+    rd.write_trial("npo_3", {"trial_id": "npo_3", "algorithm": "npo", "hp": {"lr": 1e-2, "beta": 0.1},
+                             "status": "stopped", "error": "stopped at rung 2: position 2 of 2 points", "stopped_at": 2})
+    st = run_status(rd.root)
+    assert (st.algorithms["npo"].done, st.algorithms["npo"].stopped, st.algorithms["ga"].stopped) == (3, 1, 0)
+    lines = status_lines(st)
+    assert lines[2].split() == ["algorithm", "planned", "done", "stopped", "diverged", "unfinished", "failed", "points"]
+    assert lines[4].split()[:4] == ["npo", "3", "3", "1"] and lines[3].split()[:5] == ["ga", "4", "3", "0", "1"]
+
+
 def test_finished_run(tmp_path: Path) -> None:
     rd = make_run(tmp_path / "run", driver_pid=dead_pid(), finished=True)
     st = run_status(rd.root)
