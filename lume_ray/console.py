@@ -412,6 +412,7 @@ class _Algo:
     planned: int = 0
     done: int = 0
     failed: int = 0
+    stopped: int = 0  # of done: ended by early stopping at a rung
     running: set[str] = field(default_factory=set)
     best: dict[str, tuple[float, int, str]] = field(default_factory=dict)  # objective -> (value, step, trial)
 
@@ -472,6 +473,7 @@ class SweepView(Callback):
                 algo.failed += 1
             elif rec.get("status") != "running":
                 algo.done += 1
+                algo.stopped += rec.get("status") == "stopped"
             for step, metrics in self.rd.point_metrics(rec["trial_id"]).items():
                 self._offer(algo, metrics, step, rec["trial_id"])
         con = current()
@@ -500,6 +502,7 @@ class SweepView(Callback):
         rec = self.rd.read_trial(trial.trial_id) or {}
         if rec.get("status") == "stopped":  # early stopping's verdict (Tune ends the trial on its last result)
             status = "stopped"
+            algo.stopped += 1
         point = self.last_ok.get(trial.trial_id)
         if status == "completed" and point is not None:
             values = " ".join(f"{o} {fmt_metric(point[o])}" for o in self.objectives if o in point)
@@ -533,7 +536,9 @@ class SweepView(Callback):
         if con is not None:
             con.show(None)
         failed = sum(a.failed for a in self.algos.values())
-        self.log(f"[sweep] {self.done}/{self.planned} trials ended ({failed} failed) in "
+        stopped = sum(a.stopped for a in self.algos.values())
+        self.log(f"[sweep] {self.done}/{self.planned} trials ended ({failed} failed"
+                 + (f", {stopped} stopped early at a rung" if stopped else "") + f") in "
                  f"{duration(time.time() - self.t0)}")
 
     # -- lines ----------------------------------------------------------------------------------

@@ -159,6 +159,8 @@ def test_sweep_view_says_a_trial_early_stopping_ended_was_stopped(tmp_path: Path
                                "error": "stopped at rung 50: position 3 of 3 points (keeping 1)"})
     view.on_trial_complete(0, [], ga2)
     assert lines[0] == "[ga] trial ga_0002 stopped: stopped at rung 50: position 3 of 3 points (keeping 1) (lr 0.01), 12 s"
+    view.on_experiment_end([])
+    assert "trials ended (0 failed, 1 stopped early at a rung) in" in lines[-1]
 
 
 def test_sweep_view_counts_what_an_earlier_session_finished(tmp_path: Path) -> None:
