@@ -440,17 +440,21 @@ def _algorithm_space(algo: str, raw: Any) -> AlgorithmSpace:
 # The experiment (a study).
 
 
+MAX_RUNGS = 16  # an ASHA ladder longer than this is a typo (a factor near 1), not a plan
+
+
 class EarlyStopConfig(Section):
     """Multi-objective successive halving: at each rung, stop a trial whose point is outside the kept
     fraction of the points seen at that rung (by Pareto rank, ties by hypervolume contribution).
 
     The rungs are given as steps (``rungs``) or as ASHA's geometric ladder (Tune's ASHAScheduler names):
-    ``grace_period`` is the first rung and each next one is ``reduction_factor`` times the last, below the longest
-    trajectory; the experiment fills ``rungs`` from them. ``reduction_factor: 3`` is ``keep: 1/3``."""
+    ``grace_period`` is the first rung and each next one is 1/keep (``reduction_factor``) times the last, rounded
+    half up, below the longest trajectory; the experiment fills ``rungs`` from them. ``reduction_factor: 3`` is
+    ``keep: 1/3``; once validated the config holds ``keep`` (and experiment.yaml the rungs and keep)."""
 
-    rungs: tuple[int, ...] = Field((), description="steps at which trials are compared (or grace_period)")
+    rungs: tuple[int, ...] = Field((), description="steps at which trials are compared; or give grace_period")
     grace_period: int | None = Field(None, ge=1, description="the first rung when rungs is not given; the next "
-                                     "ones are reduction_factor times the last, below the longest trajectory")
+                                     "ones are 1/keep times the last, below the longest trajectory")
     keep: float = Field(1 / 3, gt=0, le=1, description="fraction kept at each rung (or reduction_factor)")
     reduction_factor: float | None = Field(None, gt=1, description="ASHA's eta: keep 1/reduction_factor at each "
                                            "rung; with grace_period, also the ratio of one rung to the next")
@@ -494,7 +498,7 @@ class EarlyStopConfig(Section):
     def _one_way_each(self) -> EarlyStopConfig:
         if not self.rungs and self.grace_period is None:
             raise located(["rungs"], "give the rungs (steps at which trials are compared), or grace_period (the "
-                          "first rung; the next ones reduction_factor times the last)")
+                          "first rung; the next ones 1/keep, i.e. reduction_factor, times the last)")
         if self.rungs and self.grace_period is not None:
             raise located(["grace_period"], f"give rungs ({list(self.rungs)}) or grace_period "
                           f"({self.grace_period}), not both", self.grace_period)
@@ -503,19 +507,25 @@ class EarlyStopConfig(Section):
             if "keep" in self.model_fields_set and not math.isclose(self.keep, 1 / eta, rel_tol=1e-6):
                 raise located(["keep"], f"{self.keep:g} disagrees with reduction_factor {eta:g} (keeps "
                               f"1/{eta:g} = {1 / eta:g}): give one of them", self.keep)
-            object.__setattr__(self, "keep", 1 / eta)
+            object.__setattr__(self, "keep", 1 / eta)  # one way to say it from here on
+            object.__setattr__(self, "reduction_factor", None)
         if self.grace_period is not None and self.keep >= 1:
             raise located(["keep"], "1 keeps every trial, so a grace_period has no next rung: give keep < 1 or "
                           "reduction_factor > 1", self.keep)
         return self
 
     def ladder(self, longest: int) -> tuple[int, ...]:
-        """The rungs: as given, or ASHA's ladder grace_period x reduction_factor^k (rounded) below ``longest``."""
+        """The rungs: as given, or ASHA's ladder grace_period x (1/keep)^k, rounded half up, below ``longest``.
+        More than :data:`MAX_RUNGS` is an error (each rung is an evaluation of every trial that reaches it)."""
         if self.rungs or self.grace_period is None:
             return self.rungs
         eta, rung, steps = 1 / self.keep, float(self.grace_period), set()
-        while round(rung) < longest:
-            steps.add(round(rung))
+        while math.floor(rung + 0.5) < longest:
+            steps.add(math.floor(rung + 0.5))
+            if len(steps) > MAX_RUNGS:
+                raise located(["sweep", "early_stop"], f"keep {self.keep:.6g} (reduction_factor {eta:.6g}) with "
+                              f"grace_period {self.grace_period} makes more than {MAX_RUNGS} rungs below {longest} "
+                              "steps: raise grace_period or the factor (lower keep)", self.model_dump())
             rung *= eta
         return tuple(sorted(steps))
 
@@ -630,11 +640,11 @@ class Experiment(Section):
                 if es.grace_period >= longest:
                     raise located(["sweep", "early_stop", "grace_period"], f"{es.grace_period} is not before any "
                                   f"algorithm's last step (largest max: {longest})", es.grace_period)
-                object.__setattr__(es, "rungs", es.ladder(longest))
-                object.__setattr__(es, "grace_period", None)
-            if sw.early_stop.rungs[-1] > longest:
-                raise located(["sweep", "early_stop", "rungs"], f"{sw.early_stop.rungs[-1]} is beyond every "
-                              f"algorithm's steps (largest max: {longest})", list(sw.early_stop.rungs))
+                es = es.model_copy(update={"rungs": es.ladder(longest), "grace_period": None})  # a new one: the
+                object.__setattr__(self, "sweep", sw.model_copy(update={"early_stop": es}))  # given stays as it was
+            if es.rungs[-1] > longest:
+                raise located(["sweep", "early_stop", "rungs"], f"{es.rungs[-1]} is beyond every "
+                              f"algorithm's steps (largest max: {longest})", list(es.rungs))
         return self
 
     # -- derived values, one place each ------------------------------------------------------

@@ -221,10 +221,11 @@ def test_sampler_contract_same_seed_same_suggestions(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
-def test_sampler_contract_a_trial_stopped_at_a_rung(name: str, tmp_path: Path) -> None:
-    """Early stopping works with every sampler: a trial stopped at its first rung (Tune then calls
-    on_trial_complete with its last result) has its points told to the study as observations, its proposal closed,
-    and the study goes on proposing settings inside the space."""
+def test_sampler_contract_a_trial_ended_at_a_rung(name: str, tmp_path: Path) -> None:
+    """What early stopping does to the searcher, with every sampler: a trial ended at its first rung (Tune then
+    calls on_trial_complete with its last result, as for a trial the scheduler stops) has its points told to the
+    study as observations and its proposal closed, and the study goes on proposing settings inside the space.
+    (The scheduler's side, a real stop at a rung: tests/test_scheduler.py and tests/test_sweep.py.)"""
     import optuna
 
     from lume_ray.search.searcher import StudySearcher

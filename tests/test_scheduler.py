@@ -69,6 +69,7 @@ def _early_stop(tmp_path: Path, early_stop: dict[str, Any], longest: int = 850) 
     ({"grace_period": 85, "reduction_factor": 3}, (85, 255, 765), 1 / 3),  # ASHA's ladder below the longest (850)
     ({"grace_period": 85, "keep": "1/3"}, (85, 255, 765), 1 / 3),           # the same from the kept fraction
     ({"grace_period": 100, "reduction_factor": 2}, (100, 200, 400, 800), 0.5),
+    ({"grace_period": 2, "reduction_factor": 2.5}, (2, 5, 13, 31, 78, 195, 488), 0.4),  # rounded half up (12.5: 13)
     ({"rungs": [85, 255], "reduction_factor": 4}, (85, 255), 0.25),           # a factor instead of a fraction
     ({"rungs": [85, 255], "keep": 0.25, "reduction_factor": 4}, (85, 255), 0.25),  # both, agreeing
 ])
@@ -80,6 +81,19 @@ def test_rungs_and_fraction_from_asha_names(tmp_path: Path, given: dict[str, Any
     again = experiment_from_dict(exp.dump())  # RUN_DIR/experiment.yaml holds the resolved rungs: loads the same
     assert again.sweep.early_stop == es and set(rungs) <= set(again.eval_steps("ga"))  # every rung is evaluated
     assert f"rungs {list(rungs)}" in ParetoSuccessiveHalving(exp, str(tmp_path / "run")).debug_string()
+    assert exp.dump()["sweep"]["early_stop"]["reduction_factor"] is None  # one way to say it: keep
+
+
+def test_a_ladder_is_resolved_per_experiment_not_in_the_given_config(tmp_path: Path) -> None:
+    """One EarlyStopConfig (Python API) in two experiments of different lengths: each gets its own ladder."""
+    from lume_ray.config import EarlyStopConfig, Experiment, SweepConfig
+
+    sweep = SweepConfig(early_stop=EarlyStopConfig(grace_period=10, reduction_factor=2))
+    short, long = (Experiment(name=f"n{m}", output_dir=str(tmp_path / f"r{m}"), sweep=sweep,
+                              algorithms={"ga": {"lr": 1e-3, "steps": {"max": m}}}) for m in (50, 500))
+    assert short.sweep.early_stop.rungs == (10, 20, 40)
+    assert long.sweep.early_stop.rungs == (10, 20, 40, 80, 160, 320)
+    assert sweep.early_stop.rungs == () and sweep.early_stop.grace_period == 10
 
 
 @pytest.mark.parametrize(("given", "key", "words"), [
@@ -89,6 +103,7 @@ def test_rungs_and_fraction_from_asha_names(tmp_path: Path, given: dict[str, Any
     ({"grace_period": 850}, "sweep.early_stop.grace_period", "largest max: 850"),
     ({"grace_period": 10, "keep": 1}, "sweep.early_stop.keep", "no next rung"),
     ({"rungs": [10], "reduction_factor": 1}, "sweep.early_stop.reduction_factor", "greater than 1"),
+    ({"grace_period": 10, "reduction_factor": 1.000001}, "sweep.early_stop", "more than 16 rungs below 850"),
 ])
 def test_early_stop_settings_that_cannot_work_name_their_key(tmp_path: Path, given: dict[str, Any], key: str,
                                                              words: str) -> None:

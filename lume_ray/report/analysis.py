@@ -543,7 +543,7 @@ class Budget:
     grid_settings: int | None  # product of the searched parameters' grid sizes
     grid_detail: str  # "3 lr × 3 alpha"
     stopped: int = 0  # trials early stopping ended at a rung
-    saved: int = 0  # the steps those trials did not train: steps_max - trained steps, summed
+    saved: int | None = 0  # the steps those trials did not train: steps_max - trained steps (None: no steps_max)
 
     @property
     def grid_steps(self) -> int | None:
@@ -554,8 +554,9 @@ class Budget:
         return None if not self.grid_steps else self.spent / self.grid_steps
 
     def sentence(self) -> str:
-        stopped = (f"; early stopping stopped {self.stopped} of {self.trials} trials at a rung and saved "
-                   f"{self.saved:,} steps" if self.stopped else "")
+        stopped = "" if not self.stopped else (
+            f"; early stopping stopped {self.stopped} of {self.trials} trials at a rung"
+            + (f" and saved {self.saved:,} steps" if self.saved is not None else ""))
         if self.grid_steps is None:
             return (f"{self.spent:,} unlearning steps (no search space in experiment.yaml: no grid to compare with)"
                     + stopped)
@@ -581,7 +582,7 @@ def budgets(run: Run, a: Analysis) -> dict[str, Budget]:
             detail = " × ".join(f"{c} {n}" for n, c in counts.items() if c > 1) or "1 setting"
             steps_max = space.steps.max
         stopped = mine[mine["trial_id"].isin(stopped_ids)]
-        saved = int((steps_max - stopped["steps"]).clip(lower=0).sum()) if steps_max is not None else 0
+        saved = int((steps_max - stopped["steps"]).clip(lower=0).sum()) if steps_max is not None else None
         out[alg] = Budget(alg, len(mine), int((ok & (a.table["algorithm"] == alg)).sum()),
                           int((mine["origin"] == "design").sum()), int(mine["steps"].sum()), steps_max, settings, detail,
                           len(stopped), saved)
@@ -594,7 +595,8 @@ def budget_table(budget: Mapping[str, Budget]) -> pd.DataFrame:
              "grid": b.grid_detail or "—", "steps max": b.steps_max if b.steps_max is not None else "—",
              "grid steps": b.grid_steps if b.grid_steps is not None else "—",
              "share of grid": f"{b.fraction:.0%}" if b.fraction is not None else "—",
-             "stopped early": b.stopped, "steps saved": b.saved} for b in budget.values()]
+             "stopped early": b.stopped, "steps saved": b.saved if b.saved is not None else "—"}
+            for b in budget.values()]
     frame = pd.DataFrame(rows)
     if not any(b.stopped for b in budget.values()):  # no early stopping here: no columns about it
         frame = frame.drop(columns=["stopped early", "steps saved"], errors="ignore")
