@@ -514,17 +514,15 @@ class EarlyStopConfig(Section):
                           "reduction_factor > 1", self.keep)
         return self
 
-    def ladder(self, longest: int) -> tuple[int, ...]:
-        """The rungs: as given, or ASHA's ladder grace_period x (1/keep)^k, rounded half up, below ``longest``.
-        More than :data:`MAX_RUNGS` is an error (each rung is an evaluation of every trial that reaches it)."""
-        if self.rungs or self.grace_period is None:
-            return self.rungs
-        eta, rung, steps = 1 / self.keep, float(self.grace_period), set()
+    def ladder(self, grace_period: int, longest: int) -> tuple[int, ...]:
+        """ASHA's rungs grace_period x (1/keep)^k, rounded half up, below ``longest``. More than :data:`MAX_RUNGS`
+        is an error (each rung is an evaluation of every trial that reaches it)."""
+        eta, rung, steps = 1 / self.keep, float(grace_period), set()
         while math.floor(rung + 0.5) < longest:
             steps.add(math.floor(rung + 0.5))
             if len(steps) > MAX_RUNGS:
                 raise located(["sweep", "early_stop"], f"keep {self.keep:.6g} (reduction_factor {eta:.6g}) with "
-                              f"grace_period {self.grace_period} makes more than {MAX_RUNGS} rungs below {longest} "
+                              f"grace_period {grace_period} makes more than {MAX_RUNGS} rungs below {longest} "
                               "steps: raise grace_period or the factor (lower keep)", self.model_dump())
             rung *= eta
         return tuple(sorted(steps))
@@ -640,8 +638,9 @@ class Experiment(Section):
                 if es.grace_period >= longest:
                     raise located(["sweep", "early_stop", "grace_period"], f"{es.grace_period} is not before any "
                                   f"algorithm's last step (largest max: {longest})", es.grace_period)
-                es = es.model_copy(update={"rungs": es.ladder(longest), "grace_period": None})  # a new one: the
-                object.__setattr__(self, "sweep", sw.model_copy(update={"early_stop": es}))  # given stays as it was
+                # A new config, not the given one changed (it may serve another experiment, of other lengths).
+                es = es.model_copy(update={"rungs": es.ladder(es.grace_period, longest), "grace_period": None})
+                object.__setattr__(self, "sweep", sw.model_copy(update={"early_stop": es}))
             if es.rungs[-1] > longest:
                 raise located(["sweep", "early_stop", "rungs"], f"{es.rungs[-1]} is beyond every "
                               f"algorithm's steps (largest max: {longest})", list(es.rungs))
