@@ -37,11 +37,18 @@ budget in steps as the run without early stopping (9 trials x 10 epochs per algo
 stopping is also replayed through early stopping's rule, with and without ``keep_front`` (its trials were evaluated
 to their ends): the trials it would have stopped, the steps saved, and the points of the run's final front it
 would have lost.
+
+Every search is also measured against perfect foresight (``foresight`` in summary.json): the fewest steps any
+choice of at most 3 of its trials (each ended at its last step or at early stopping's rungs) needs to reach the
+grid, and the share of pairs of its full trials that reach it; and the same over the trials of every search run
+at that seed ("all runs"). A search cannot beat this bound on its own trajectories: it is what the target asks of
+the search's first trials, before it has seen any.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import time
@@ -130,6 +137,42 @@ def replay_early_stop(frame: pd.DataFrame, algorithm: str, rungs: list[int], kee
             "hv_kept": kept_hv / hypervolume(values, ["max"] * len(OBJECTIVES), [0.0] * len(OBJECTIVES))}
 
 
+def foresight(frame: pd.DataFrame, algorithm: str, target: float, ends: list[int],
+              max_trials: int = 3) -> dict[str, Any]:
+    """What perfect foresight could have done with the trajectories ``frame`` trained: the fewest steps that any
+    choice of at most ``max_trials`` of its trials, each trained only to one of ``ends`` (its last step, or also
+    the rungs where early stopping may end it), needs for its points to reach ``target`` (the grid's final
+    hypervolume); None when no choice does. Also the share of pairs of trials trained to their ends whose points
+    reach it: the chance that a search whose first two trials are two of these trials meets ``target`` in them.
+    A lower bound on a search's steps to the grid, given what it found: a search knows its trials only after
+    training them."""
+    sub = frame[(frame["algorithm"] == algorithm) & (frame["status"] == "ok")]
+    kinds = ["max"] * len(OBJECTIVES)
+    prefix: dict[tuple[str, int], np.ndarray] = {}  # (trial, end) -> its points up to that step
+    for trial_id, points in sub.groupby("trial_id"):
+        last = int(points["step"].max())
+        for end in {e for e in ends if e < last} | {last}:
+            prefix[(str(trial_id), end)] = points[points["step"] <= end][OBJECTIVES].to_numpy(dtype=float)
+    trials = sorted({t for t, _ in prefix})
+    best: tuple[int, list[tuple[str, int]]] | None = None
+    for k in range(1, max_trials + 1):
+        for chosen in itertools.combinations(trials, k):
+            for cut in itertools.product(*[[key for key in prefix if key[0] == t] for t in chosen]):
+                cost = sum(end for _, end in cut)
+                if best is not None and cost >= best[0]:
+                    continue
+                if hypervolume(np.concatenate([prefix[key] for key in cut]), kinds, [0.0] * len(kinds)) >= target - 1e-12:
+                    best = (cost, list(cut))
+    longest = sub["step"].max()
+    full = [points[OBJECTIVES].to_numpy(dtype=float) for _, points in sub.groupby("trial_id")
+            if points["step"].max() == longest]  # trained to their ends, not stopped early
+    pairs = [hypervolume(np.concatenate([a, b]), kinds, [0.0] * len(kinds)) >= target - 1e-12
+             for a, b in itertools.combinations(full, 2)]
+    return {"foresight_steps": None if best is None else best[0],
+            "foresight_trials": None if best is None else [f"{t}@{end}" for t, end in best[1]],
+            "pairs_reaching": float(np.mean(pairs)) if pairs else None, "pairs": len(pairs)}
+
+
 def reach(target: float, steps: np.ndarray, hv: np.ndarray) -> float | None:
     hit = np.nonzero(hv >= target - 1e-12)[0]
     return float(steps[hit[0]]) if len(hit) else None
@@ -175,6 +218,7 @@ def main() -> None:
                                "trials_per_algorithm": TRIALS, "runs": {}}
     curves: dict[tuple[str, str, str, int], tuple[np.ndarray, np.ndarray]] = {}
     replays: dict[tuple[str, str, str, int, bool], dict[str, Any]] = {}
+    frames: dict[tuple[str, str, int], pd.DataFrame] = {}  # (space, run name, seed) -> its results
     es_base = f"{args.samplers[0]}+" + ("es" if args.es_mode == "pipelined" else "es-wait")
     es_names = [es_base + ("-front" if rule == "front" else "") for rule in args.es_rules] if args.early_stop else []
     for space_name in args.spaces:
@@ -221,6 +265,7 @@ def main() -> None:
             else:  # --no-run on a run that was cut: its trial directories hold every finished point
                 frame = RunDir(run_dir).collect_results({})
                 frame = frame[frame["finished_at"].notna()]  # the trials that ended; a running one is not counted
+            frames[(space_name, name, seed)] = frame.assign(trial_id=name + "/" + frame["trial_id"].astype(str))
             for algo in args.algorithms:
                 if not es and name != "grid":  # what early stopping's rules would have cut from this run
                     grid_curve = curves.get((space_name, algo, "grid", seed if args.paired else 0))
@@ -261,6 +306,7 @@ def main() -> None:
                                   "classic_grid_steps": classic, "trajectory_grid_steps": trajectory,
                                   "curve": [[float(s), float(h)] for s, h in zip(steps, hv, strict=True)]})
     summary["table"] = table
+    summary["foresight"] = foresights(frames, curves, args, max_steps)
     summary["early_stop_replay"] = [{"space": k[0], "algorithm": k[1], "sampler": k[2], "seed": k[3],
                                      "keep_front": k[4], **v} for k, v in replays.items()]
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -281,8 +327,41 @@ def main() -> None:
         tot["saved"], tot["lost"] = tot["steps_saved"] / tot["steps"], tot["front_lost"] / tot["front_points"]
         tot["min_hv_kept"] = rep.groupby(["space", "keep_front"])["hv_kept"].min()
         print(tot.to_string(float_format=lambda x: f"{x:.3f}"))
+    if summary["foresight"]:
+        print("perfect foresight: the fewest steps any choice of at most 3 of a run's trials (ends: each trial's "
+              "last step, or also early stopping's rungs) needs to reach the grid; 'all runs': the trials of every "
+              "search at the seed, each trained to its end; pairs: share of pairs of full trials that reach it")
+        print(pd.DataFrame(summary["foresight"]).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     plot(curves, args, out / "curves.png")
     print(f"wrote {out / 'summary.json'} and {out / 'curves.png'}")
+
+
+def foresights(frames: dict[tuple[str, str, int], pd.DataFrame],
+               curves: dict[tuple[str, str, str, int], tuple[np.ndarray, np.ndarray]], args: Any,
+               max_steps: int) -> list[dict[str, Any]]:
+    """:func:`foresight` for every search run against its seed's grid: the run's own trials, with early stopping's
+    rungs as ends too, and the pool of every search at that seed, each trial trained to its end."""
+    rows = []
+    rungs = [max_steps // 4, max_steps // 2]
+    classic = TRIALS * (max_steps // 2 + max_steps)
+    for space_name in args.spaces:
+        for algo in args.algorithms:
+            for seed in sorted({seed for (s, _, seed) in frames if s == space_name}):
+                grid = curves.get((space_name, algo, "grid", seed if args.paired else 0))
+                searches = {name: f for (s, name, sd), f in frames.items()
+                            if s == space_name and sd == seed and name != "grid"}
+                if grid is None or not searches:
+                    continue
+                target = float(grid[1][-1])
+                pools = {**{name: (f, [*rungs, max_steps]) for name, f in searches.items()},
+                         "all runs": (pd.concat(searches.values()), [max_steps])}
+                for name, (f, ends) in pools.items():
+                    row = foresight(f, algo, target, ends)
+                    steps = row["foresight_steps"]
+                    rows.append({"space": space_name, "algorithm": algo, "seed": seed, "runs": name,
+                                 "trials": int(f[f["algorithm"] == algo]["trial_id"].nunique()), "grid_hv": target,
+                                 **row, "of_classic_grid": None if steps is None else steps / classic})
+    return rows
 
 
 def plot(curves: dict[tuple[str, str, str, int], tuple[np.ndarray, np.ndarray]], args: Any, path: Path) -> None:
