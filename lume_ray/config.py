@@ -539,6 +539,10 @@ class SweepConfig(Section):
     initial_design: Literal["auto", "off"] | int = Field(
         "auto", description="box corners + centre enqueued first: auto (sized from budget and parameters), off, "
         "or a number of points")
+    initial_design_inset: float = Field(
+        0.0, ge=0.0, lt=0.5, description="how far inside the box the design's corners sit, as a fraction of each "
+        "parameter's range (log scale where the range is log): 0 = the box's corners, 0.25 = the corners of its "
+        "middle half")
     max_failures: int = Field(1, ge=0, description="retries of a failed trial (resumed from its checkpoint)")
     algorithms: tuple[str, ...] | None = Field(None, description="subset of the experiment's algorithms to run")
     keep_models: bool = Field(False, description="keep every evaluation point's model directory")

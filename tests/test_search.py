@@ -54,6 +54,18 @@ def test_initial_design_is_the_corners_and_the_centre_in_log_space() -> None:
     assert centre["lr"] == pytest.approx(1e-3) and centre["alpha"] == pytest.approx(2.0)  # geometric means
 
 
+def test_an_inset_design_puts_the_corners_inside_the_box_and_keeps_the_centre() -> None:
+    space = gd_space()  # lr 1e-4..1e-2 (log), alpha 1..4 (log)
+    points = sp.initial_design(space, 5, inset=0.25)
+    lrs, alphas = sorted({p["lr"] for p in points[:4]}), sorted({p["alpha"] for p in points[:4]})
+    assert lrs == pytest.approx([10 ** -3.5, 10 ** -2.5])  # a quarter of the log range in from each end
+    assert alphas == pytest.approx([4 ** 0.25, 4 ** 0.75])
+    assert (points[0]["lr"], points[0]["alpha"]) == pytest.approx((10 ** -2.5, 4 ** 0.25))  # the same order
+    assert (points[4]["lr"], points[4]["alpha"]) == pytest.approx((1e-3, 2.0))
+    with pytest.raises(ValueError, match="initial_design_inset"):
+        sp.initial_design(space, 5, inset=0.5)
+
+
 def test_design_size_follows_the_budget() -> None:
     assert sp.design_size(2, budget=4) == 2  # half the budget: the two opposite corners
     assert sp.design_size(3, budget=30) == 9  # 2^3 corners + centre

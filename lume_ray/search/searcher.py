@@ -76,17 +76,19 @@ class StudySearcher(Searcher):
             seed = exp.seed + sorted(exp.algorithms).index(algo)  # a distinct, reproducible stream per algorithm
             sampler = make_sampler(exp.sweep.sampler, SamplerContext(seed=seed, budget=budget, grid=sp.grid_of(space)))
             study = optuna.create_study(study_name=f"{exp.name}-{algo}", directions=directions, sampler=sampler)
-            design = [] if grid else sp.initial_design(space, sp.design_size(len(searchable), budget,
-                                                                               exp.sweep.initial_design))
+            size = sp.design_size(len(searchable), budget, exp.sweep.initial_design)
+            design = [] if grid else sp.initial_design(space, size, exp.sweep.initial_design_inset)
             for params in design:
                 study.enqueue_trial(params, user_attrs={"origin": "design"})
             self.studies[algo], self.budget[algo], self.design[algo] = study, budget, len(design)
             self.started[algo] = 0
         self.warm = self._warm_start(warm_start)
         if log is not None:
+            inset = exp.sweep.initial_design_inset
+            corners = f"corners {inset:g} inside the box" if inset else "corners"
             for algo in algorithms:
                 log(f"[search {algo}] {self.budget[algo]} trials, sampler {exp.sweep.sampler}, initial design "
-                    f"{self.design[algo]} point(s) (corners + centre of {', '.join(self._searched_names(algo)) or '-'})"
+                    f"{self.design[algo]} point(s) ({corners} + centre of {', '.join(self._searched_names(algo)) or '-'})"
                     + (f", warm start {self.warm.get(algo, 0)} point(s)" if self.warm.get(algo) else ""))
 
     # -- what Tune calls --------------------------------------------------------------------------

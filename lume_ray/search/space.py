@@ -100,10 +100,13 @@ def design_size(n_params: int, budget: int, setting: str | int = "auto") -> int:
     return min(full, max(2, budget // 2), budget)
 
 
-def initial_design(space: AlgorithmSpace, size: int) -> list[dict[str, Any]]:
+def initial_design(space: AlgorithmSpace, size: int, inset: float = 0.0) -> list[dict[str, Any]]:
     """``size`` points: corners first, ordered so that any prefix spreads over the box (greedy maximin in the
     unit cube, starting at the corner of the largest lr with every other parameter at its low end: the
-    aggressive end of the front, where fixed grids and random samples under-explore), then the centre."""
+    aggressive end of the front, where fixed grids and random samples under-explore), then the centre.
+    ``inset`` moves the corners that fraction of each range inwards (0.25: the corners of the middle half)."""
+    if not 0.0 <= inset < 0.5:
+        raise ValueError(f"initial_design_inset: expected 0 <= inset < 0.5, got {inset}")
     searched = searchable(space)
     if size <= 0 or not searched:
         return []
@@ -122,7 +125,8 @@ def initial_design(space: AlgorithmSpace, size: int) -> list[dict[str, Any]]:
         points.append(dict.fromkeys(names, 0.5))
     if len(points) < size:  # a design of more than corners + centre: every other corner after the centre
         points += [dict(zip(names, c, strict=True)) for c in rest[: size - len(points)]]
-    return [{n: _unit_to_value(searched[n], u) for n, u in p.items()} for p in points[:size]]
+    return [{n: _unit_to_value(searched[n], inset + u * (1.0 - 2.0 * inset)) for n, u in p.items()}
+            for p in points[:size]]
 
 
 # ---------------------------------------------------------------------------------------------
