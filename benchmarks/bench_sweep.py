@@ -25,7 +25,9 @@ the trained points (the grid's hypervolume moved by 0.06 between seeds) moves th
 
 A sampler named with "-plain" ("random-plain") runs without the initial design (``sweep.initial_design: off``):
 plain random search, the baseline a user would otherwise run; without the suffix every sampler starts with the
-same design (the box's corners and centre), so the comparison isolates the sampler. A sampler named with "-evN"
+same design (the box's corners and centre), so the comparison isolates the sampler. A sampler named with "-inset"
+("gp-inset-ev8") moves the design's corners a quarter of each range inside the box
+(``sweep.initial_design_inset: 0.25``: lr 5.3e-4 and 1.7e-3, alpha 1.5 and 3.3 on the suited space). A sampler named with "-evN"
 ("gp-ev8", "random-plain-ev8") evaluates each trial at N evenly spaced points instead of 4: more points of each
 trajectory, the same training steps, N/4 times the evaluations.
 
@@ -233,7 +235,8 @@ def main() -> None:
             sampler, _, ev = sampler.partition("-ev")  # "gp-ev8": evaluated at 8 points, not 4
             points = int(ev) if ev else 4
             plain = sampler.endswith("-plain")  # "random-plain": the sampler alone, no initial design
-            sampler = sampler.removesuffix("-plain")
+            inset = sampler.endswith("-inset")  # "gp-inset": the design's corners a quarter of each range inside
+            sampler = sampler.removesuffix("-plain").removesuffix("-inset")
             run_dir = out / space_name / ("grid" if name == "grid" and seed == 0 else f"{name}-seed{seed}")
             overrides = [
                 ("output_dir", str(run_dir)), ("seed", str(seed)), ("sweep.sampler", sampler),
@@ -248,6 +251,8 @@ def main() -> None:
             overrides += [(f"algorithms.{a}", json.dumps(space(lrs, max_steps, a))) for a in args.algorithms]
             if plain:
                 overrides.append(("sweep.initial_design", "off"))
+            if inset:
+                overrides.append(("sweep.initial_design_inset", "0.25"))
             if es:
                 overrides.append(("sweep.early_stop", json.dumps({"rungs": [max_steps // 4, max_steps // 2],
                                                                    "keep": 1 / 3,
