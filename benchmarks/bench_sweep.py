@@ -43,8 +43,8 @@ would have lost.
 Every search is also measured against perfect foresight (``foresight`` in summary.json): the fewest steps any
 choice of at most 3 of its trials (each ended at its last step or at early stopping's rungs) needs to reach the
 grid, and the share of pairs of its full trials that reach it; and the same over the trials of every search run
-at that seed ("all runs"). A search cannot beat this bound on its own trajectories: it is what the target asks of
-the search's first trials, before it has seen any.
+at that seed ("all runs"). No search that reaches the grid within 3 of these trials can do it in fewer steps: the
+target asks this of a search's first trials, chosen before it has seen any.
 """
 
 from __future__ import annotations
@@ -146,8 +146,8 @@ def foresight(frame: pd.DataFrame, algorithm: str, target: float, ends: list[int
     the rungs where early stopping may end it), needs for its points to reach ``target`` (the grid's final
     hypervolume); None when no choice does. Also the share of pairs of trials trained to their ends whose points
     reach it: the chance that a search whose first two trials are two of these trials meets ``target`` in them.
-    A lower bound on a search's steps to the grid, given what it found: a search knows its trials only after
-    training them."""
+    A lower bound on the steps of a search that reaches the grid within ``max_trials`` of these trials (more,
+    shorter trials are not tried): a search knows its trials only after training them."""
     sub = frame[(frame["algorithm"] == algorithm) & (frame["status"] == "ok")]
     kinds = ["max"] * len(OBJECTIVES)
     prefix: dict[tuple[str, int], np.ndarray] = {}  # (trial, end) -> its points up to that step
