@@ -73,6 +73,12 @@ SPACES = {"suited": [3e-4, 1e-3, 3e-3], "boundary": [1e-5, 2e-5, 5e-5]}
 ALPHAS = [1.0, 2.0, 5.0]
 OBJECTIVES = ["forget_efficacy", "retain_score", "utility"]
 TRIALS = len(SPACES["suited"]) * len(ALPHAS)  # the grid's settings per algorithm: every sampler's budget
+DIRECTIONS = ["max"] * len(OBJECTIVES)  # every objective is a score in [0, 1], maximized
+
+
+def hv(points: np.ndarray) -> float:
+    """Hypervolume of ``points`` (N, objectives) against the reference 0."""
+    return hypervolume(points, DIRECTIONS, [0.0] * len(OBJECTIVES))
 
 
 def space(lrs: list[float], max_steps: int, algorithm: str) -> dict[str, Any]:
@@ -96,7 +102,7 @@ def curve(frame: pd.DataFrame, algorithm: str) -> tuple[np.ndarray, np.ndarray]:
         seen.append(str(trial_id))
         pts = ok[ok["trial_id"].isin(seen)][OBJECTIVES].to_numpy(dtype=float)
         steps.append(spent)
-        hvs.append(hypervolume(pts, ["max"] * len(OBJECTIVES), [0.0] * len(OBJECTIVES)))
+        hvs.append(hv(pts))
     return np.array(steps), np.array(hvs)
 
 
@@ -119,13 +125,13 @@ def replay_early_stop(frame: pd.DataFrame, algorithm: str, rungs: list[int], kee
             if rung not in points.index or rung >= points.index.max():
                 continue
             tables[rung][str(trial_id)] = points.loc[rung, OBJECTIVES].to_numpy(dtype=float).tolist()
-            if not judge(tables[rung], str(trial_id), keep, ["max"] * len(OBJECTIVES), keep_front)[0]:
+            if not judge(tables[rung], str(trial_id), keep, DIRECTIONS, keep_front)[0]:
                 stop_at[str(trial_id)] = rung
                 break
     values = sub[OBJECTIVES].to_numpy(dtype=float)
-    front = pareto_mask(values, ["max"] * len(OBJECTIVES))
+    front = pareto_mask(values, DIRECTIONS)
     lost = np.array([t in stop_at and s > stop_at[t] for t, s in zip(sub["trial_id"], sub["step"], strict=True)])
-    kept_hv = hypervolume(values[~lost], ["max"] * len(OBJECTIVES), [0.0] * len(OBJECTIVES))
+    kept_hv = hv(values[~lost])
     full = sub.groupby("trial_id")["step"].max()
     reached = None
     if target is not None:  # the run as early stopping would have left it: points past a stop gone, steps cut there
@@ -136,7 +142,7 @@ def replay_early_stop(frame: pd.DataFrame, algorithm: str, rungs: list[int], kee
     return {"trials": len(order), "stopped": len(stop_at), "steps_to_reach_grid": reached,
             "steps_saved": int(sum(full[t] - r for t, r in stop_at.items())), "steps": int(full.sum()),
             "front_points": int(front.sum()), "front_lost": int((front & lost).sum()),
-            "hv_kept": kept_hv / hypervolume(values, ["max"] * len(OBJECTIVES), [0.0] * len(OBJECTIVES))}
+            "hv_kept": kept_hv / hv(values)}
 
 
 def foresight(frame: pd.DataFrame, algorithm: str, target: float, ends: list[int],
@@ -149,26 +155,27 @@ def foresight(frame: pd.DataFrame, algorithm: str, target: float, ends: list[int
     A lower bound on the steps of a search that reaches the grid within ``max_trials`` of these trials (more,
     shorter trials are not tried): a search knows its trials only after training them."""
     sub = frame[(frame["algorithm"] == algorithm) & (frame["status"] == "ok")]
-    kinds = ["max"] * len(OBJECTIVES)
     prefix: dict[tuple[str, int], np.ndarray] = {}  # (trial, end) -> its points up to that step
+    cuts: dict[str, list[tuple[str, int]]] = {}  # trial -> its (trial, end) keys
     for trial_id, points in sub.groupby("trial_id"):
         last = int(points["step"].max())
-        for end in {e for e in ends if e < last} | {last}:
+        for end in sorted({e for e in ends if e < last} | {last}):
             prefix[(str(trial_id), end)] = points[points["step"] <= end][OBJECTIVES].to_numpy(dtype=float)
-    trials = sorted({t for t, _ in prefix})
+            cuts.setdefault(str(trial_id), []).append((str(trial_id), end))
+    trials = sorted(cuts)
     best: tuple[int, list[tuple[str, int]]] | None = None
     for k in range(1, max_trials + 1):
         for chosen in itertools.combinations(trials, k):
-            for cut in itertools.product(*[[key for key in prefix if key[0] == t] for t in chosen]):
+            for cut in itertools.product(*[cuts[t] for t in chosen]):
                 cost = sum(end for _, end in cut)
                 if best is not None and cost >= best[0]:
                     continue
-                if hypervolume(np.concatenate([prefix[key] for key in cut]), kinds, [0.0] * len(kinds)) >= target - 1e-12:
+                if hv(np.concatenate([prefix[key] for key in cut])) >= target - 1e-12:
                     best = (cost, list(cut))
     longest = sub["step"].max()
     full = [points[OBJECTIVES].to_numpy(dtype=float) for _, points in sub.groupby("trial_id")
             if points["step"].max() == longest]  # trained to their ends, not stopped early
-    pairs = [hypervolume(np.concatenate([a, b]), kinds, [0.0] * len(kinds)) >= target - 1e-12
+    pairs = [hv(np.concatenate([a, b])) >= target - 1e-12
              for a, b in itertools.combinations(full, 2)]
     return {"foresight_steps": None if best is None else best[0],
             "foresight_trials": None if best is None else [f"{t}@{end}" for t, end in best[1]],
@@ -311,7 +318,7 @@ def main() -> None:
                                   "classic_grid_steps": classic, "trajectory_grid_steps": trajectory,
                                   "curve": [[float(s), float(h)] for s, h in zip(steps, hv, strict=True)]})
     summary["table"] = table
-    summary["foresight"] = foresights(frames, curves, args, max_steps)
+    summary["foresight"] = foresights(frames, curves, args, max_steps, classic=TRIALS * (5 * per_epoch + max_steps))
     summary["early_stop_replay"] = [{"space": k[0], "algorithm": k[1], "sampler": k[2], "seed": k[3],
                                      "keep_front": k[4], **v} for k, v in replays.items()]
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -343,12 +350,12 @@ def main() -> None:
 
 def foresights(frames: dict[tuple[str, str, int], pd.DataFrame],
                curves: dict[tuple[str, str, str, int], tuple[np.ndarray, np.ndarray]], args: Any,
-               max_steps: int) -> list[dict[str, Any]]:
+               max_steps: int, classic: int) -> list[dict[str, Any]]:
     """:func:`foresight` for every search run against its seed's grid: the run's own trials, with early stopping's
-    rungs as ends too, and the pool of every search at that seed, each trial trained to its end."""
+    rungs as ends too, and the pool of every search at that seed, each trial trained to its end (``classic``: the
+    bash grid's steps, the share's denominator)."""
     rows = []
     rungs = [max_steps // 4, max_steps // 2]
-    classic = TRIALS * (max_steps // 2 + max_steps)
     for space_name in args.spaces:
         for algo in args.algorithms:
             for seed in sorted({seed for (s, _, seed) in frames if s == space_name}):
