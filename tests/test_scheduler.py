@@ -116,6 +116,7 @@ def test_early_stop_settings_that_cannot_work_name_their_key(tmp_path: Path, giv
 
 def test_asynchronous_rule(tmp_path: Path) -> None:
     s = ParetoSuccessiveHalving(experiment(tmp_path, keep=0.5), str(tmp_path / "run"))
+    assert s.supports_buffered_results is False  # Tune hands over every point as it comes, none batched
     assert s.decide("ga", 10, "t1", [0.5, 0.5])[0::2] == (True, True)  # the first continues, provisionally
     keep, reason, provisional = s.decide("ga", 10, "t2", [0.4, 0.4])  # dominated: 2 points, 1 kept
     assert not keep and not provisional and "position 2 of 2" in reason and "keeping 1" in reason

@@ -79,7 +79,10 @@ def judge(table: dict[str, list[float]], trial_id: str, keep: float, directions:
 class ParetoSuccessiveHalving(FIFOScheduler):
     """A Tune scheduler (the supported extension point: FIFO order, our own on_trial_result)."""
 
-    _supports_buffered_results = False  # judge every point as it arrives
+    @property
+    def supports_buffered_results(self) -> bool:
+        """Tune's public switch: no buffered results, so every point is judged as it arrives."""
+        return False
 
     def __init__(self, exp: Experiment, run_dir: str) -> None:
         super().__init__()
