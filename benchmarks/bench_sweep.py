@@ -29,7 +29,11 @@ same design (the box's corners and centre), so the comparison isolates the sampl
 ("gp-inset-ev8") moves the design's corners a quarter of each range inside the box
 (``sweep.initial_design_inset: 0.25``: lr 5.3e-4 and 1.7e-3, alpha 1.5 and 3.3 on the suited space). A sampler named with "-evN"
 ("gp-ev8", "random-plain-ev8") evaluates each trial at N evenly spaced points instead of 4: more points of each
-trajectory, the same training steps, N/4 times the evaluations.
+trajectory, the same training steps, N/4 times the evaluations. A sampler named with "-warm" ("gp-warm-ev8") starts
+each seed's run from an earlier run's points (``--warm-start``; ``--warm-from SEED=RUN_DIR``, e.g. another seed's
+run of the same space): prior knowledge of where the front lies, whose steps the curve does not count; with it the
+initial design is left out (``initial_design: auto``). ``--es-only`` runs the early-stopping runs (and the grids)
+without the first sampler's own runs.
 
 ``--es-first-exempt`` runs early stopping as it was before provisional verdicts (the first trials to reach a rung
 always continue), to measure what they change. ``--early-stop`` adds "SAMPLER+es" runs (``--es-mode wait``, the job held at each rung until judged:
@@ -66,7 +70,7 @@ from lume_ray.pipeline import prepare_data, prepare_target
 from lume_ray.report.pareto import hypervolume, pareto_mask
 from lume_ray.run_dir import RunDir
 from lume_ray.search.scheduler import ParetoSuccessiveHalving, judge
-from lume_ray.search.sweep import run_sweep
+from lume_ray.search.sweep import read_warm_start, run_sweep
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
 SPACES = {"suited": [3e-4, 1e-3, 3e-3], "boundary": [1e-5, 2e-5, 5e-5]}
@@ -213,8 +217,15 @@ def main() -> None:
     p.add_argument("--es-first-exempt", action="store_true",
                    help="early stopping's rule before provisional verdicts, for comparison: the first trials to "
                    "reach a rung always continue (the scheduler runs in this process)")
+    p.add_argument("--warm-from", nargs="+", default=[], metavar="SEED=RUN_DIR",
+                   help="the earlier run each seed's '-warm' run starts from (its results.parquet)")
+    p.add_argument("--es-only", action="store_true", help="with --early-stop: leave out the first sampler's own runs")
     args = p.parse_args()
     args.es_seeds = args.es_seeds or args.seeds
+    try:
+        warm_from = {int(k): v for k, _, v in (w.partition("=") for w in args.warm_from)}
+    except ValueError:
+        p.error(f"--warm-from: expected SEED=RUN_DIR pairs, got {args.warm_from}")
     if args.es_first_exempt:  # the rule before provisional verdicts (commit ea74c5c): never judged again
         ParetoSuccessiveHalving.judged_again = lambda self, algorithm, step, trial_id: True  # type: ignore[method-assign]
     out = Path(args.out)
@@ -233,7 +244,8 @@ def main() -> None:
     for space_name in args.spaces:
         lrs = SPACES[space_name]
         grid_seeds = sorted({*args.seeds, *(args.es_seeds if args.early_stop else [])}) if args.paired else [0]
-        runs = [("grid", s) for s in grid_seeds] + [(args.samplers[0], seed) for seed in args.seeds]
+        runs = [("grid", s) for s in grid_seeds]
+        runs += [] if args.es_only and args.early_stop else [(args.samplers[0], seed) for seed in args.seeds]
         if args.early_stop:  # right after the sampler it is compared with
             runs += [(es_name, seed) for es_name in es_names for seed in args.es_seeds]
         runs += [(s, seed) for s in args.samplers[1:] for seed in args.seeds]
@@ -241,6 +253,10 @@ def main() -> None:
             sampler, es = name.split("+")[0], "+" in name
             sampler, _, ev = sampler.partition("-ev")  # "gp-ev8": evaluated at 8 points, not 4
             points = int(ev) if ev else 4
+            warm = sampler.endswith("-warm")  # "gp-warm-ev8": started from --warm-from's run for the seed
+            sampler = sampler.removesuffix("-warm")
+            if warm and seed not in warm_from:
+                p.error(f"{name}: no --warm-from for seed {seed} (given: {sorted(warm_from)})")
             plain = sampler.endswith("-plain")  # "random-plain": the sampler alone, no initial design
             inset = sampler.endswith("-inset")  # "gp-inset": the design's corners a quarter of each range inside
             sampler = sampler.removesuffix("-plain").removesuffix("-inset")
@@ -271,7 +287,8 @@ def main() -> None:
             exp = load_experiment(QUICKSTART, overrides)
             t0 = time.time()
             if not (run_dir / "results.parquet").exists() and not args.no_run:
-                run_sweep(exp, resume=(run_dir / "study.json").exists())
+                run_sweep(exp, resume=(run_dir / "study.json").exists(),
+                          warm_start=read_warm_start(warm_from[seed]) if warm else ())
             if (run_dir / "results.parquet").exists():
                 frame = pd.read_parquet(run_dir / "results.parquet")
             else:  # --no-run on a run that was cut: its trial directories hold every finished point
@@ -290,7 +307,8 @@ def main() -> None:
                     keep = steps <= TRIALS * max_steps
                     steps, hv = steps[keep], hv[keep]
                 curves[(space_name, algo, name, seed)] = (steps, hv)
-            summary["runs"][str(run_dir)] = {"seconds": round(time.time() - t0), "rows": len(frame)}
+            summary["runs"][str(run_dir)] = {"seconds": round(time.time() - t0), "rows": len(frame),
+                                             **({"warm_start": warm_from[seed]} if warm else {})}
             print(f"{space_name} {name} seed {seed}: {len(frame)} rows, {time.time() - t0:.0f} s", flush=True)
 
     table = []

@@ -175,6 +175,18 @@ def test_warm_start_tells_the_earlier_points_inside_the_space(tmp_path: Path) ->
     assert searcher.points("ga") == []
 
 
+def test_a_warm_start_replaces_the_initial_design_under_auto_only(tmp_path: Path) -> None:
+    rows = [{"algorithm": "gd", "trial_id": "a", "step": 30, "status": "ok", "hp/lr": 1e-3, "hp/alpha": 2.0,
+             "forget_efficacy": 0.6, "retain_score": 0.7}]
+    searcher = StudySearcher(experiment(tmp_path), warm_start=rows)
+    assert searcher.design == {"ga": 2, "gd": 0}  # ga got no warm point: its design stays
+    proposal = searcher.suggest("t0")  # ga first (experiment order), from its design
+    assert proposal["algorithm"] == "ga" and proposal["origin"] == "design"
+    assert searcher.suggest("t1") == {"algorithm": "gd", "origin": "sampler", **searcher.assigned["t1"].params}
+    kept = StudySearcher(experiment(tmp_path, initial_design=2), warm_start=rows)
+    assert kept.design == {"ga": 2, "gd": 2}  # a number keeps the design
+
+
 # -- the boundary warning -------------------------------------------------------------------------
 
 

@@ -76,13 +76,20 @@ class StudySearcher(Searcher):
             seed = exp.seed + sorted(exp.algorithms).index(algo)  # a distinct, reproducible stream per algorithm
             sampler = make_sampler(exp.sweep.sampler, SamplerContext(seed=seed, budget=budget, grid=sp.grid_of(space)))
             study = optuna.create_study(study_name=f"{exp.name}-{algo}", directions=directions, sampler=sampler)
-            size = sp.design_size(len(searchable), budget, exp.sweep.initial_design)
-            design = [] if grid else sp.initial_design(space, size, exp.sweep.initial_design_inset)
-            for params in design:
-                study.enqueue_trial(params, user_attrs={"origin": "design"})
-            self.studies[algo], self.budget[algo], self.design[algo] = study, budget, len(design)
+            self.studies[algo], self.budget[algo] = study, budget
             self.started[algo] = 0
         self.warm = self._warm_start(warm_start)
+        for algo in algorithms:
+            # The design covers the box before the sampler has any point; a warm start's points do that job, so
+            # `auto` leaves it out for a warm-started algorithm (the design's corners would be run again)
+            setting = exp.sweep.initial_design
+            warm = self.warm.get(algo, 0) > 0 and setting == "auto"
+            size = 0 if grid or warm else sp.design_size(len(list(sp.searchable(exp.algorithms[algo]))),
+                                                         self.budget[algo], setting)
+            design = sp.initial_design(exp.algorithms[algo], size, exp.sweep.initial_design_inset)
+            for params in design:
+                self.studies[algo].enqueue_trial(params, user_attrs={"origin": "design"})
+            self.design[algo] = len(design)
         if log is not None:
             inset = exp.sweep.initial_design_inset
             corners = f"corners {inset:g} inside the box" if inset else "corners"
