@@ -31,8 +31,8 @@ same design (the box's corners and centre), so the comparison isolates the sampl
 ("gp-ev8", "random-plain-ev8") evaluates each trial at N evenly spaced points instead of 4: more points of each
 trajectory, the same training steps, N/4 times the evaluations. A sampler named with "-warm" ("gp-warm-ev8") starts
 each seed's run from an earlier run's points (``--warm-start``; ``--warm-from SEED=RUN_DIR``, e.g. another seed's
-run of the same space): prior knowledge of where the front lies, whose steps the curve does not count; with it the
-initial design is left out (``initial_design: auto``). ``--es-only`` runs the early-stopping runs (and the grids)
+run of the same space): prior knowledge of where the front lies, whose steps the curve does not count; the design
+points that run holds are left out (another run of the same space holds them all). ``--es-only`` runs the early-stopping runs (and the grids)
 without the first sampler's own runs.
 
 ``--es-first-exempt`` runs early stopping as it was before provisional verdicts (the first trials to reach a rung

@@ -537,8 +537,8 @@ class SweepConfig(Section):
     objectives: tuple[str, ...] = Field(("forget_efficacy", "retain_score", "utility"), min_length=1,
                                         description="registered metrics (directions from the registry)")
     initial_design: Literal["auto", "off"] | int = Field(
-        "auto", description="box corners + centre enqueued first: auto (sized from budget and parameters; none for "
-        "an algorithm a --warm-start gave points), off, or a number of points")
+        "auto", description="box corners + centre enqueued first: auto (sized from budget and parameters), off, "
+        "or a number of points; a point a --warm-start already holds is left out")
     initial_design_inset: float = Field(
         0.0, ge=0.0, lt=0.5, description="how far inside the box the design's corners sit, as a fraction of each "
         "parameter's range (log scale where the range is log): 0 = the box's corners, 0.25 = the corners of its "

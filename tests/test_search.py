@@ -175,16 +175,20 @@ def test_warm_start_tells_the_earlier_points_inside_the_space(tmp_path: Path) ->
     assert searcher.points("ga") == []
 
 
-def test_a_warm_start_replaces_the_initial_design_under_auto_only(tmp_path: Path) -> None:
-    rows = [{"algorithm": "gd", "trial_id": "a", "step": 30, "status": "ok", "hp/lr": 1e-3, "hp/alpha": 2.0,
-             "forget_efficacy": 0.6, "retain_score": 0.7}]
-    searcher = StudySearcher(experiment(tmp_path), warm_start=rows)
-    assert searcher.design == {"ga": 2, "gd": 0}  # ga got no warm point: its design stays
-    proposal = searcher.suggest("t0")  # ga first (experiment order), from its design
-    assert proposal["algorithm"] == "ga" and proposal["origin"] == "design"
-    assert searcher.suggest("t1") == {"algorithm": "gd", "origin": "sampler", **searcher.assigned["t1"].params}
-    kept = StudySearcher(experiment(tmp_path, initial_design=2), warm_start=rows)
-    assert kept.design == {"ga": 2, "gd": 2}  # a number keeps the design
+def test_a_warm_start_leaves_out_the_design_points_it_holds(tmp_path: Path) -> None:
+    def row(lr: float, alpha: float) -> dict[str, Any]:
+        return {"algorithm": "gd", "trial_id": f"{lr}-{alpha}", "step": 30, "status": "ok", "hp/lr": lr,
+                "hp/alpha": alpha, "forget_efficacy": 0.6, "retain_score": 0.7}
+
+    cold = StudySearcher(experiment(tmp_path))
+    assert cold.design == {"ga": 2, "gd": 2}  # gd: the aggressive corner (1e-2, 1) and the centre (1e-3, 2)
+    elsewhere = StudySearcher(experiment(tmp_path), warm_start=[row(3e-4, 1.5)])
+    assert elsewhere.design == {"ga": 2, "gd": 2}  # a point the design does not hold
+    held = StudySearcher(experiment(tmp_path), warm_start=[row(1e-2, 1.0), row(3e-4, 1.5)])
+    assert held.design == {"ga": 2, "gd": 1}  # the corner is held: only the centre runs
+    runs = [held.suggest(f"t{i}") for i in range(3)]  # ga's design, then gd's
+    gd = [r for r in runs if r["algorithm"] == "gd"][0]
+    assert gd["origin"] == "design" and (gd["lr"], gd["alpha"]) == pytest.approx((1e-3, 2.0))
 
 
 # -- the boundary warning -------------------------------------------------------------------------

@@ -80,13 +80,11 @@ class StudySearcher(Searcher):
             self.started[algo] = 0
         self.warm = self._warm_start(warm_start)
         for algo in algorithms:
-            # The design covers the box before the sampler has any point; a warm start's points do that job, so
-            # `auto` leaves it out for a warm-started algorithm (the design's corners would be run again)
-            setting = exp.sweep.initial_design
-            warm = self.warm.get(algo, 0) > 0 and setting == "auto"
-            size = 0 if grid or warm else sp.design_size(len(list(sp.searchable(exp.algorithms[algo]))),
-                                                         self.budget[algo], setting)
-            design = sp.initial_design(exp.algorithms[algo], size, exp.sweep.initial_design_inset)
+            space = exp.algorithms[algo]
+            size = 0 if grid else sp.design_size(len(sp.searchable(space)), self.budget[algo], exp.sweep.initial_design)
+            design = sp.initial_design(space, size, exp.sweep.initial_design_inset)
+            # a design point a warm start already holds would retrace a trajectory it has (the same box: its corners)
+            design = [p for p in design if not sp.repeats(space, p, self._seen(algo))]
             for params in design:
                 self.studies[algo].enqueue_trial(params, user_attrs={"origin": "design"})
             self.design[algo] = len(design)
