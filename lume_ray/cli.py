@@ -364,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     flags = add_model_options(un, UnlearnJob, skip=("params", "lora", "wait_steps"))  # wait_steps: sweeps only
     un.add_argument("--eval-every", type=int, default=None, metavar="K",
                     help="an evaluation point every K steps (the last step always is one)")
-    un.add_argument("--set", dest="params", nargs="+", type=_kv, default=[], metavar="KEY=VALUE",
+    un.add_argument("--set", dest="params", nargs="+", action="extend", type=_kv, default=[], metavar="KEY=VALUE",
                     help="algorithm parameters, e.g. beta=0.1 alpha=1 retain_loss=kl")
     un.add_argument("--lora", nargs="*", type=_kv, default=None, metavar="KEY=VALUE",
                     help="train a LoRA adapter only, e.g. --lora r=8 alpha=16")
@@ -398,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--warm-start", default=None, metavar="RUN_DIR",
                     help="tell the studies every point of an earlier sweep (same algorithms and parameters)")
     sw.add_argument("--address", default=None)
-    sw.add_argument("--set", dest="overrides", nargs="+", type=_kv, default=[], metavar="KEY=VALUE",
+    sw.add_argument("--set", dest="overrides", nargs="+", action="extend", type=_kv, default=[], metavar="KEY=VALUE",
                     help="override experiment keys, e.g. sweep.num_samples=40")
     _console_options(sw, tracking=True)
     sw.set_defaults(func=cmd_sweep)
@@ -422,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     qs = sub.add_parser("quickstart", help="data -> target -> sweep -> report on the embedded default")
     qs.add_argument("--out", default="runs/quickstart")
     qs.add_argument("--experiment", default=None, help="default: experiments/quickstart.yaml")
-    qs.add_argument("--set", dest="overrides", nargs="+", type=_kv, default=[], metavar="KEY=VALUE")
+    qs.add_argument("--set", dest="overrides", nargs="+", action="extend", type=_kv, default=[], metavar="KEY=VALUE")
     _console_options(qs, tracking=True)
     qs.set_defaults(func=cmd_quickstart)
 
@@ -430,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm = sub.add_parser("submit", help="submit a sweep to a Ray cluster as a Ray job")
     sm.add_argument("experiment")
     sm.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://HEAD:8265")
-    sm.add_argument("--set", dest="overrides", nargs="+", type=_kv, default=[], metavar="KEY=VALUE")
+    sm.add_argument("--set", dest="overrides", nargs="+", action="extend", type=_kv, default=[], metavar="KEY=VALUE")
     sm.add_argument("--no-wait", action="store_true")
     sm.set_defaults(func=_cluster("jobs", "cli_submit"))
     jobs = sub.add_parser("jobs", help="list, inspect, follow or stop Ray jobs")

@@ -182,3 +182,15 @@ def test_add_model_options_makes_a_flag_of_a_new_field() -> None:
     assert "a rate in % (default: 0.5)" in text and "one of a, b" in text and "how deep (default: 2)" in text
     with pytest.raises(SystemExit):
         parser.parse_args([])  # --name is required
+
+
+@pytest.mark.parametrize("command", [["sweep", "exp.yaml"], ["quickstart"],
+                                     ["submit", "exp.yaml", "--address", "http://127.0.0.1:8265"]])
+def test_a_repeated_set_keeps_every_override(command: list[str]) -> None:
+    from lume_ray.cli import build_parser
+
+    args = build_parser().parse_args([*command, "--set", "a=1", "b=2", "--set", "c=3"])
+    assert args.overrides == [("a", "1"), ("b", "2"), ("c", "3")]  # argparse's plain nargs kept only the last --set
+    unlearn = build_parser().parse_args(["unlearn", "--model", "m", "--data", "d", "--algorithm", "npo", "--out", "o",
+                                         "--set", "beta=0.1", "--set", "alpha=2"])
+    assert unlearn.params == [("beta", "0.1"), ("alpha", "2")]
