@@ -79,6 +79,7 @@ class StudySearcher(Searcher):
             self.studies[algo], self.budget[algo] = study, budget
             self.started[algo] = 0
         self.warm = self._warm_start(warm_start)
+        held: dict[str, int] = {}
         for algo in algorithms:
             space = exp.algorithms[algo]
             size = 0 if grid else sp.design_size(len(sp.searchable(space)), self.budget[algo], exp.sweep.initial_design)
@@ -87,14 +88,15 @@ class StudySearcher(Searcher):
             design = [p for p in design if not sp.repeats(space, p, self._seen(algo))]
             for params in design:
                 self.studies[algo].enqueue_trial(params, user_attrs={"origin": "design"})
-            self.design[algo] = len(design)
+            self.design[algo], held[algo] = len(design), size - len(design)
         if log is not None:
             inset = exp.sweep.initial_design_inset
             corners = f"corners {inset:g} inside the box" if inset else "corners"
             for algo in algorithms:
                 log(f"[search {algo}] {self.budget[algo]} trials, sampler {exp.sweep.sampler}, initial design "
                     f"{self.design[algo]} point(s) ({corners} + centre of {', '.join(self._searched_names(algo)) or '-'})"
-                    + (f", warm start {self.warm.get(algo, 0)} point(s)" if self.warm.get(algo) else ""))
+                    + (f", warm start {self.warm.get(algo, 0)} point(s)" if self.warm.get(algo) else "")
+                    + (f" holding {held[algo]} design point(s)" if held[algo] else ""))
 
     # -- what Tune calls --------------------------------------------------------------------------
 
