@@ -324,6 +324,13 @@ def _cluster(module: str, name: str) -> Callable[[argparse.Namespace], int]:
 # The parser.
 
 
+def _set_option(parser: argparse.ArgumentParser, dest: str = "overrides",
+                help: str = "override experiment keys, e.g. sweep.num_samples=40") -> None:
+    """``--set KEY=VALUE ...``, repeatable: every ``--set`` adds to the list (plain nargs kept only the last one)."""
+    parser.add_argument("--set", dest=dest, nargs="+", action="extend", type=_kv, default=[], metavar="KEY=VALUE",
+                        help=help)
+
+
 def _console_options(parser: argparse.ArgumentParser, *, tracking: bool = False) -> None:
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show Ray's, Tune's, DeepSpeed's and Optuna's output live (always in OUT/logs/)")
@@ -364,8 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     flags = add_model_options(un, UnlearnJob, skip=("params", "lora", "wait_steps"))  # wait_steps: sweeps only
     un.add_argument("--eval-every", type=int, default=None, metavar="K",
                     help="an evaluation point every K steps (the last step always is one)")
-    un.add_argument("--set", dest="params", nargs="+", action="extend", type=_kv, default=[], metavar="KEY=VALUE",
-                    help="algorithm parameters, e.g. beta=0.1 alpha=1 retain_loss=kl")
+    _set_option(un, "params", "algorithm parameters, e.g. beta=0.1 alpha=1 retain_loss=kl")
     un.add_argument("--lora", nargs="*", type=_kv, default=None, metavar="KEY=VALUE",
                     help="train a LoRA adapter only, e.g. --lora r=8 alpha=16")
     un.add_argument("--address", default=None, help="a running Ray cluster (default: start a local one)")
@@ -398,8 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--warm-start", default=None, metavar="RUN_DIR",
                     help="tell the studies every point of an earlier sweep (same algorithms and parameters)")
     sw.add_argument("--address", default=None)
-    sw.add_argument("--set", dest="overrides", nargs="+", action="extend", type=_kv, default=[], metavar="KEY=VALUE",
-                    help="override experiment keys, e.g. sweep.num_samples=40")
+    _set_option(sw)
     _console_options(sw, tracking=True)
     sw.set_defaults(func=cmd_sweep)
     stat = sub.add_parser("status", help="where a sweep stands: trials per algorithm, best points, how to resume")
@@ -422,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     qs = sub.add_parser("quickstart", help="data -> target -> sweep -> report on the embedded default")
     qs.add_argument("--out", default="runs/quickstart")
     qs.add_argument("--experiment", default=None, help="default: experiments/quickstart.yaml")
-    qs.add_argument("--set", dest="overrides", nargs="+", action="extend", type=_kv, default=[], metavar="KEY=VALUE")
+    _set_option(qs)
     _console_options(qs, tracking=True)
     qs.set_defaults(func=cmd_quickstart)
 
@@ -430,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm = sub.add_parser("submit", help="submit a sweep to a Ray cluster as a Ray job")
     sm.add_argument("experiment")
     sm.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://HEAD:8265")
-    sm.add_argument("--set", dest="overrides", nargs="+", action="extend", type=_kv, default=[], metavar="KEY=VALUE")
+    _set_option(sm)
     sm.add_argument("--no-wait", action="store_true")
     sm.set_defaults(func=_cluster("jobs", "cli_submit"))
     jobs = sub.add_parser("jobs", help="list, inspect, follow or stop Ray jobs")

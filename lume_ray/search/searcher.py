@@ -85,7 +85,8 @@ class StudySearcher(Searcher):
             size = 0 if grid else sp.design_size(len(sp.searchable(space)), self.budget[algo], exp.sweep.initial_design)
             design = sp.initial_design(space, size, exp.sweep.initial_design_inset)
             # a design point a warm start already holds would retrace a trajectory it has (the same box: its corners)
-            design = [p for p in design if not sp.repeats(space, p, self._seen(algo))]
+            seen = self._seen(algo)
+            design = [p for p in design if not sp.repeats(space, p, seen)]
             for params in design:
                 self.studies[algo].enqueue_trial(params, user_attrs={"origin": "design"})
             self.design[algo], held[algo] = len(design), size - len(design)
