@@ -78,8 +78,8 @@ def designs(steps: list[np.ndarray], budget: int) -> list[tuple[int, ...]]:
     to its next point: tuples of how many points each keeps."""
     out = []
     for kept in itertools.product(*[range(1, len(s) + 1) for s in steps]):
-        cost = sum(int(s[k - 1]) for s, k in zip(steps, kept))
-        if cost <= budget and all(k == len(s) or cost - s[k - 1] + s[k] > budget for s, k in zip(steps, kept)):
+        cost = sum(int(s[k - 1]) for s, k in zip(steps, kept, strict=True))
+        if cost <= budget and all(k == len(s) or cost - s[k - 1] + s[k] > budget for s, k in zip(steps, kept, strict=True)):
             out.append(kept)
     return out
 
@@ -101,11 +101,11 @@ def bound(grids: dict[int, pd.DataFrame], searches: dict[int, list[pd.DataFrame]
     for k in range(1, max_trials + 1):
         for chosen in itertools.combinations(settings, k):
             steps = [per_seed[seeds[0]][s][0] for s in chosen]
-            if any(not np.array_equal(per_seed[seed][s][0], st) for seed in seeds for s, st in zip(chosen, steps)):
+            if any(not np.array_equal(per_seed[seed][s][0], st) for seed in seeds for s, st in zip(chosen, steps, strict=True)):
                 continue  # scored at other steps at another seed: not one design
             shape = tuple(tuple(int(x) for x in s) for s in steps)
             for kept in cache.setdefault(shape, designs(steps, budget)):
-                values = {seed: hv(np.concatenate([per_seed[seed][s][1][:n] for s, n in zip(chosen, kept)]))
+                values = {seed: hv(np.concatenate([per_seed[seed][s][1][:n] for s, n in zip(chosen, kept, strict=True)]))
                           for seed in seeds}
                 tried += 1
                 for seed in seeds:
@@ -115,7 +115,7 @@ def bound(grids: dict[int, pd.DataFrame], searches: dict[int, list[pd.DataFrame]
                 reaching_mean += min(values.values()) >= mean_target - 1e-12
                 if margin > best[0]:
                     best = (margin, [{"setting": list(s), "steps": int(shape[i][n - 1])}
-                                     for i, (s, n) in enumerate(zip(chosen, kept))])
+                                     for i, (s, n) in enumerate(zip(chosen, kept, strict=True))])
     return {"algorithm": algorithm, "budget": budget, "settings": len(settings), "designs": tried,
             "grid_hv": {str(seed): round(target[seed], 4) for seed in seeds}, "grids_mean": round(mean_target, 4),
             "reaching_grid": {str(seed): own[seed] for seed in seeds}, "reaching_every_grid": reaching_all,
