@@ -55,10 +55,10 @@ def load(run_dirs: list[str]) -> tuple[dict[int, pd.DataFrame], dict[int, list[p
     return grids, searches
 
 
-def trajectories(frames: list[pd.DataFrame], algorithm: str) -> dict[tuple[float, ...], Trajectory]:
+def trajectories(frames: list[pd.DataFrame], algorithm: str) -> dict[tuple[tuple[str, float], ...], Trajectory]:
     """Every setting of ``algorithm`` trained to its run's last step -> its trajectory (the trial with the most
     evaluation points: a grid's trial is scored at two)."""
-    out: dict[tuple[float, ...], Trajectory] = {}
+    out: dict[tuple[tuple[str, float], ...], Trajectory] = {}
     for frame in frames:
         sub = frame[frame["algorithm"] == algorithm]
         hps = sorted(c for c in sub.columns if c.startswith("hp/") and sub[c].notna().all())
@@ -66,7 +66,7 @@ def trajectories(frames: list[pd.DataFrame], algorithm: str) -> dict[tuple[float
         for _, points in sub.groupby("trial_id"):
             if points["step"].max() < last:  # stopped early: its setting is not known to its end
                 continue
-            key = tuple(float(f"{points[c].iloc[0]:.6g}") for c in hps)
+            key = tuple((c.removeprefix("hp/"), float(f"{points[c].iloc[0]:.6g}")) for c in hps)
             points = points.sort_values("step")
             if len(points) > len(out.get(key, ((), ()))[0]):
                 out[key] = (points["step"].to_numpy(), points[OBJECTIVES].to_numpy(dtype=float))
@@ -78,8 +78,9 @@ def designs(steps: list[np.ndarray], budget: int) -> list[tuple[int, ...]]:
     to its next point: tuples of how many points each keeps."""
     out = []
     for kept in itertools.product(*[range(1, len(s) + 1) for s in steps]):
-        cost = sum(int(s[k - 1]) for s, k in zip(steps, kept, strict=True))
-        if cost <= budget and all(k == len(s) or cost - s[k - 1] + s[k] > budget for s, k in zip(steps, kept, strict=True)):
+        ends = list(zip(steps, kept, strict=True))
+        cost = sum(int(s[k - 1]) for s, k in ends)
+        if cost <= budget and all(k == len(s) or cost - s[k - 1] + s[k] > budget for s, k in ends):
             out.append(kept)
     return out
 
@@ -98,15 +99,16 @@ def bound(grids: dict[int, pd.DataFrame], searches: dict[int, list[pd.DataFrame]
     reaching_all = reaching_mean = 0
     best: tuple[float, Any] = (-np.inf, None)
     cache: dict[tuple[tuple[int, ...], ...], list[tuple[int, ...]]] = {}
+    first = per_seed[seeds[0]]
     for k in range(1, max_trials + 1):
         for chosen in itertools.combinations(settings, k):
-            steps = [per_seed[seeds[0]][s][0] for s in chosen]
-            if any(not np.array_equal(per_seed[seed][s][0], st) for seed in seeds for s, st in zip(chosen, steps, strict=True)):
+            steps = [first[s][0] for s in chosen]
+            if any(not np.array_equal(per_seed[seed][s][0], first[s][0]) for seed in seeds for s in chosen):
                 continue  # scored at other steps at another seed: not one design
             shape = tuple(tuple(int(x) for x in s) for s in steps)
             for kept in cache.setdefault(shape, designs(steps, budget)):
-                values = {seed: hv(np.concatenate([per_seed[seed][s][1][:n] for s, n in zip(chosen, kept, strict=True)]))
-                          for seed in seeds}
+                ends = list(zip(chosen, kept, strict=True))
+                values = {seed: hv(np.concatenate([per_seed[seed][s][1][:n] for s, n in ends])) for seed in seeds}
                 tried += 1
                 for seed in seeds:
                     own[seed] += values[seed] >= target[seed] - 1e-12
@@ -114,8 +116,7 @@ def bound(grids: dict[int, pd.DataFrame], searches: dict[int, list[pd.DataFrame]
                 reaching_all += margin >= -1e-12
                 reaching_mean += min(values.values()) >= mean_target - 1e-12
                 if margin > best[0]:
-                    best = (margin, [{"setting": list(s), "steps": int(shape[i][n - 1])}
-                                     for i, (s, n) in enumerate(zip(chosen, kept, strict=True))])
+                    best = (margin, [{**dict(s), "steps": int(shape[i][n - 1])} for i, (s, n) in enumerate(ends)])
     return {"algorithm": algorithm, "budget": budget, "settings": len(settings), "designs": tried,
             "grid_hv": {str(seed): round(target[seed], 4) for seed in seeds}, "grids_mean": round(mean_target, 4),
             "reaching_grid": {str(seed): own[seed] for seed in seeds}, "reaching_every_grid": reaching_all,
