@@ -27,13 +27,13 @@ A sampler named with "-plain" ("random-plain") runs without the initial design (
 plain random search, the baseline a user would otherwise run; without the suffix every sampler starts with the
 same design (the box's corners and centre), so the comparison isolates the sampler. A sampler named with "-inset"
 ("gp-inset-ev8") moves the design's corners a quarter of each range inside the box
-(``sweep.initial_design_inset: 0.25``: lr 5.3e-4 and 1.7e-3, alpha 1.5 and 3.3 on the suited space). A sampler named with "-evN"
-("gp-ev8", "random-plain-ev8") evaluates each trial at N evenly spaced points instead of 4: more points of each
-trajectory, the same training steps, N/4 times the evaluations. A sampler named with "-warm" ("gp-warm-ev8") starts
-each seed's run from an earlier run's points (``--warm-start``; ``--warm-from SEED=RUN_DIR``, e.g. another seed's
-run of the same space): prior knowledge of where the front lies, whose steps the curve does not count; the design
-points that run holds are left out (another run of the same space holds them all). ``--es-only`` runs the early-stopping runs (and the grids)
-without the first sampler's own runs.
+(``sweep.initial_design_inset: 0.25``: lr 5.3e-4 and 1.7e-3, alpha 1.5 and 3.3 on the suited space). A sampler
+named with "-evN" ("gp-ev8", "random-plain-ev8") evaluates each trial at N evenly spaced points instead of 4: more
+points of each trajectory, the same training steps, N/4 times the evaluations. A sampler named with "-warm"
+("gp-warm-ev8") starts each seed's run from an earlier run's points (``--warm-start``; ``--warm-from
+SEED=RUN_DIR``, e.g. another seed's run of the same space): prior knowledge of where the front lies, whose steps
+the curve does not count; the design points that run holds are left out (another run of the same space holds
+them all). ``--es-only`` runs the early-stopping runs (and the grids) without the first sampler's own runs.
 
 ``--es-first-exempt`` runs early stopping as it was before provisional verdicts (the first trials to reach a rung
 always continue), to measure what they change. ``--early-stop`` adds "SAMPLER+es" runs (``--es-mode wait``, the job held at each rung until judged:
