@@ -18,8 +18,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from lume_ray.console import EVAL, Console, Relay, SweepView, plain, quiet, relay, say
+from lume_ray.console import EVAL, Console, plain, quiet, say
 from lume_ray.run_dir import RunDir
+from lume_ray.search.view import Relay, SweepView, relay
 
 OOM = ("(raylet) Task was killed due to the node running low on memory. Memory on the node (IP: 127.0.0.1) where the "
        "task was running was 7.5GB / 7.8GB (0.96), which exceeds the memory usage threshold of 0.95.")

@@ -10,7 +10,7 @@ import pytest
 
 from lume_ray.evaluate.metrics import Floor
 from lume_ray.report import apply_floors, hypervolume, pareto_mask, parse_floors
-from lume_ray.report.analysis import Floors
+from lume_ray.report.floors import Floors
 
 NAN = float("nan")
 

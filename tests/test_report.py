@@ -20,7 +20,8 @@ import yaml
 
 from lume_ray import cli, report
 from lume_ray.evaluate.metrics import Floor, task_score_name
-from lume_ray.report import analysis
+from lume_ray.report.budget import grid_count
+from lume_ray.report.run import read_spaces
 
 NAN = float("nan")
 BASE = {"forget_efficacy": 0.02, "retain_score": 0.97, "utility": 0.40, "mia_score": 0.10}
@@ -275,10 +276,10 @@ def test_experiment_yaml_as_the_sweep_dumps_it(tmp_path):
     from lume_ray.config import experiment_from_dict
 
     exp = experiment_from_dict({"name": "x", "output_dir": str(tmp_path / "out"), "algorithms": SPACES})
-    spaces = analysis.read_spaces(yaml.safe_load(yaml.safe_dump(exp.dump())))
+    spaces = read_spaces(yaml.safe_load(yaml.safe_dump(exp.dump())))
     assert sorted(spaces) == ["ga", "gd", "npo"]
     assert spaces["gd"].steps.max == 30 and spaces["gd"].params["alpha"].values == (0.1, 10.0)
-    assert [analysis.grid_count(s) for s in spaces["npo"].searched().values()] == [2, 3]
+    assert [grid_count(s) for s in spaces["npo"].searched().values()] == [2, 3]
 
 
 def test_front_flags(built):

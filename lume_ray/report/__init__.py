@@ -1,9 +1,15 @@
-"""[7] Report: a sweep's run directory -> the answer, Pareto fronts, hypervolume, leaderboard and figures.
+"""[4] Report: a sweep's run directory -> the answer, Pareto fronts, hypervolume, leaderboard and figures.
 
     pareto.py    Pareto masks, ranks, hypervolume (moocore)           points -> numbers
     redact.py    PII patterns                                         text -> text
-    analysis.py  RUN_DIR -> feasibility, fronts, answer, tables       a run -> plain data
-    compare.py   several RUN_DIRs, one hypervolume reference         runs -> differences
+    run.py       reading RUN_DIR: results, study, spaces, base model  RUN_DIR -> Run
+    columns.py   numeric columns, column groups, cell text            a results frame -> values, text
+    floors.py    the floors a point must pass                         rows + floors -> feasible or not
+    analysis.py  fronts, hypervolume, best points, tables             a Run -> Analysis
+    budget.py    hypervolume against steps, budget against a grid     an Analysis -> compute figures
+    answer.py    the report's opening paragraphs                      an Analysis -> Answer
+    samples.py   generations before / after, provenance               an Analysis -> samples, provenance
+    compare.py   several RUN_DIRs, one hypervolume reference          runs -> differences
     figures.py   matplotlib figures (PNG for Markdown, SVG inline)    plain data -> figures
     render.py    Jinja2 templates (templates/*.j2), atomic output     everything -> report folder
 """
@@ -12,10 +18,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from lume_ray.report.analysis import analyze, apply_floors, hypervolume_history, load_run, parse_floors
+from lume_ray.report.analysis import analyze
+from lume_ray.report.budget import hypervolume_history
+from lume_ray.report.floors import apply_floors, parse_floors
 from lume_ray.report.pareto import hypervolume, pareto_mask
 from lume_ray.report.redact import redact
 from lume_ray.report.render import build_report, compare_runs
+from lume_ray.report.run import load_run
 
 
 def cli_report(args: Any) -> int:

@@ -20,22 +20,12 @@ import numpy as np
 import pandas as pd
 
 from lume_ray.evaluate.metrics import Floor, direction
-from lume_ray.report.analysis import (
-    QUOTED,
-    Analysis,
-    Budget,
-    Floors,
-    Run,
-    analyze,
-    base_values,
-    budgets,
-    fmt,
-    has_values,
-    hypervolume_history,
-    load_run,
-    reference_point,
-    resolve_objectives,
-)
+from lume_ray.report.analysis import Analysis, analyze, base_values, reference_point, resolve_objectives
+from lume_ray.report.answer import QUOTED
+from lume_ray.report.budget import Budget, budgets, hypervolume_history
+from lume_ray.report.columns import fmt, has_values
+from lume_ray.report.floors import Floors
+from lume_ray.report.run import Run, load_run
 
 
 @dataclass

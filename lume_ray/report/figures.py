@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from lume_ray.evaluate.metrics import direction
-from lume_ray.report.analysis import Analysis, has_values, num
+from lume_ray.report.analysis import Analysis
+from lume_ray.report.columns import has_values, num
 from lume_ray.report.pareto import pareto_mask
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",

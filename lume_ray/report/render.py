@@ -29,7 +29,13 @@ import pandas as pd
 
 from lume_ray.evaluate.metrics import Floor
 from lume_ray.files import atomic_dir
-from lume_ray.report import analysis as an
+from lume_ray.report.analysis import analyze, failures, front_table, hp_importance, importance_table, leaderboard
+from lume_ray.report.answer import answer, boundary
+from lume_ray.report.budget import budget_table, budgets, hypervolume_history
+from lume_ray.report.columns import fmt, has_values
+from lume_ray.report.floors import Floors
+from lume_ray.report.run import load_run, read_table
+from lume_ray.report.samples import check_best_rows, load_samples, provenance
 from lume_ray.report import figures as fg
 from lume_ray.report.compare import compare
 from lume_ray.report.redact import keep, redact
@@ -48,7 +54,7 @@ class Table:
 
 
 def table(df: pd.DataFrame) -> Table:
-    return Table([str(c) for c in df.columns], [[an.fmt(v) for v in row] for row in df.itertuples(index=False)])
+    return Table([str(c) for c in df.columns], [[fmt(v) for v in row] for row in df.itertuples(index=False)])
 
 
 def md_cell(text: Any) -> str:
@@ -68,7 +74,7 @@ def environment(html_output: bool) -> Any:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=html_output,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True)
-    env.filters.update(md=md_cell, md_code=md_code, fmt=an.fmt)
+    env.filters.update(md=md_cell, md_code=md_code, fmt=fmt)
     return env
 
 
@@ -99,8 +105,8 @@ def _out_dir(out_dir: str | Path | None, default: Path | None) -> Path:
     return out
 
 
-def _floors(floors: an.Floors | Mapping[str, float | Floor] | None) -> an.Floors | None:
-    return None if floors is None else an.Floors.of(floors)
+def _floors(floors: Floors | Mapping[str, float | Floor] | None) -> Floors | None:
+    return None if floors is None else Floors.of(floors)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,46 +114,46 @@ def _floors(floors: an.Floors | Mapping[str, float | Floor] | None) -> an.Floors
 
 
 def build_report(run_dir: str | Path, out_dir: str | Path | None = None, objectives: Sequence[str] | None = None,
-                 floors: an.Floors | Mapping[str, float | Floor] | None = None, redact: bool = True) -> Path:
+                 floors: Floors | Mapping[str, float | Floor] | None = None, redact: bool = True) -> Path:
     """Write the report of RUN_DIR into ``out_dir`` (default RUN_DIR/report) atomically; return that path.
 
     ``floors=None`` applies the study's utility floor (study.json, default 0.75 of the base utility);
     ``{}`` applies none; ``{"utility": Floor(absolute=0.371)}`` or ``{"utility": 0.75, "mia_score": 0.5}``.
     """
     t0 = time.time()
-    run = an.load_run(run_dir)
+    run = load_run(run_dir)
     out = _out_dir(out_dir, run.rd.report)
     _log(f"read {len(run.results)} points from {run.rd.results_path}")
-    a = an.analyze(run, objectives, _floors(floors))
+    a = analyze(run, objectives, _floors(floors))
     clean: Callable[[str], str] = _redact if redact else keep
     rows = a.table.copy()
     rows["error"] = rows["error"].map(clean)  # error messages may quote data rows
-    an.check_best_rows(run, a)
-    samples, samples_note = an.load_samples(run, a, clean)
-    history = an.hypervolume_history(a)
-    imp = an.hp_importance(a)
-    budget = an.budgets(run, a)
-    answer = an.answer(run, a, budget, an.boundary(run, a))
+    check_best_rows(run, a)
+    samples, samples_note = load_samples(run, a, clean)
+    history = hypervolume_history(a)
+    imp = hp_importance(a)
+    budget = budgets(run, a)
+    opening = answer(run, a, budget, boundary(run, a))
 
     figures: list[fg.Figure] = []
     axes = fg.tradeoff_axes(a)
     if axes is not None:
         figures.append(fg.tradeoff(a, run.base_metrics, *axes, "front", f"The overall front: {axes[0]} vs {axes[1]}"))
-    if axes != ("forget_efficacy", "utility") and an.has_values(a.table, "forget_efficacy") \
-            and an.has_values(a.table, "utility"):
+    if axes != ("forget_efficacy", "utility") and has_values(a.table, "forget_efficacy") \
+            and has_values(a.table, "utility"):
         figures.append(fg.tradeoff(a, run.base_metrics, "forget_efficacy", "utility", "forget_vs_utility",
                                    "Forget efficacy vs utility"))
     figures += [f for f in (fg.steps(a, run.base_metrics), fg.hypervolume_curve(a, history), fg.importance(a, imp))
                 if f is not None]
 
     context = {
-        "name": run.name, "answer": answer, "notes": a.notes, "figures": _inline(figures),
+        "name": run.name, "answer": opening, "notes": a.notes, "figures": _inline(figures),
         "rank_metric": a.rank_metric,
-        "leaderboard": table(an.leaderboard(run, a)), "budget": table(an.budget_table(budget)),
+        "leaderboard": table(leaderboard(run, a)), "budget": table(budget_table(budget)),
         "early_stopped": any(b.stopped for b in budget.values()),
-        "fronts": table(an.front_table(a)), "importance": table(an.importance_table(a, imp)),
-        "samples": samples, "samples_note": samples_note, "failures": table(an.failures(a, clean)),
-        "provenance": an.provenance(run, a, redact), "read": table(an.read_table(run)),
+        "fronts": table(front_table(a)), "importance": table(importance_table(a, imp)),
+        "samples": samples, "samples_note": samples_note, "failures": table(failures(a, clean)),
+        "provenance": provenance(run, a, redact), "read": table(read_table(run)),
         "experiment_yaml": run.experiment_yaml, "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     with atomic_dir(out) as tmp:
@@ -155,7 +161,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, objecti
         rows.to_parquet(tmp / "results.parquet", index=False)
         rows.to_csv(tmp / "pareto.csv", index=False)
         history.to_csv(tmp / "hypervolume.csv", index=False)
-        an.budget_table(budget).to_csv(tmp / "budget.csv", index=False)
+        budget_table(budget).to_csv(tmp / "budget.csv", index=False)
         for f in figures:
             f.save_png(tmp / "figures" / f"{f.name}.png")
         _render("report.html.j2", tmp / "report.html", **context)
@@ -173,7 +179,7 @@ _redact = redact  # build_report's ``redact`` flag shadows the function inside i
 
 def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None,
                  objectives: Sequence[str] | None = None,
-                 floors: an.Floors | Mapping[str, float | Floor] | None = None) -> Path:
+                 floors: Floors | Mapping[str, float | Floor] | None = None) -> Path:
     """Overlay the fronts and hypervolume curves of several runs, with a table of differences, in ``out_dir``."""
     t0 = time.time()
     out = _out_dir(out_dir, None)
@@ -182,8 +188,8 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None,
     axes = fg.tradeoff_axes(a0) or (a0.objectives[0], a0.objectives[-1])
     figures = [fg.compare_fronts(list(zip(c.labels, c.analyses, strict=True)), *axes),
                fg.compare_hypervolume(list(zip(c.labels, c.analyses, strict=True)), c.histories)]
-    runs = [{"label": label, "path": str(run.run_dir), "provenance": an.provenance(run, a, True),
-             "read": table(an.read_table(run)), "notes": a.notes}
+    runs = [{"label": label, "path": str(run.run_dir), "provenance": provenance(run, a, True),
+             "read": table(read_table(run)), "notes": a.notes}
             for label, run, a in zip(c.labels, c.runs, c.analyses, strict=True)]
     context = {
         "labels": c.labels, "summary": c.summary, "figures": _inline(figures),
