@@ -1,4 +1,4 @@
-"""[3] Algorithms: (model, forget batch, retain batch, frozen reference, params) -> (loss, logs).
+"""[3 unlearn] Algorithms: (model, forget batch, retain batch, frozen reference, params) -> (loss, logs).
 
 An algorithm is one function in :mod:`lume_ray.algorithms.losses`, registered by name with
 ``@register_algorithm`` (:mod:`lume_ray.algorithms.registry`); nothing else lists it.

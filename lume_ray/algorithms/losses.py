@@ -1,4 +1,4 @@
-"""[3] Algorithms: (model, forget batch, retain batch, frozen reference, params) -> (loss, logs).
+"""[3 unlearn] Algorithms: (model, forget batch, retain batch, frozen reference, params) -> (loss, logs).
 
 Input:  a causal LM being unlearned, a forget batch F and a retain batch R (padded tensors from
         :func:`lume_ray.model.collate`: ``input_ids``/``attention_mask``/``labels``, each (B, T)), the

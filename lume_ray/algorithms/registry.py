@@ -1,4 +1,4 @@
-"""[3] Algorithm registry: name -> a pure loss function, its parameters (with defaults) and their constraints.
+"""[3 unlearn] Algorithm registry: name -> a pure loss function, its parameters (with defaults) and their constraints.
 
 Input:  ``@register_algorithm(name, params, ...)`` above a loss function (see :mod:`lume_ray.algorithms.losses`).
 Output: :data:`ALGORITHMS`, :func:`get_algorithm`, :func:`validate_params`; the declared parameters are the

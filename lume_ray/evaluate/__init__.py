@@ -1,4 +1,4 @@
-"""[5] Evaluation: a model + LUME data -> per-row scores and metrics.json, by the challenge's protocol.
+"""[3 evaluate] Evaluation: a model + LUME data -> per-row scores and metrics.json, by the challenge's protocol.
 
     inputs.py   data, MIA documents, utility set -> checked work items
     scoring.py  a loaded model + items -> generations, scores, loss features (shared by every runner)

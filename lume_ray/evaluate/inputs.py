@@ -1,4 +1,4 @@
-"""[5] Evaluation inputs: a LUME dataset (+ MIA documents, + a multiple-choice set) -> the work items.
+"""[3 evaluate] Evaluation inputs: a LUME dataset (+ MIA documents, + a multiple-choice set) -> the work items.
 
 Input:  a LUME directory or :class:`~lume_ray.data.LumeData`, member / non-member documents, a utility set
         (each a path, records, or None for the data directory's default), the models' tokenizers.

@@ -1,4 +1,4 @@
-"""[5] Metrics: per-row and per-document records -> every run-level number of metrics.json.
+"""[3 evaluate] Metrics: per-row and per-document records -> every run-level number of metrics.json.
 
 Input:  :class:`MetricInputs` (per-row scores and NLLs, per-document attack features, per-question
         correctness, the reference utility and the floor).

@@ -1,4 +1,4 @@
-"""[5] The sweep's evaluation pool: model directories -> metrics, through model actors that live for a whole sweep.
+"""[3 evaluate] The sweep's evaluation pool: model directories -> metrics, by model actors that live for a whole sweep.
 
 Input:  the sweep's LUME inputs and :class:`~lume_ray.config.EvalConfig` (once), then model directories (every
         trial's evaluation points, the base model first) with the directory each point's outputs go to.

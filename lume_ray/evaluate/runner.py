@@ -1,4 +1,4 @@
-"""[5] Evaluation runners: models + LUME inputs -> per-row scores (rows.parquet) and metrics.json.
+"""[3 evaluate] Evaluation runners: models + LUME inputs -> per-row scores (rows.parquet) and metrics.json.
 
 Input:  model directories or hub ids, a LUME dataset, MIA documents, a utility set, :class:`EvalConfig`.
 Output: the metrics dict (what ``metrics.json`` holds) per model and, with ``out_dirs``, ``rows.parquet``

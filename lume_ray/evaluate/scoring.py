@@ -1,4 +1,4 @@
-"""[5] Scoring: a loaded model + work items -> one result record per item (generation, score, loss features).
+"""[3 evaluate] Scoring: a loaded model + work items -> one result record per item (generation, score, loss features).
 
 Input:  a causal LM and its tokenizer, items from :mod:`lume_ray.evaluate.inputs` (rows to generate and score,
         documents for the membership attacks, multiple-choice options).

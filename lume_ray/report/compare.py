@@ -1,4 +1,4 @@
-"""[7] Comparing runs: several RUN_DIRs -> their fronts and hypervolume curves side by side, and what differs.
+"""[4] Comparing runs: several RUN_DIRs -> their fronts and hypervolume curves side by side, and what differs.
 
 Input:  two or more run directories (1B vs 7B, a widened search vs the first one, before vs after a change).
 Output: :class:`Comparison`: each run analysed (:func:`lume_ray.report.analysis.analyze`) against ONE shared

@@ -1,4 +1,4 @@
-"""[7] Figures: analysed runs -> matplotlib figures, each drawn once.
+"""[4] Figures: analysed runs -> matplotlib figures, each drawn once.
 
 Input:  :class:`lume_ray.report.analysis.Analysis` (one run) or several labelled ones (a comparison).
 Output: :class:`Figure`: saved as PNG for report.md (``figures/<name>.png``) and embedded as inline SVG in

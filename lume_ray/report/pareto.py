@@ -1,4 +1,4 @@
-"""[7] Pareto maths: points (N, M) + per-objective directions -> front masks, Pareto ranks, hypervolume.
+"""[4] Pareto maths: points (N, M) + per-objective directions -> front masks, Pareto ranks, hypervolume.
 
 Input:  a 2-D array of objective values and a direction ("max" / "min") per column, from the metric registry.
 Output: the non-dominated mask, Pareto ranks, hypervolume and per-point hypervolume contributions, all

@@ -1,4 +1,4 @@
-"""[7] PII redaction of the text a report shows (sample generations, error messages).
+"""[4] PII redaction of the text a report shows (sample generations, error messages).
 
 Input:  a string (a prompt, a reference, a generation, a trial's error message).
 Output: the string with e-mail addresses, US phone numbers and SSNs replaced by [EMAIL], [PHONE], [SSN].

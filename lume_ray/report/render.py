@@ -1,4 +1,4 @@
-"""[7] Render: analysed runs -> report.html, report.md, figures/*.png and the tables, written atomically.
+"""[4] Render: analysed runs -> report.html, report.md, figures/*.png and the tables, written atomically.
 
 Input:  RUN_DIR (:func:`build_report`) or several (:func:`compare_runs`), the objectives, floors and
         redaction setting.
@@ -29,16 +29,23 @@ import pandas as pd
 
 from lume_ray.evaluate.metrics import Floor
 from lume_ray.files import atomic_dir
-from lume_ray.report.analysis import analyze, failures, front_table, hp_importance, importance_table, leaderboard
+from lume_ray.report import figures as fg
+from lume_ray.report.analysis import (
+    analyze,
+    failures,
+    front_table,
+    hp_importance,
+    importance_table,
+    leaderboard,
+)
 from lume_ray.report.answer import answer, boundary
 from lume_ray.report.budget import budget_table, budgets, hypervolume_history
 from lume_ray.report.columns import fmt, has_values
+from lume_ray.report.compare import compare
 from lume_ray.report.floors import Floors
+from lume_ray.report.redact import keep, redact
 from lume_ray.report.run import load_run, read_table
 from lume_ray.report.samples import check_best_rows, load_samples, provenance
-from lume_ray.report import figures as fg
-from lume_ray.report.compare import compare
-from lume_ray.report.redact import keep, redact
 
 TEMPLATES = Path(__file__).parent / "templates"
 

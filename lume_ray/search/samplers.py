@@ -1,4 +1,4 @@
-"""[6] Samplers: a name -> an Optuna sampler for one algorithm's study.
+"""[3] Samplers: a name -> an Optuna sampler for one algorithm's study.
 
 Input:  :class:`SamplerContext` (seed, the searched parameters, the trial budget, the grid when asked).
 Output: an ``optuna.samplers.BaseSampler``. A sampler is one function registered with ``@register_sampler``;

@@ -1,4 +1,4 @@
-"""[6] Early stopping: multi-objective successive halving over evaluation points (MO-ASHA).
+"""[3] Early stopping: multi-objective successive halving over evaluation points (MO-ASHA).
 
 Input:  every evaluated point a trial reports to Tune (its algorithm, step and objective values), and
         ``sweep.early_stop`` (rungs: the steps at which trials are compared; keep: the fraction kept).

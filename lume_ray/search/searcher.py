@@ -1,4 +1,4 @@
-"""[6] The searcher: one Optuna study per algorithm, behind one Ray Tune ``Searcher`` (ask/tell).
+"""[3] The searcher: one Optuna study per algorithm, behind one Ray Tune ``Searcher`` (ask/tell).
 
 Input:  the experiment (spaces, sampler, budget, objectives with their directions from the metric registry);
         from Tune: requests for a trial's config, and each evaluated point a trial reports.

@@ -1,4 +1,4 @@
-"""[6] Search spaces: an algorithm's :class:`~lume_ray.config.AlgorithmSpace` -> Optuna distributions, the initial
+"""[3] Search spaces: an algorithm's :class:`~lume_ray.config.AlgorithmSpace` -> Optuna distributions, the initial
 design, and the boundary check of a front.
 
 Input:  the searched parameters (lr and the algorithm's own; ``steps`` is the trajectory, told to the study as

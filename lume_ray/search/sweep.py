@@ -1,4 +1,4 @@
-"""[6] The sweep: an experiment -> one Ray Tune run over every algorithm -> RUN_DIR/results.parquet.
+"""[3] The sweep: an experiment -> one Ray Tune run over every algorithm -> RUN_DIR/results.parquet.
 
 Input:  an :class:`~lume_ray.config.Experiment` whose data and target exist; a Ray cluster (local or ``address``).
 Output: RUN_DIR (:mod:`lume_ray.run_dir`): study.json, the base model's evaluation, one directory per trial,
@@ -16,13 +16,19 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lume_ray.config import ConfigError, Experiment
 from lume_ray.run_dir import RunDir, git_commit, versions
 from lume_ray.status import read_driver, write_driver
+
+if TYPE_CHECKING:
+    from ray import tune
+
+    from lume_ray.search.searcher import StudySearcher
+    from lume_ray.tracking import MlflowTracker
 
 TUNE_NAME = "sweep"
 
@@ -81,7 +87,9 @@ def check_jobs(exp: Experiment) -> None:
             raise ConfigError(f"algorithms.{algo}: {str(e).splitlines()[0]}") from None
 
 
-def study_record(exp: Experiment) -> dict[str, Any]:
+def study_record(exp: Experiment, data: str, model: str) -> dict[str, Any]:
+    """study.json: what the sweep is (objectives, floor, algorithms, the data and model it runs on) and where
+    it comes from (git commit, versions)."""
     from lume_ray.evaluate.metrics import direction
 
     floor = exp.eval.utility_floor
@@ -90,7 +98,7 @@ def study_record(exp: Experiment) -> dict[str, Any]:
         "git_commit": git_commit(), "versions": versions(), "sampler": exp.sweep.sampler,
         "objectives": [{"name": o, "direction": direction(o)} for o in exp.sweep.objectives],
         "utility_floor": {"relative": floor.relative, "absolute": floor.absolute},
-        "algorithms": exp.selected_algorithms(), "model": exp.path(exp.target.model), "data": exp.path(exp.data.path),
+        "algorithms": exp.selected_algorithms(), "model": model, "data": data,
         "workers": exp.train.workers, "zero": exp.train.zero, "num_samples": exp.sweep.num_samples,
     }
 
@@ -105,100 +113,184 @@ def eval_inputs(exp: Experiment) -> dict[str, Any]:
 
 
 def run_sweep(exp: Experiment, *, resume: bool = False, address: str | None = None,
-              warm_start: Iterable[Mapping[str, Any]] = (), log: Callable[[str], None] = say) -> RunDir:
-    """The whole sweep; returns its RunDir. Re-run with ``resume=True`` after an interruption."""
-    import ray
-    from ray import tune
-
-    from lume_ray import tracking
-    from lume_ray.console import SweepView, current, relay
-    from lume_ray.evaluate.pool import evaluation_pool
-    from lume_ray.local_ray import ray_session
-    from lume_ray.search.searcher import StudySearcher
-    from lume_ray.search.trial import TrialContext, run_trial
+              warm_start: Iterable[Mapping[str, Any]] = (), log: Callable[[str], None] = say,
+              data: str | None = None, model: str | None = None) -> RunDir:
+    """The whole sweep; returns its RunDir. Re-run with ``resume=True`` after an interruption. ``data`` and
+    ``model``: the prepared data directory and target (default: the experiment's paths)."""
+    from lume_ray.search.view import SweepView, relay
 
     exp = exp.resolved()
+    data, model = data or exp.path(exp.data.path), model or exp.path(exp.target.model)
+    rd, trackers = open_run_dir(exp, resume, data, model)
+    t0 = time.time()
+    with start_ray(exp, address), start_evaluation_pool(exp, data, model, log) as pool:
+        base = score_base_model(rd, pool, model, log)
+        trainable, resources = trial_trainable(exp, rd, pool, base)
+        searcher, budget = plan_trials(exp, rd, resume, warm_start, log)
+        # The console's live view and the trackers hear Tune's events through a relay (search.view.Relay: a
+        # restored Tuner brings back its pickled callbacks, so those must not hold the view itself).
+        with relay([SweepView(exp, rd, budget, log), *trackers]) as hooks:
+            tuner = build_tuner(exp, rd, trainable, resources, searcher, hooks, log)
+            fit(tuner, trackers)
+        check_finished(rd, budget, trackers)
+    return collect_results(exp, rd, t0, trackers, log)
+
+
+def open_run_dir(exp: Experiment, resume: bool, data: str, model: str) -> tuple[RunDir, list[MlflowTracker]]:
+    """RUN_DIR checked against ``resume``, every algorithm's job checked against the data and the model, the
+    trackers opened (a bad tracking URI fails before Ray starts), and study.json written for a new sweep."""
+    from lume_ray import tracking
+
     rd = RunDir(exp.output_dir)
     if rd.exists() and not resume:
         raise ConfigError(f"{rd.root}: already holds a sweep; pass --resume to continue it, or set another output_dir")
     if resume and not rd.exists():
         raise ConfigError(f"{rd.root}: no sweep to resume (no study.json); run without --resume")
     check_jobs(exp)
-    trackers = [t.open() for t in tracking.trackers(exp, rd.root)]  # a bad tracking URI fails before Ray starts
+    trackers = [t.open() for t in tracking.trackers(exp, rd.root)]
     if not rd.exists():
-        rd.write_study(study_record(exp), exp.dump())
-    t0 = time.time()
+        rd.write_study(study_record(exp, data, model), exp.dump())
+    return rd, trackers
+
+
+@contextlib.contextmanager
+def start_ray(exp: Experiment, address: str | None) -> Iterator[None]:
+    """Ray for the ``with`` block (the connected one, ``address``, or a local one), checked against what the
+    experiment asks of it."""
+    from lume_ray.console import current
+    from lume_ray.local_ray import ray_session
+
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # Train propagates it to its workers
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's configuration box and TensorBoard hint: our view says it
     # Workers' output (DeepSpeed, the step lines) reaches the driver only when a console files it in RUN_DIR/logs.
     with ray_session(address=address, num_cpus=max(4, os.cpu_count() or 1), object_store_mb=512,
-                     log_to_driver=current() is not None), contextlib.ExitStack() as stack:
+                     log_to_driver=current() is not None):
         import ray.data
 
         ray.data.DataContext.get_current().enable_progress_bars = False
         check_cluster(exp)
-        data, model = exp.path(exp.data.path), exp.path(exp.target.model)
-        pool = stack.enter_context(evaluation_pool(data=data, settings=exp.eval, base_model=model,
-                                                   trust_remote_code=exp.target.trust_remote_code, **eval_inputs(exp)))
-        log(f"[sweep] evaluation pool: {ray.get(pool.describe.remote())}")
-        base = rd.base_metrics()
-        if base is None:
-            log("[sweep] evaluating the target before unlearning")
-            base = ray.get(pool.evaluate.remote(model, str(rd.base), None))
-        log(f"[sweep] base model: final_score {_fmt(base.get('final_score'))}, utility {_fmt(base.get('utility'))}, "
-            f"forget_efficacy {_fmt(base.get('forget_efficacy'))}, retain_score {_fmt(base.get('retain_score'))}")
-        ctx = TrialContext(exp, str(rd.root), pool, base.get("utility"))
-        # Trial drivers sit on the head node when it advertises `tune_driver` (cluster.yaml); else a little CPU.
-        resources: dict[str, float] = ({"cpu": 0, "tune_driver": 1} if "tune_driver" in ray.cluster_resources()
-                                       else {"cpu": 0.25})
-        trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
-        exp_dir = rd.tune / TUNE_NAME
-        # The console's live view and the trackers hear Tune's events through a relay (console.Relay: a
-        # restored Tuner brings back its pickled callbacks, so those must not hold the view itself).
-        restoring = resume and tune.Tuner.can_restore(str(exp_dir))
-        searcher = None if restoring else StudySearcher(exp, warm_start=warm_start, log=log)
-        budget = dict(searcher.budget) if searcher is not None else dict(read_driver(rd).get("planned") or {})
-        write_driver(rd, budget)
-        with relay([SweepView(exp, rd, budget, log), *trackers]) as hooks:
-            if restoring:
-                log(f"[sweep] resuming {exp_dir}")
-                tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
-                                           resume_errored=True, restart_errored=False)
-            else:
-                assert searcher is not None
-                concurrency = max_concurrent(exp, resources.get("cpu", 0))
-                log(f"[sweep] {searcher.total_trials()} trials over {len(exp.selected_algorithms())} algorithm(s), "
-                    f"up to {concurrency} at once")
-                scheduler = None
-                if exp.sweep.early_stop is not None:
-                    from lume_ray.search.scheduler import ParetoSuccessiveHalving
+        yield
 
-                    scheduler = ParetoSuccessiveHalving(exp, str(rd.root))
-                    log(f"[sweep] early stopping: {scheduler.debug_string()}")
-                # Actors are not reused (Tune's default): a stopped trial's actor dies, and its Train job with it
-                # (a job waiting at a rung for a go-ahead would otherwise wait on, holding its CPUs).
-                tuner = tune.Tuner(
-                    trainable,
-                    tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
-                                                num_samples=searcher.total_trials(), max_concurrent_trials=concurrency),
-                    run_config=tune.RunConfig(
-                        name=TUNE_NAME, storage_path=str(rd.tune), verbose=0, callbacks=[hooks],
-                        failure_config=tune.FailureConfig(max_failures=exp.sweep.max_failures),
-                    ),
-                )
-            try:
-                tuner.fit()
-            except BaseException as e:
-                tracking.end_sweep(trackers, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
-                raise
-        # After Ctrl-C, Tune's fit() returns normally with unfinished trials: stop the whole sweep here.
-        records = rd.trial_records()
-        planned = sum(budget.values()) or len(records)
-        unfinished = [r["trial_id"] for r in records if r["status"] == "running"]
-        if unfinished or len(records) < planned:
-            tracking.end_sweep(trackers, "KILLED")
-            raise SweepInterrupted(f"sweep interrupted ({len(records) - len(unfinished)}/{planned} trials finished); "
-                                   f"continue with: lume-ray sweep ... --resume")
+
+@contextlib.contextmanager
+def start_evaluation_pool(exp: Experiment, data: str, model: str, log: Callable[[str], None]) -> Iterator[Any]:
+    """The sweep's pool of model actors (:mod:`lume_ray.evaluate.pool`) for the ``with`` block; yields its handle."""
+    import ray
+
+    from lume_ray.evaluate.pool import evaluation_pool
+
+    with evaluation_pool(data=data, settings=exp.eval, base_model=model,
+                         trust_remote_code=exp.target.trust_remote_code, **eval_inputs(exp)) as pool:
+        log(f"[sweep] evaluation pool: {ray.get(pool.describe.remote())}")
+        yield pool
+
+
+def score_base_model(rd: RunDir, pool: Any, model: str, log: Callable[[str], None]) -> dict[str, Any]:
+    """The target's metrics before unlearning: RUN_DIR/base's (a resumed sweep), else evaluated by the pool now."""
+    import ray
+
+    base = rd.base_metrics()
+    if base is None:
+        log("[sweep] evaluating the target before unlearning")
+        base = ray.get(pool.evaluate.remote(model, str(rd.base), None))
+    log(f"[sweep] base model: final_score {_fmt(base.get('final_score'))}, utility {_fmt(base.get('utility'))}, "
+        f"forget_efficacy {_fmt(base.get('forget_efficacy'))}, retain_score {_fmt(base.get('retain_score'))}")
+    return base
+
+
+def trial_trainable(exp: Experiment, rd: RunDir, pool: Any, base: Mapping[str, Any]) -> tuple[Any, dict[str, float]]:
+    """Tune's trainable (:func:`~lume_ray.search.trial.run_trial` with its context) and a trial driver's resources."""
+    import ray
+    from ray import tune
+
+    from lume_ray.search.trial import TrialContext, run_trial
+
+    ctx = TrialContext(exp, str(rd.root), pool, base.get("utility"))
+    # Trial drivers sit on the head node when it advertises `tune_driver` (cluster.yaml); else a little CPU.
+    resources: dict[str, float] = ({"cpu": 0, "tune_driver": 1} if "tune_driver" in ray.cluster_resources()
+                                   else {"cpu": 0.25})
+    return tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources), resources
+
+
+def plan_trials(exp: Experiment, rd: RunDir, resume: bool, warm_start: Iterable[Mapping[str, Any]],
+                log: Callable[[str], None]) -> tuple[StudySearcher | None, dict[str, int]]:
+    """The searcher (None: the Tune run is restored, with its searcher) and the trials planned per algorithm,
+    recorded in RUN_DIR's driver file."""
+    from ray import tune
+
+    from lume_ray.search.searcher import StudySearcher
+
+    restoring = resume and tune.Tuner.can_restore(str(rd.tune / TUNE_NAME))
+    searcher = None if restoring else StudySearcher(exp, warm_start=warm_start, log=log)
+    budget = dict(searcher.budget) if searcher is not None else dict(read_driver(rd).get("planned") or {})
+    write_driver(rd, budget)
+    return searcher, budget
+
+
+def build_tuner(exp: Experiment, rd: RunDir, trainable: Any, resources: Mapping[str, float],
+                searcher: StudySearcher | None, hooks: Any, log: Callable[[str], None]) -> tune.Tuner:
+    """The Tune run restored from RUN_DIR/tune (``searcher`` None), else a new one over ``searcher``'s trials,
+    with early stopping when the experiment asks for it and ``hooks`` (the relay) as its callback."""
+    from ray import tune
+
+    exp_dir = rd.tune / TUNE_NAME
+    if searcher is None:
+        log(f"[sweep] resuming {exp_dir}")
+        return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
+                                  resume_errored=True, restart_errored=False)
+    concurrency = max_concurrent(exp, resources.get("cpu", 0))
+    log(f"[sweep] {searcher.total_trials()} trials over {len(exp.selected_algorithms())} algorithm(s), "
+        f"up to {concurrency} at once")
+    scheduler = None
+    if exp.sweep.early_stop is not None:
+        from lume_ray.search.scheduler import ParetoSuccessiveHalving
+
+        scheduler = ParetoSuccessiveHalving(exp, str(rd.root))
+        log(f"[sweep] early stopping: {scheduler.debug_string()}")
+    # Actors are not reused (Tune's default): a stopped trial's actor dies, and its Train job with it
+    # (a job waiting at a rung for a go-ahead would otherwise wait on, holding its CPUs).
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
+                                    num_samples=searcher.total_trials(), max_concurrent_trials=concurrency),
+        run_config=tune.RunConfig(
+            name=TUNE_NAME, storage_path=str(rd.tune), verbose=0, callbacks=[hooks],
+            failure_config=tune.FailureConfig(max_failures=exp.sweep.max_failures),
+        ),
+    )
+
+
+def fit(tuner: tune.Tuner, trackers: list[MlflowTracker]) -> None:
+    """Run the trials; a failure or Ctrl-C that escapes Tune ends the trackers' sweep (FAILED / KILLED) first."""
+    from lume_ray import tracking
+
+    try:
+        tuner.fit()
+    except BaseException as e:
+        tracking.end_sweep(trackers, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+
+
+def check_finished(rd: RunDir, budget: Mapping[str, int], trackers: list[MlflowTracker]) -> None:
+    """After Ctrl-C, Tune's fit() returns normally with unfinished trials: stop the whole sweep here
+    (:class:`SweepInterrupted`)."""
+    from lume_ray import tracking
+
+    records = rd.trial_records()
+    planned = sum(budget.values()) or len(records)
+    unfinished = [r["trial_id"] for r in records if r["status"] == "running"]
+    if unfinished or len(records) < planned:
+        tracking.end_sweep(trackers, "KILLED")
+        raise SweepInterrupted(f"sweep interrupted ({len(records) - len(unfinished)}/{planned} trials finished); "
+                               f"continue with: lume-ray sweep ... --resume")
+
+
+def collect_results(exp: Experiment, rd: RunDir, t0: float, trackers: list[MlflowTracker],
+                    log: Callable[[str], None]) -> RunDir:
+    """Every trial's points -> RUN_DIR/results.parquet (with provenance), the boundary warnings, the trackers'
+    sweep ended as FINISHED."""
+    from lume_ray import tracking
+
     frame = rd.collect_results({"seed": exp.seed, "workers": exp.train.workers, "zero": exp.train.zero,
                                 "git_commit": git_commit(), "sampler": exp.sweep.sampler})
     rd.write_results(frame)
@@ -214,7 +306,9 @@ def run_sweep(exp: Experiment, *, resume: bool = False, address: str | None = No
 def boundary_warnings(rd: RunDir) -> list[str]:
     """Per algorithm, the searched parameters whose front points (those that pass the floor) sit on an edge of
     the box: the report's own analysis, so the sweep and the report warn alike."""
-    from lume_ray.report.analysis import analyze, boundary, load_run
+    from lume_ray.report.analysis import analyze
+    from lume_ray.report.answer import boundary
+    from lume_ray.report.run import load_run
 
     run = load_run(rd.root)
     return [w for warnings in boundary(run, analyze(run)).values() for w in warnings]

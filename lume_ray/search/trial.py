@@ -1,4 +1,4 @@
-"""[6] One trial: a config from the searcher -> an unlearning job whose points are evaluated as it trains.
+"""[3] One trial: a config from the searcher -> an unlearning job whose points are evaluated as it trains.
 
 Input:  ``{"algorithm", "lr", <algorithm parameters>}`` (Tune's trial config) and a :class:`TrialContext`
         (the experiment, RUN_DIR, the evaluation pool, the base utility), passed with ``tune.with_parameters``.

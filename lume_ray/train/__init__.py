@@ -1,4 +1,4 @@
-"""[4] Train: an unlearning job on Ray Train workers running DeepSpeed ZeRO.
+"""[3 unlearn] Train: an unlearning job on Ray Train workers running DeepSpeed ZeRO.
 
     ds_config.py  the DeepSpeed config from a JSON template (deepspeed/*.json) and the job
     batches.py    the seeded (seed, step) -> global batch function, sliced per rank

@@ -1,4 +1,4 @@
-"""[4] Batches: (dataset size, batch size, step, seed, stream) -> the row indices of that step's global batch.
+"""[3 unlearn] Batches: (dataset size, batch size, step, seed, stream) -> the row indices of that step's global batch.
 
 A pure function of (seed, step): resuming needs no sampler state, a longer run passes through every shorter
 one (what makes a trial's evaluation points a trajectory), and the global batch is the same whatever the

@@ -1,4 +1,4 @@
-"""[4] DeepSpeed config: a JSON template (train/deepspeed/*.json) + an :class:`UnlearnJob` -> a validated dict.
+"""[3 unlearn] DeepSpeed config: a JSON template (train/deepspeed/*.json) + an :class:`UnlearnJob` -> a validated dict.
 
 Input:  the job (ZeRO stage, offload, batch, workers, lr, precision, GPU or not).
 Output: the DeepSpeed config for the trained model, and an inference-only one for the frozen reference.

@@ -1,4 +1,4 @@
-"""[4] The unlearning job: an :class:`~lume_ray.config.UnlearnJob` -> a Ray Train TorchTrainer of DeepSpeed workers.
+"""[3 unlearn] Unlearning job: an :class:`~lume_ray.config.UnlearnJob` -> a Ray Train TorchTrainer of DeepSpeed workers.
 
 Input:  the job (model, LUME data, algorithm + params, lr, steps, evaluation steps, trainer settings, out).
 Output: :class:`UnlearnResult` (status, reason, evaluation points, steps done) and, under ``job.out``, what the

@@ -1,4 +1,4 @@
-"""[4] The worker loop: runs in every Ray Train worker; sees only what the driver passed it.
+"""[3 unlearn] The worker loop: runs in every Ray Train worker; sees only what the driver passed it.
 
 Input:  ``{"job": UnlearnJob as a dict, "ds_config": dict}`` (the loop config of the TorchTrainer).
 Output: under ``job.out``: ``train_log.jsonl`` (one line per step), ``points.jsonl`` and ``points/step_KKKKKK/``

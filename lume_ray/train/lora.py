@@ -1,4 +1,4 @@
-"""[4] LoRA: a model -> the same model training a PEFT adapter; a gathered adapter state dict -> merged weights.
+"""[3 unlearn] LoRA: a model -> the same model training a PEFT adapter; a gathered adapter state dict -> merged weights.
 
 Input:  a causal LM and :class:`~lume_ray.config.LoraConfig`; at an evaluation point, the full (gathered) state
         dict of the PEFT model.
