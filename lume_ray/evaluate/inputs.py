@@ -33,7 +33,7 @@ from lume_ray.data import (
     load_utility,
     mmlu_set,
 )
-from lume_ray.evaluate.metrics import mmlu_prompt, option_prompt
+from lume_ray.evaluate.prompts import mmlu_prompt, option_prompt
 from lume_ray.model import ModelError, load_tokenizer
 
 MMLU_ID = "cais/mmlu"

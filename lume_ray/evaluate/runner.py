@@ -31,14 +31,9 @@ from typing import Any
 from lume_ray.config import EvalConfig
 from lume_ray.data import KINDS, LumeData
 from lume_ray.evaluate.inputs import DocsArg, EvalError, Plan, UtilityArg, plan, resolve_inputs
-from lume_ray.evaluate.metrics import (
-    METRICS,
-    TASK_SCORE_NAMES,
-    MetricInputs,
-    pick_option,
-    run_metrics,
-    task_score_name,
-)
+from lume_ray.evaluate.metrics import METRICS, MetricInputs, run_metrics
+from lume_ray.evaluate.prompts import pick_option
+from lume_ray.evaluate.protocol import TASK_SCORE_NAMES, task_score_name
 from lume_ray.evaluate.scoring import Scorer, score_model
 from lume_ray.files import atomic_file, write_json
 from lume_ray.local_ray import ray_session

@@ -21,7 +21,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from lume_ray.data import KINDS
-from lume_ray.evaluate.metrics import OPTION_LETTERS, min_k_score, score_row, token_log_probs, zlib_ratio
+from lume_ray.evaluate.mia import min_k_score, token_log_probs, zlib_ratio
+from lume_ray.evaluate.prompts import OPTION_LETTERS
+from lume_ray.evaluate.protocol import score_row
 from lume_ray.model import (
     IGNORE,
     Encoded,

@@ -36,9 +36,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lume_ray.config import AlgorithmSpace, ParamSpec
+from lume_ray.config import AlgorithmSpace, Floor, ParamSpec
 from lume_ray.data import SPLITS
-from lume_ray.evaluate.metrics import METRICS, TASK_SCORE_NAMES, Floor, direction
+from lume_ray.evaluate.metrics import METRICS, direction
+from lume_ray.evaluate.protocol import TASK_SCORE_NAMES
 from lume_ray.report.pareto import hypervolume, pareto_mask
 from lume_ray.run_dir import RunDir
 
@@ -171,7 +172,7 @@ def read_rows(rd: RunDir, rel: str, read: ReadLog, note: str) -> pd.DataFrame | 
 
 def check_rows(stored: Mapping[str, Any], rows: pd.DataFrame | None) -> str:
     """A one-phrase consistency check of stored task scores against those re-derived from the rows."""
-    from lume_ray.evaluate.metrics import task_scores
+    from lume_ray.evaluate.protocol import task_scores
 
     if rows is None or not {"split", "task", "kind", "score"} <= set(rows.columns):
         return "task scores not re-derivable"
