@@ -93,7 +93,7 @@ def task_aggregate(scores: Mapping[str, float | None]) -> float | None:
     left out of the mean rather than counted as 0; :func:`run_metrics` notes it in metrics.json.
     """
     values = _oriented(scores)
-    return float(statistics.harmonicmean_of(values)) if values else None
+    return float(statistics.harmonic_mean(values)) if values else None
 
 
 def forget_efficacy(scores: Mapping[str, float | None]) -> float | None:
