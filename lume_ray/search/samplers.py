@@ -13,6 +13,7 @@ samplers' own random start-up is kept short.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,8 +45,6 @@ def make_sampler(name: str, ctx: SamplerContext) -> Any:
 @register_sampler("gp")
 def gp(ctx: SamplerContext) -> Any:
     """Optuna's GPSampler (multi-objective: log EHVI). The initial design replaces its random start-up."""
-    import warnings
-
     import optuna  # heavy: optuna
 
     with warnings.catch_warnings():  # deterministic_objective is marked experimental

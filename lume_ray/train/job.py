@@ -157,8 +157,8 @@ def _trainer(cfg: UnlearnJob, ds_config: dict[str, Any], name: str, storage: str
              extra_callbacks: Sequence[Any]) -> Any:
     """The TorchTrainer of one job: cfg.train.workers workers (gloo on CPU, nccl on GPU), no Train-level retries
     (a failed job is retried, and resumed from its checkpoint, by the sweep's Tune trial)."""
-    import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
+    import ray.train  # heavy: ray
+    from ray.train.torch import TorchConfig, TorchTrainer  # heavy: ray
 
     resources = {"CPU": cfg.train.cpus_per_worker, **({"GPU": 1.0} if cfg.train.use_gpu else {})}
     return TorchTrainer(
