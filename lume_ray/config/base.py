@@ -32,15 +32,4 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
-
 ParamValue = float | int | str
-
-
-def _num(value: Any) -> Any:
-    """YAML 1.1 reads ``1e-4`` (no dot) as a string: take numeric strings as numbers."""
-    if isinstance(value, str):
-        try:
-            return int(value) if value.strip().lstrip("-").isdigit() else float(value)
-        except ValueError:
-            return value
-    return value

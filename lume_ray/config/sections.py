@@ -44,7 +44,7 @@ class BuildConfig(Section):
     @field_validator("preset")
     @classmethod
     def _preset(cls, value: str) -> str:
-        from lume_ray.target import PRESETS  # heavy: lume_ray.target builds models (its presets alone: light)
+        from lume_ray.target import PRESETS
 
         if value not in PRESETS:
             raise ValueError(f"unknown preset {value!r} (valid: {', '.join(PRESETS)})")

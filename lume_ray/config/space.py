@@ -17,10 +17,20 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_serializer, model_validator
 
-from lume_ray.config.base import Section, _num, located
+from lume_ray.config.base import Section, located
 
 TRAINER_PARAMS = ("lr", "steps")
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
+
+
+def _num(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-4`` (no dot) as a string: take numeric strings as numbers."""
+    if isinstance(value, str):
+        try:
+            return int(value) if value.strip().lstrip("-").isdigit() else float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _relocated(prefix: Sequence[str | int], error: ValidationError, *, flatten: str = "") -> ValidationError:
