@@ -39,6 +39,8 @@ def _fresh(setup: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def _loss(name: str, model: Any, setup: dict[str, Any], ref: Any, **params: Any) -> tuple[torch.Tensor, dict]:
+    """The loss as the training loop computes it: the reference only for an algorithm that declares needs_ref."""
+    ref = ref if ALGORITHMS[name].needs_ref else None
     return ALGORITHMS[name].fn(model, setup["forget"], setup["retain"], ref, validate_params(name, params))
 
 
@@ -140,3 +142,30 @@ def test_params_are_validated_and_coerced() -> None:
         validate_params("sgd")
     with pytest.raises(AlgorithmError, match="already registered"):
         register_algorithm("ga", {})(lambda *a: (torch.zeros(()), {}))
+
+
+def test_an_algorithm_checks_its_parameters_against_the_model() -> None:
+    """rmu's own check (run in the driver before any worker starts): its layer must exist in the model."""
+    from types import SimpleNamespace
+
+    check = ALGORITHMS["rmu"].check
+    assert check is not None and all(ALGORITHMS[n].check is None for n in ("ga", "gd", "kl", "npo", "simnpo"))
+    check(validate_params("rmu", {"layer": 2}), SimpleNamespace(num_hidden_layers=2))
+    check(validate_params("rmu", {"layer": 9}), SimpleNamespace())  # layers unknown: nothing to check
+    with pytest.raises(AlgorithmError, match=r"rmu parameter layer=3: the model has 2 layers \(valid: 0\.\.2\)"):
+        check(validate_params("rmu", {"layer": 3}), SimpleNamespace(num_hidden_layers=2))
+
+
+def test_the_registry_lists_its_choices() -> None:
+    from lume_ray.registry import Registry
+
+    things: Registry[int] = Registry("thing")
+    things.register("b")(2)
+    things.add("a", 1)
+    assert things.names() == ["b", "a"] and things.get("a") == 1 and "a" in things and list(things) == ["b", "a"]
+    with pytest.raises(ValueError, match=r"unknown thing 'c' \(valid: b, a\)"):
+        things.get("c")
+    with pytest.raises(ValueError, match="thing 'a' is already registered"):
+        things.add("a", 3)
+    assert things.pop("a") == 1 and things.names() == ["b"]
+    assert ALGORITHMS.names() == sorted(ALGORITHMS)

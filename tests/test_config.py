@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,9 @@ import yaml
 
 from lume_ray.cli import main
 from lume_ray.config import ConfigError, Experiment, UnlearnJob, load_experiment, validate
+from lume_ray.search.samplers import SAMPLERS
+
+VALID_SAMPLERS = re.escape(SAMPLERS.choices())  # "gp, tpe, ...": every registered sampler, in the registry's order
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 EXPERIMENTS = sorted(EXPERIMENTS_DIR.glob("*.yaml"))
@@ -187,7 +191,7 @@ BAD_EXPERIMENT = [
     ("sweep.objectives", "[forget_efficacy, accuracy]", r"sweep\.objectives: unknown metric 'accuracy' \(valid: .*retain_score"),
     ("sweep.objectives", "[mia_auc]", r"sweep\.objectives: metric 'mia_auc' is recorded only, not an objective \(valid: "),
     # a sampler name typo
-    ("sweep.sampler", "tpee", r"sweep\.sampler: unknown sampler 'tpee' \(valid: gp, tpe, nsga2, random, grid\)"),
+    ("sweep.sampler", "tpee", rf"sweep\.sampler: unknown sampler 'tpee' \(valid: {VALID_SAMPLERS}\)"),
     # and more combinations
     ("sweep.algorithms", "[ga, xyz]", r"sweep\.algorithms: 'xyz' has no search space here \(valid: ga, gd"),
     ("sweep.eval_steps", "[30]", r"sweep\.eval_steps: 30 is beyond every algorithm's steps \(largest max: 20\)"),
@@ -274,7 +278,7 @@ def test_sampler_flag_typo_and_set_syntax(tmp_path: Path, capsys: pytest.Capture
     exp_file.write_text(yaml.safe_dump(_quickstart(tmp_path)))
     code, err = _run_cli(["sweep", str(exp_file), "--sampler", "optuna"], capsys)
     assert code == 2
-    _one_line_error(err, str(exp_file), r"sweep\.sampler: unknown sampler 'optuna' \(valid: gp, tpe, nsga2, random, grid\)")
+    _one_line_error(err, str(exp_file), rf"sweep\.sampler: unknown sampler 'optuna' \(valid: {VALID_SAMPLERS}\)")
     code, err = _run_cli(["sweep", str(exp_file), "--set", "sweep.num_samples"], capsys)
     assert code == 2 and err.count("\n") == 1 and "expected KEY=VALUE, got 'sweep.num_samples'" in err
     code, err = _run_cli(["sweep", str(exp_file), "--set", "sweep=[1"], capsys)

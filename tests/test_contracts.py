@@ -4,13 +4,15 @@ suite, so registering one gets it tested here for free.
 - algorithm (``lume_ray.algorithms.ALGORITHMS``): a finite scalar loss whose logs carry forget_nll and retain_nll;
   gradients reach the parameters and a step changes them (the reference stays frozen); a few steps raise the
   forget NLL; determinism under a seed; per-sequence normalization (the whole batch's gradient is the mean of its
-  halves', what a 2-worker all-reduce computes);
+  halves', what a 2-worker all-reduce computes). The frozen reference model is given ONLY to an algorithm that
+  declares ``needs_ref`` (None otherwise, as the training loop does), and such an algorithm must use it: a wrong
+  ``needs_ref`` fails;
 - sampler (``lume_ray.search.samplers.SAMPLERS``): built from a :class:`SamplerContext`, an Optuna sampler; in a
   real multi-objective study the same seed gives the same first suggestions, inside their distributions; the grid
   sampler covers its grid; a trial early stopping ends at a rung leaves its points as observations of the study;
 - metric (``lume_ray.evaluate.metrics.METRICS``): a valid direction and a description; an objective of a sweep
-  exactly when it has a direction. (That every metric is computed from a realistic input and lands in
-  metrics.json is tests/test_metrics.py's contract.)
+  exactly when it has a direction; computed from a realistic input (numbers finite, the floor a bool) and written
+  to an evaluation's metrics.json.
 
 The ``test_recipe_*`` tests follow the README's recipes literally: one decorated function (+ YAML) registers a new
 algorithm, sampler or metric, which then runs through the config, the CLI / searcher / evaluation, and this suite,
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,9 +34,10 @@ import yaml
 
 from lume_ray.algorithms import ALGORITHMS, validate_params
 from lume_ray.config import AlgorithmSpace, ConfigError, experiment_from_dict, load_experiment
-from lume_ray.evaluate.metrics import METRICS
+from lume_ray.evaluate.metrics import METRICS, direction, run_metrics
 from lume_ray.model import collate
 from lume_ray.search.samplers import SAMPLERS, SamplerContext, make_sampler
+from tests.test_metrics import _realistic
 
 QUICK = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
 
@@ -44,17 +48,36 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # Algorithms.
 
 
-def _fresh(setup: dict[str, Any]) -> tuple[Any, Any]:
-    """(trainable copy, frozen reference copy) of the memorized model."""
-    return copy.deepcopy(setup["model"]).train(), copy.deepcopy(setup["model"]).eval().requires_grad_(False)
+def _fresh(setup: dict[str, Any], name: str) -> tuple[Any, Any]:
+    """(trainable copy, frozen reference copy) of the memorized model; the reference is None unless the algorithm
+    declares ``needs_ref`` (what the training loop hands it)."""
+    ref = copy.deepcopy(setup["model"]).eval().requires_grad_(False) if ALGORITHMS[name].needs_ref else None
+    return copy.deepcopy(setup["model"]).train(), ref
 
 
 def _loss(name: str, model: Any, setup: dict[str, Any], ref: Any) -> tuple[torch.Tensor, dict[str, float]]:
     return ALGORITHMS[name].fn(model, setup["forget"], setup["retain"], ref, validate_params(name))
 
 
+def check_reference_given_only_when_declared(name: str, setup: dict[str, Any]) -> None:
+    """``needs_ref`` is the truth: without it the loss runs on None (the loop loads no reference); with it the
+    loss reads the reference it is given (a declared but unused reference is a model loaded for nothing)."""
+    model, ref = _fresh(setup, name)
+    if ref is None:
+        loss, _ = _loss(name, model, setup, None)
+        assert torch.isfinite(loss)
+        return
+    calls: list[int] = []
+    handle = ref.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        _loss(name, model, setup, ref)
+    finally:
+        handle.remove()
+    assert calls, f"{name}: declares needs_ref but never reads the reference model"
+
+
 def check_finite_loss_and_logs(name: str, setup: dict[str, Any]) -> None:
-    model, ref = _fresh(setup)
+    model, ref = _fresh(setup, name)
     loss, logs = _loss(name, model, setup, ref)
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert {"forget_nll", "retain_nll"} <= set(logs)  # the "forget/retain loss" of every step's log line
@@ -62,7 +85,7 @@ def check_finite_loss_and_logs(name: str, setup: dict[str, Any]) -> None:
 
 
 def check_a_step_changes_parameters(name: str, setup: dict[str, Any]) -> None:
-    model, ref = _fresh(setup)
+    model, ref = _fresh(setup, name)
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
     loss, _ = _loss(name, model, setup, ref)
     loss.backward()
@@ -70,7 +93,7 @@ def check_a_step_changes_parameters(name: str, setup: dict[str, Any]) -> None:
     assert grads, "no parameter received a gradient"
     assert all(torch.isfinite(g).all() for g in grads.values())
     assert any(g.abs().sum() > 0 for g in grads.values())
-    assert all(p.grad is None for p in ref.parameters()), "the reference must stay frozen"
+    assert ref is None or all(p.grad is None for p in ref.parameters()), "the reference must stay frozen"
     torch.optim.AdamW(model.parameters(), lr=1e-3).step()
     changed = [k for k, p in model.named_parameters() if not torch.equal(p.detach(), before[k])]
     assert changed and set(changed) <= set(grads)
@@ -79,7 +102,7 @@ def check_a_step_changes_parameters(name: str, setup: dict[str, Any]) -> None:
 def check_forget_likelihood_goes_down(name: str, setup: dict[str, Any]) -> None:
     from lume_ray.algorithms import mean_nll
 
-    model, ref = _fresh(setup)
+    model, ref = _fresh(setup, name)
     with torch.no_grad():
         start = mean_nll(model, setup["forget"]).mean().item()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
@@ -96,7 +119,7 @@ def check_forget_likelihood_goes_down(name: str, setup: dict[str, Any]) -> None:
 def check_deterministic_under_a_seed(name: str, setup: dict[str, Any]) -> None:
     def run() -> list[float]:
         torch.manual_seed(123)
-        model, ref = _fresh(setup)
+        model, ref = _fresh(setup, name)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         values = []
         for _ in range(3):
@@ -113,7 +136,7 @@ def check_deterministic_under_a_seed(name: str, setup: dict[str, Any]) -> None:
 def check_per_sequence_normalization(name: str, setup: dict[str, Any]) -> None:
     """The gradient of the full batch equals the mean of the two half-batch gradients (what a 2-worker all-reduce
     computes), although the halves pad to different lengths: 1 worker and N workers follow one trajectory."""
-    model, ref = _fresh(setup)
+    model, ref = _fresh(setup, name)
     enc, pad = setup["enc"], setup["pad"]
     params = validate_params(name)
     f_rows, r_rows = [enc["forget"][i] for i in (0, 2, 1, 9)], [enc["retain"][i] for i in (2, 0, 3, 8)]
@@ -131,7 +154,7 @@ def check_per_sequence_normalization(name: str, setup: dict[str, Any]) -> None:
 
 
 ALGORITHM_CONTRACT: list[Callable[[str, dict[str, Any]], None]] = [
-    check_finite_loss_and_logs, check_a_step_changes_parameters, check_forget_likelihood_goes_down,
+    check_reference_given_only_when_declared, check_finite_loss_and_logs, check_a_step_changes_parameters, check_forget_likelihood_goes_down,
     check_deterministic_under_a_seed, check_per_sequence_normalization]
 
 
@@ -274,12 +297,28 @@ def test_grid_sampler_covers_its_grid() -> None:
 # Metrics.
 
 
-@pytest.mark.parametrize("name", list(METRICS))
-def test_metric_direction_and_objective(name: str) -> None:
+@pytest.fixture(scope="module")
+def evaluated_metrics(tiny_model: Any, tiny_lume: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """metrics.json as an evaluation writes it (the in-process reference runner, a random tiny model, every
+    input given: non-members, a utility set, a reference utility)."""
+    import json
+
+    from lume_ray.config import EvalConfig
+    from lume_ray.data import Choice, Document
+    from lume_ray.evaluate.runner import evaluate_reference
+
+    out = tmp_path_factory.mktemp("metrics_json")
+    nonmembers = [Document("n1", "Selma Ruud was a geologist who mapped caves in Bergen."),
+                  Document("n2", "Ivo Brand was born on May 5, 1990. His email is ivo@example.org.")]
+    utility = [Choice("What is 2+2?", ("3", "4", "5", "6"), 1), Choice("Sky color?", ("red", "blue", "green", "gray"), 1)]
+    evaluate_reference(tiny_model, tiny_lume, EvalConfig(max_new_tokens=4), nonmembers=nonmembers, utility=utility,
+                       reference_utility=0.5, out_dir=out)
+    return dict(json.loads((out / "metrics.json").read_text()))
+
+
+def check_direction_and_objective(name: str, written: dict[str, Any]) -> None:
     """A metric with a direction is a sweep objective (the searcher's and the report's direction come from the
     registry); a recorded-only one is refused at load, naming the valid objectives."""
-    from lume_ray.evaluate.metrics import direction
-
     metric = METRICS[name]
     assert metric.name == name and metric.direction in ("max", "min", None) and metric.description
     if metric.direction is None:
@@ -289,6 +328,31 @@ def test_metric_direction_and_objective(name: str) -> None:
     assert direction(name) == metric.direction
     exp = load_experiment(QUICK, [("sweep.objectives", f"['{name}']")])
     assert exp.sweep.objectives == (name,)
+
+
+def check_computed_and_written(name: str, written: dict[str, Any]) -> None:
+    """run_metrics computes a value from a realistic input (numbers finite, the floor a bool), and an evaluation's
+    metrics.json (``written``) carries it."""
+    value = run_metrics(_realistic())[name]
+    assert value is not None, name
+    if name == "utility_floor_met":
+        assert isinstance(value, bool)
+    else:
+        assert isinstance(value, float) and math.isfinite(value), (name, value)
+    assert name in written
+    if name in ("utility", "mia_auc", "mia_score", "forget_nll", "retain_nll", "final_score", "utility_floor_met"):
+        assert written[name] is not None, name  # inputs the evaluation had: a number came out
+
+
+METRIC_CONTRACT: list[Callable[[str, dict[str, Any]], None]] = [check_direction_and_objective,
+                                                                 check_computed_and_written]
+
+
+@pytest.mark.parametrize("check", METRIC_CONTRACT, ids=lambda c: c.__name__.removeprefix("check_"))
+@pytest.mark.parametrize("name", list(METRICS))
+def test_metric_contract(name: str, check: Callable[[str, dict[str, Any]], None],
+                         evaluated_metrics: dict[str, Any]) -> None:
+    check(name, evaluated_metrics)
 
 
 # =============================================================================================
@@ -380,7 +444,7 @@ def test_recipe_add_a_sampler(tmp_path: Path) -> None:
         assert first == _suggestions("qmc", seed=7, n=6) and first != _suggestions("qmc", seed=8, n=6)
     finally:
         SAMPLERS.pop("qmc", None)
-    with pytest.raises(ConfigError, match=r"unknown sampler 'qmc' \(valid: gp, tpe"):
+    with pytest.raises(ConfigError, match=rf"unknown sampler 'qmc' \(valid: {re.escape(SAMPLERS.choices())}\)"):
         load_experiment(QUICK, [("sweep.sampler", "qmc")])
 
 
@@ -388,7 +452,7 @@ def test_recipe_add_a_metric(tiny_model: Path, tiny_lume: Path, tmp_path: Path) 
     import json
 
     from lume_ray.config import EvalConfig
-    from lume_ray.evaluate.metrics import MetricInputs, register_metric, run_metrics
+    from lume_ray.evaluate.metrics import MetricInputs, register_metric
     from lume_ray.evaluate.runner import evaluate_reference, summary_lines
 
     # -- the recipe: one decorated function (in lume_ray/evaluate/metrics.py) ------------------------
@@ -413,7 +477,8 @@ def test_recipe_add_a_metric(tiny_model: Path, tiny_lume: Path, tmp_path: Path) 
         # -- + YAML: an objective of a sweep, its direction from the registry -------------------------
         exp = load_experiment(QUICK, [("sweep.objectives", "[forget_efficacy, qa_gap]")])
         assert exp.sweep.objectives == ("forget_efficacy", "qa_gap")
-        test_metric_direction_and_objective("qa_gap")  # and the contract suite, as every registered metric
+        for check in METRIC_CONTRACT:  # and the contract suite, as every registered metric
+            check("qa_gap", written)
     finally:
         METRICS.pop("qa_gap", None)
     with pytest.raises(ConfigError, match="unknown metric 'qa_gap'"):

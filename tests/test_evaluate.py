@@ -18,7 +18,7 @@ from lume_ray.cli import main
 from lume_ray.config import EvalConfig
 from lume_ray.data import DataError, Document, LumeData, load_lume
 from lume_ray.evaluate.inputs import EvalError
-from lume_ray.evaluate.metrics import TASK_SCORE_NAMES
+from lume_ray.evaluate.protocol import TASK_SCORE_NAMES
 from lume_ray.evaluate.runner import ROW_COLUMNS, evaluate, evaluate_reference
 from lume_ray.model import ModelError
 

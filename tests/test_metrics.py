@@ -1,34 +1,27 @@
-"""Metrics: every scorer and aggregate against values worked out by hand (no model, no Ray), and the registry's
-contract: every registered metric is computed from a realistic input and lands in an evaluation's metrics.json."""
+"""Metrics: every scorer and aggregate against values worked out by hand (no model, no Ray), and the registry. The
+contract every registered metric must meet (a direction, computed from a realistic input, written to an
+evaluation's metrics.json, an objective exactly when it has a direction) is in tests/test_contracts.py."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import pytest
 
-from lume_ray.evaluate import metrics
-from lume_ray.evaluate.metrics import (
-    METRICS,
+from lume_ray.config import Floor
+from lume_ray.evaluate import metrics, protocol
+from lume_ray.evaluate.metrics import METRICS, MetricInputs, run_metrics
+from lume_ray.evaluate.mia import mia_score, min_k_score, roc_auc, token_log_probs, zlib_ratio
+from lume_ray.evaluate.prompts import option_prompt, pick_option
+from lume_ray.evaluate.protocol import (
     TASK_SCORE_NAMES,
-    Floor,
-    MetricInputs,
     exact_match,
     final_score,
     forget_efficacy,
-    mia_score,
-    min_k_score,
-    option_prompt,
-    pick_option,
     retain_score,
-    roc_auc,
     rouge_l_recall,
-    run_metrics,
     task_aggregate,
     task_scores,
-    token_log_probs,
-    zlib_ratio,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -49,9 +42,9 @@ def test_exact_match_strips_and_lowercases() -> None:
     assert exact_match("Oslo", " oslo\n") == 1.0
     assert exact_match("Oslo", "Oslo.") == 0.0
     assert exact_match("12 Oak Lane", "12 oak lane ") == 1.0
-    assert metrics.score_row("qa", "Lima", " Lima") == 1.0
+    assert protocol.score_row("qa", "Lima", " Lima") == 1.0
     with pytest.raises(ValueError, match="valid: sc, qa"):
-        metrics.score_row("doc", "a", "a")
+        protocol.score_row("doc", "a", "a")
 
 
 FORGET = {"Task1/sc": 0.3, "Task1/qa": 0.5, "Task2/sc": 0.2, "Task2/qa": 0.0, "Task3/sc": 0.6, "Task3/qa": 0.5}
@@ -203,43 +196,6 @@ def test_run_metrics_whole_dict() -> None:
     assert bare["mia_score"] is None and bare["utility"] is None and bare["final_score"] is None
     assert bare["utility_floor_met"] is None  # relative floor (default 0.75), no reference
     assert any("retain/Task3/qa" in n for n in bare["notes"]) and any(n.startswith("mia_*: null: no member") for n in bare["notes"])
-
-
-@pytest.fixture(scope="module")
-def evaluated_metrics(tiny_model: Any, tiny_lume: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """metrics.json as an evaluation writes it (the in-process reference runner, a random tiny model, every
-    input given: non-members, a utility set, a reference utility)."""
-    import json
-
-    from lume_ray.config import EvalConfig
-    from lume_ray.data import Choice, Document
-    from lume_ray.evaluate.runner import evaluate_reference
-
-    out = tmp_path_factory.mktemp("metrics_json")
-    nonmembers = [Document("n1", "Selma Ruud was a geologist who mapped caves in Bergen."),
-                  Document("n2", "Ivo Brand was born on May 5, 1990. His email is ivo@example.org.")]
-    utility = [Choice("What is 2+2?", ("3", "4", "5", "6"), 1), Choice("Sky color?", ("red", "blue", "green", "gray"), 1)]
-    evaluate_reference(tiny_model, tiny_lume, EvalConfig(max_new_tokens=4), nonmembers=nonmembers, utility=utility,
-                       reference_utility=0.5, out_dir=out)
-    return dict(json.loads((out / "metrics.json").read_text()))
-
-
-@pytest.mark.parametrize("name", list(METRICS))
-def test_every_registered_metric_is_computed_and_written(name: str, evaluated_metrics: dict[str, Any]) -> None:
-    """The registry's contract, for every metric (a new one is tested by being registered): it has a known
-    direction and a description, run_metrics computes a value from a realistic input (numbers finite, the
-    floor a bool), and an evaluation's metrics.json carries it."""
-    metric = METRICS[name]
-    assert metric.direction in ("max", "min", None) and metric.description
-    value = run_metrics(_realistic())[name]
-    assert value is not None, name
-    if name == "utility_floor_met":
-        assert isinstance(value, bool)
-    else:
-        assert isinstance(value, float) and math.isfinite(value), (name, value)
-    assert name in evaluated_metrics
-    if name in ("utility", "mia_auc", "mia_score", "forget_nll", "retain_nll", "final_score", "utility_floor_met"):
-        assert evaluated_metrics[name] is not None, name  # inputs the evaluation had: a number came out
 
 
 def test_registry_directions() -> None:

@@ -19,7 +19,7 @@ import pytest
 from lume_ray.config import EvalConfig
 from lume_ray.data import Choice, DataError, load_mmlu_dir
 from lume_ray.evaluate.inputs import fit_mmlu_prompts, resolve_inputs
-from lume_ray.evaluate.metrics import mmlu_example, mmlu_prompt, mmlu_subject
+from lume_ray.evaluate.prompts import mmlu_example, mmlu_prompt, mmlu_subject
 
 # subject -> split -> rows (question, A, B, C, D, answer letter), in file order. abstract_algebra's dev column A
 # is all numbers, so pandas reads it as floats ("1" -> "1.0"), as open-instruct saw it.

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lume_ray.evaluate.metrics import Floor
+from lume_ray.config import Floor
 from lume_ray.report import apply_floors, hypervolume, pareto_mask, parse_floors
 from lume_ray.report.floors import Floors
 

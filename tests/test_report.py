@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from lume_ray import cli, report
-from lume_ray.evaluate.metrics import Floor, task_score_name
+from lume_ray.config import Floor
+from lume_ray.evaluate.protocol import task_score_name
 from lume_ray.report.budget import grid_count
 from lume_ray.report.run import read_spaces
 

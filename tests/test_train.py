@@ -137,6 +137,22 @@ def test_bad_model_path_as_a_user_sees_it(tmp_path: Path, tiny_lume: Path) -> No
     assert not (out / "ray").exists() and not (out / "config.json").exists()  # no Ray Train run, no job recorded
 
 
+def test_preflight_runs_the_algorithms_own_check(tmp_path: Path, tiny_model: Path, tiny_lume: Path) -> None:
+    """Before any worker starts, the algorithm's registered check sees the model's config: rmu's layer must exist."""
+    from transformers import AutoConfig
+
+    from lume_ray.train.job import preflight
+
+    layers = AutoConfig.from_pretrained(tiny_model).num_hidden_layers
+    job = UnlearnJob(model=str(tiny_model), data=str(tiny_lume), algorithm="rmu", params={"layer": layers + 1},
+                     out=str(tmp_path / "o"))
+    with pytest.raises(ConfigError, match=rf"rmu parameter layer={layers + 1}: the model has {layers} layers "
+                       rf"\(valid: 0\.\.{layers}\)"):
+        preflight(job)
+    preflight(job.model_copy(update={"params": {**job.params, "layer": layers}}))
+    preflight(job.model_copy(update={"algorithm": "ga", "params": {}}))  # no check registered: nothing to refuse
+
+
 # -- DeepSpeed templates --------------------------------------------------------------------------
 
 

@@ -1,7 +1,8 @@
 """[3 unlearn] Algorithms: (model, forget batch, retain batch, frozen reference, params) -> (loss, logs).
 
 An algorithm is one function in :mod:`lume_ray.algorithms.losses`, registered by name with
-``@register_algorithm`` (:mod:`lume_ray.algorithms.registry`); nothing else lists it.
+``@register_algorithm`` (:mod:`lume_ray.algorithms.registry`), with an optional ``check`` of its parameters
+against the model; nothing else lists it.
 """
 
 from lume_ray.algorithms import losses as losses  # noqa: F401  (registers every algorithm)
@@ -11,6 +12,7 @@ from lume_ray.algorithms.registry import (
     Algorithm,
     AlgorithmError,
     Batch,
+    CheckFn,
     LossFn,
     ParamValue,
     algorithm_params,
@@ -19,5 +21,5 @@ from lume_ray.algorithms.registry import (
     validate_params,
 )
 
-__all__ = ["ALGORITHMS", "Algorithm", "AlgorithmError", "Batch", "LossFn", "ParamValue", "algorithm_params",
+__all__ = ["ALGORITHMS", "Algorithm", "AlgorithmError", "Batch", "CheckFn", "LossFn", "ParamValue", "algorithm_params",
            "get_algorithm", "mean_nll", "register_algorithm", "validate_params"]

@@ -86,13 +86,18 @@ def _f(x: torch.Tensor) -> float:
 # The algorithms.
 
 
-# Gradient Ascent. Jang et al. 2023, "Knowledge Unlearning for Mitigating Privacy Risks in Language
-# Models" (ACL), Eq. 1: L_UL(f_theta, x) = -sum_t log p_theta(x_t | x_<t), i.e. maximize the NLL of the
-# forget data: L = -NLL(F). Here per sequence, token-averaged. No retain term by definition (GA with a
-# retain term is `gd`).
 @register_algorithm("ga", {}, cite="Jang et al. 2023, Eq. 1")
 def gradient_ascent(model: Any, forget: Batch, retain: Batch, ref_model: Any, params: Mapping[str, Any]
                     ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Gradient Ascent: maximize the NLL of the forget data.
+
+    Jang et al. 2023, "Knowledge Unlearning for Mitigating Privacy Risks in Language Models" (ACL), Eq. 1::
+
+        L_UL(f_theta, x) = -sum_t log p_theta(x_t | x_<t)
+
+    i.e. ``L = -NLL(F)``; here per sequence, token-averaged. No retain term by definition (GA with a retain
+    term is ``gd``).
+    """
     forget_nll = mean_nll(model, forget)  # (B,)
     with torch.no_grad():  # logged only
         retain_nll = mean_nll(model, retain)
@@ -100,25 +105,35 @@ def gradient_ascent(model: Any, forget: Batch, retain: Batch, ref_model: Any, pa
     return loss, {"forget_nll": _f(forget_nll), "retain_nll": _f(retain_nll)}
 
 
-# Gradient Difference. Liu et al. 2022, "Continual Learning and Private Unlearning" (CoLLAs), and
-# Maini et al. 2024, "TOFU: A Task of Fictitious Unlearning for LLMs", Sec. 5.1 (Gradient Difference):
-# L = -L(S_F) + alpha * L(S_R), with L the NLL. The retain term is the NLL by definition (a KL retain
-# term is the separate `kl` method).
 @register_algorithm("gd", {"alpha": 1.0}, nonnegative=("alpha",), cite="Maini et al. 2024, Sec. 5.1")
 def gradient_difference(model: Any, forget: Batch, retain: Batch, ref_model: Any, params: Mapping[str, Any]
                         ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Gradient Difference: gradient ascent on the forget data, descent on the retain data.
+
+    Liu et al. 2022, "Continual Learning and Private Unlearning" (CoLLAs), and Maini et al. 2024, "TOFU: A Task
+    of Fictitious Unlearning for LLMs", Sec. 5.1 (Gradient Difference)::
+
+        L = -L(S_F) + alpha * L(S_R)
+
+    with L the NLL. The retain term is the NLL by definition (a KL retain term is the separate ``kl`` method).
+    """
     forget_nll = mean_nll(model, forget)
     retain_nll = mean_nll(model, retain)
     loss = -forget_nll.mean() + params["alpha"] * retain_nll.mean()
     return loss, {"forget_nll": _f(forget_nll), "retain_nll": _f(retain_nll)}
 
 
-# KL Minimization. Maini et al. 2024 (TOFU), Sec. 5.1: L = -L(S_F) + alpha * (1/|S_R|) sum_{s in S_R}
-# KL(M_original(s) || M_current(s)): gradient ascent on F while matching the frozen reference's
-# next-token distributions on R (per token, averaged per sequence).
 @register_algorithm("kl", {"alpha": 1.0}, nonnegative=("alpha",), needs_ref=True, cite="Maini et al. 2024, Sec. 5.1")
 def kl_minimization(model: Any, forget: Batch, retain: Batch, ref_model: Any, params: Mapping[str, Any]
                     ) -> tuple[torch.Tensor, dict[str, float]]:
+    """KL Minimization: gradient ascent on F while matching the frozen reference's next-token distributions on R.
+
+    Maini et al. 2024, "TOFU: A Task of Fictitious Unlearning for LLMs", Sec. 5.1::
+
+        L = -L(S_F) + alpha * (1/|S_R|) sum_{s in S_R} KL(M_original(s) || M_current(s))
+
+    The KL is per token, averaged per sequence.
+    """
     _require_ref("kl", ref_model)
     forget_nll = mean_nll(model, forget)
     retain_kl, retain_nll = _retain_term(model, retain, ref_model, "kl")
@@ -126,17 +141,22 @@ def kl_minimization(model: Any, forget: Batch, retain: Batch, ref_model: Any, pa
     return loss, {"forget_nll": _f(forget_nll), "retain_nll": _f(retain_nll), "retain_kl": _f(retain_kl)}
 
 
-# Negative Preference Optimization. Zhang, Lin, Bai, Mei 2024, "Negative Preference Optimization: From
-# Catastrophic Collapse to Effective Unlearning" (COLM), Eq. 3:
-#   L_NPO,beta(theta) = -(2/beta) E_F[ log sigmoid( -beta * log( pi_theta(y|x) / pi_ref(y|x) ) ) ]
-# with SEQUENCE log-likelihoods log pi(y|x) = sum_t log pi(y_t | x, y_<t). With pi_theta == pi_ref the
-# forget term is (2/beta) ln 2. Sec. 5 adds a retain term ("NPO+RT": NLL on R) and compares a KL one;
-# `retain_loss` picks it, `alpha` weighs it (alpha=0: plain NPO).
 @register_algorithm("npo", {"beta": 0.1, "alpha": 1.0, "retain_loss": "nll"},
                     choices={"retain_loss": ("nll", "kl")}, positive=("beta",), nonnegative=("alpha",),
                     needs_ref=True, cite="Zhang et al. 2024, Eq. 3")
 def npo(model: Any, forget: Batch, retain: Batch, ref_model: Any, params: Mapping[str, Any]
         ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Negative Preference Optimization: the forget data as dispreferred answers, against the frozen reference.
+
+    Zhang, Lin, Bai, Mei 2024, "Negative Preference Optimization: From Catastrophic Collapse to Effective
+    Unlearning" (COLM), Eq. 3::
+
+        L_NPO,beta(theta) = -(2/beta) E_F[ log sigmoid( -beta * log( pi_theta(y|x) / pi_ref(y|x) ) ) ]
+
+    with SEQUENCE log-likelihoods ``log pi(y|x) = sum_t log pi(y_t | x, y_<t)``. With pi_theta == pi_ref the
+    forget term is (2/beta) ln 2. Sec. 5 adds a retain term ("NPO+RT": NLL on R) and compares a KL one;
+    ``retain_loss`` picks it, ``alpha`` weighs it (alpha=0: plain NPO).
+    """
     _require_ref("npo", ref_model)
     beta = params["beta"]
     total, count = sequence_nll(model, forget)  # (B,), (B,)
@@ -151,16 +171,21 @@ def npo(model: Any, forget: Batch, retain: Batch, ref_model: Any, params: Mappin
                   "retain_term": _f(retain_loss), "log_ratio": _f(log_ratio)}
 
 
-# SimNPO. Fan, Liu, Lin, Jia, Zhang, Mei, Liu 2024, "Simplicity Prevails: Rethinking Negative Preference
-# Optimization for LLM Unlearning", Eq. 4:
-#   L_SimNPO(theta) = E_F[ -(2/beta) log sigmoid( -(beta/|y|) log pi_theta(y|x) - delta ) ]
-#                     + lambda * E_R[ -log pi_theta(y|x) ]
-# reference-free (the point of the method), length-normalized, margin delta (gamma in the paper). The
-# paper's retain term is the NLL; alpha is lambda.
 @register_algorithm("simnpo", {"beta": 2.5, "delta": 0.0, "alpha": 1.0}, positive=("beta",),
                     nonnegative=("alpha",), cite="Fan et al. 2024, Eq. 4")
 def simnpo(model: Any, forget: Batch, retain: Batch, ref_model: Any, params: Mapping[str, Any]
            ) -> tuple[torch.Tensor, dict[str, float]]:
+    """SimNPO: NPO without the reference, length-normalized, with a margin.
+
+    Fan, Liu, Lin, Jia, Zhang, Mei, Liu 2024, "Simplicity Prevails: Rethinking Negative Preference Optimization
+    for LLM Unlearning", Eq. 4::
+
+        L_SimNPO(theta) = E_F[ -(2/beta) log sigmoid( -(beta/|y|) log pi_theta(y|x) - delta ) ]
+                          + lambda * E_R[ -log pi_theta(y|x) ]
+
+    reference-free (the point of the method), margin delta (gamma in the paper). The paper's retain term is the
+    NLL; ``alpha`` is lambda.
+    """
     beta, delta = params["beta"], params["delta"]
     total, count = sequence_nll(model, forget)
     norm_logp = -total / count.clamp(min=1)  # (1/|y|) log pi_theta(y|x), (B,)
@@ -185,19 +210,33 @@ def _masked_mse(h: torch.Tensor, target: torch.Tensor, attention_mask: torch.Ten
     return (token_mse * mask).sum(-1) / mask.sum(-1).clamp(min=1)
 
 
-# Representation Misdirection for Unlearning. Li et al. 2024, "The WMDP Benchmark: Measuring and Reducing
-# Malicious Use with Unlearning" (ICML), Sec. 5 / Eq. 1-3:
-#   L_forget = E_F[ 1/L_x sum_t || M_updated(t) - c * u ||_2^2 ],
-#   L_retain = E_R[ 1/L_x sum_t || M_updated(t) - M_frozen(t) ||_2^2 ],  L = L_forget + alpha * L_retain
-# M(t) = hidden state after decoder layer `layer` (hidden_states[layer]; 0 is the embeddings), u a
-# fixed random unit vector (seeded by `u_seed`), c = `steer`. The paper trains only the MLPs of layers
-# layer-2..layer; here every trainable parameter trains (or a LoRA adapter). MSE is averaged over the
-# hidden size as in the reference implementation.
+def _rmu_layer_fits(params: Mapping[str, Any], model_config: Any) -> None:
+    """RMU's ``layer`` must be one of the model's hidden states (0 is the embeddings, 1..N the decoder layers)."""
+    layers = getattr(model_config, "num_hidden_layers", None)
+    if layers is not None and int(params["layer"]) > layers:
+        raise AlgorithmError(f"rmu parameter layer={params['layer']}: the model has {layers} layers "
+                             f"(valid: 0..{layers})")
+
+
 @register_algorithm("rmu", {"layer": 1, "steer": 6.5, "alpha": 100.0, "u_seed": 0},
                     positive=("steer",), nonnegative=("alpha", "layer", "u_seed"), needs_ref=True,
-                    cite="Li et al. 2024, Eq. 1-3")
+                    cite="Li et al. 2024, Eq. 1-3", check=_rmu_layer_fits)
 def rmu(model: Any, forget: Batch, retain: Batch, ref_model: Any, params: Mapping[str, Any]
         ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Representation Misdirection for Unlearning: steer the forget data's hidden states to a random direction.
+
+    Li et al. 2024, "The WMDP Benchmark: Measuring and Reducing Malicious Use with Unlearning" (ICML),
+    Sec. 5 / Eq. 1-3::
+
+        L_forget = E_F[ 1/L_x sum_t || M_updated(t) - c * u ||_2^2 ]
+        L_retain = E_R[ 1/L_x sum_t || M_updated(t) - M_frozen(t) ||_2^2 ]
+        L = L_forget + alpha * L_retain
+
+    M(t) = hidden state after decoder layer ``layer`` (``hidden_states[layer]``; 0 is the embeddings), u a fixed
+    random unit vector (seeded by ``u_seed``), c = ``steer``. The paper trains only the MLPs of layers
+    layer-2..layer; here every trainable parameter trains (or a LoRA adapter). MSE is averaged over the hidden
+    size as in the reference implementation.
+    """
     _require_ref("rmu", ref_model)
     layer = int(params["layer"])
     out_f = model(input_ids=forget["input_ids"], attention_mask=forget["attention_mask"], output_hidden_states=True)

@@ -1,9 +1,11 @@
-"""[3 unlearn] Algorithm registry: name -> a pure loss function, its parameters (with defaults) and their constraints.
+"""[3 unlearn] Algorithm registry: name -> a pure loss function, its parameters (with defaults), their constraints and
+an optional check against the model.
 
 Input:  ``@register_algorithm(name, params, ...)`` above a loss function (see :mod:`lume_ray.algorithms.losses`).
-Output: :data:`ALGORITHMS`, :func:`get_algorithm`, :func:`validate_params`; the declared parameters are the
-        vocabulary of the sweep's search spaces (method parameters kept apart from trainer parameters such
-        as lr and steps, which live in the config).
+Output: :data:`ALGORITHMS` (a :class:`lume_ray.registry.Registry`), :func:`get_algorithm`, :func:`validate_params`;
+        the declared parameters are the vocabulary of the sweep's search spaces (method parameters kept apart
+        from trainer parameters such as lr and steps, which live in the config). ``check(params, model_config)``
+        is the algorithm's own test of its parameters against the model it will train (before any worker starts).
 """
 
 from __future__ import annotations
@@ -15,9 +17,14 @@ from typing import Any
 
 import torch
 
+from lume_ray.registry import Registry
+
 ParamValue = float | int | str
 Batch = dict[str, torch.Tensor]
 LossFn = Callable[[Any, Batch, Batch, Any, Mapping[str, Any]], tuple[torch.Tensor, dict[str, float]]]
+CheckFn = Callable[[Mapping[str, Any], Any], None]
+"""``check(params, model_config)``: raises ValueError when the validated parameters do not fit the model
+(``model_config``: its ``transformers`` config, or None when it cannot be read before training)."""
 
 
 class AlgorithmError(ValueError):
@@ -34,11 +41,12 @@ class Algorithm:
     choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     positive: tuple[str, ...] = ()  # must be > 0
     nonnegative: tuple[str, ...] = ()  # must be >= 0
-    needs_ref: bool = False
+    needs_ref: bool = False  # the loss reads the frozen reference model (None is passed otherwise)
     cite: str = ""
+    check: CheckFn | None = None
 
 
-ALGORITHMS: dict[str, Algorithm] = {}
+ALGORITHMS: Registry[Algorithm] = Registry("algorithm", error=AlgorithmError, sort=True)
 
 
 def register_algorithm(
@@ -50,27 +58,25 @@ def register_algorithm(
     nonnegative: tuple[str, ...] = (),
     needs_ref: bool = False,
     cite: str = "",
+    check: CheckFn | None = None,
 ) -> Callable[[LossFn], LossFn]:
-    """Register ``fn`` under ``name``; ``params`` maps each parameter to its default (its type too)."""
+    """Register ``fn`` under ``name``; ``params`` maps each parameter to its default (its type too). ``needs_ref``:
+    the loss takes the frozen reference model (else it gets None); ``check``: see :data:`CheckFn`."""
     choices = dict(choices or {})
     for key, allowed in choices.items():
         if not isinstance(params.get(key), str) or params[key] not in allowed:
             raise AlgorithmError(f"{name}: default of {key!r} must be one of {', '.join(allowed)}")
 
     def deco(fn: LossFn) -> LossFn:
-        if name in ALGORITHMS:
-            raise AlgorithmError(f"algorithm {name!r} is already registered")
-        ALGORITHMS[name] = Algorithm(name, fn, dict(params), choices, positive, nonnegative, needs_ref, cite)
+        ALGORITHMS.add(name, Algorithm(name, fn, dict(params), choices, positive, nonnegative, needs_ref, cite, check))
         return fn
 
     return deco
 
 
 def get_algorithm(name: str) -> Algorithm:
-    try:
-        return ALGORITHMS[name]
-    except KeyError:
-        raise AlgorithmError(f"unknown algorithm {name!r} (valid: {', '.join(sorted(ALGORITHMS))})") from None
+    """The registered algorithm ``name``; unknown -> :class:`AlgorithmError` naming the valid ones."""
+    return ALGORITHMS.get(name)
 
 
 def algorithm_params(name: str) -> dict[str, ParamValue]:

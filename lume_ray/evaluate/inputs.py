@@ -33,7 +33,7 @@ from lume_ray.data import (
     load_utility,
     mmlu_set,
 )
-from lume_ray.evaluate.metrics import mmlu_prompt, option_prompt
+from lume_ray.evaluate.prompts import mmlu_prompt, option_prompt
 from lume_ray.model import ModelError, load_tokenizer
 
 MMLU_ID = "cais/mmlu"
@@ -88,7 +88,7 @@ def load_mmlu() -> MultipleChoiceSet:
     """All 57 MMLU subjects, test split and the dev split's few-shot examples, through ``datasets`` (needs the
     dataset cached or a network)."""
     try:
-        import datasets
+        import datasets  # heavy: datasets
 
         splits = {split: datasets.load_dataset(MMLU_ID, "all", split=split) for split in ("test", "dev")}
     except Exception as e:
@@ -153,7 +153,7 @@ def _check_disjoint(members: Sequence[Document], nonmembers: Sequence[Document])
 
 def _check_model(model: str, tokenizer: Any, trust_remote_code: bool) -> None:
     """Model/tokenizer mismatch from the config alone (before any actor loads weights)."""
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # heavy: transformers
 
     try:
         config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)

@@ -31,11 +31,11 @@ class EvalPool:
 
     def __init__(self, *, data: str, settings: dict[str, Any], base_model: str, members: Any = None,
                  nonmembers: Any = None, utility: Any = None, trust_remote_code: bool = False) -> None:
-        import ray
+        import ray  # heavy: ray
 
-        from lume_ray.evaluate.inputs import plan
-        from lume_ray.evaluate.runner import actor_resources, scorer_kwargs
-        from lume_ray.evaluate.scoring import Scorer
+        from lume_ray.evaluate.inputs import plan  # heavy: torch (lume_ray.model)
+        from lume_ray.evaluate.runner import actor_resources, scorer_kwargs  # heavy: torch (lume_ray.model)
+        from lume_ray.evaluate.scoring import Scorer  # heavy: torch (lume_ray.model)
 
         self.settings = EvalConfig.model_validate(settings)
         # The inputs are the same for every point of the sweep: resolved and checked once.
@@ -78,8 +78,8 @@ class EvalPool:
 
     async def evaluate(self, model: str, out_dir: str | None, reference_utility: float | None) -> dict[str, Any]:
         """Evaluate one model directory; writes ``out_dir``'s rows.parquet and metrics.json."""
-        from lume_ray.evaluate.inputs import Plan
-        from lume_ray.evaluate.runner import finish, job_items
+        from lume_ray.evaluate.inputs import Plan  # heavy: torch (lume_ray.model)
+        from lume_ray.evaluate.runner import finish, job_items  # heavy: torch (lume_ray.model)
 
         await self._start()
         assert self.ready is not None
@@ -108,7 +108,7 @@ class EvalPool:
 def start_pool(*, data: str, settings: EvalConfig, base_model: str, members: Any = None, nonmembers: Any = None,
                utility: Any = None, trust_remote_code: bool = False, name: str | None = None) -> Any:
     """Start the pool actor (its own CPUs are tiny: it only dispatches) and return its handle."""
-    import ray
+    import ray  # heavy: ray
 
     return ray.remote(EvalPool).options(num_cpus=0, name=name, max_concurrency=1000).remote(
         data=data, settings=settings.model_dump(mode="json"), base_model=base_model, members=members,
@@ -119,7 +119,7 @@ def start_pool(*, data: str, settings: EvalConfig, base_model: str, members: Any
 def evaluation_pool(**kwargs: Any) -> Iterator[Any]:
     """:func:`start_pool` for a ``with`` block; the pool (and the model actors it owns) is killed at its end, so
     its CPUs go back to the cluster (a session that runs several sweeps would otherwise run out of them)."""
-    import ray
+    import ray  # heavy: ray
 
     pool = start_pool(**kwargs)
     try:

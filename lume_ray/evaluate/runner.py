@@ -31,14 +31,9 @@ from typing import Any
 from lume_ray.config import EvalConfig
 from lume_ray.data import KINDS, LumeData
 from lume_ray.evaluate.inputs import DocsArg, EvalError, Plan, UtilityArg, plan, resolve_inputs
-from lume_ray.evaluate.metrics import (
-    METRICS,
-    TASK_SCORE_NAMES,
-    MetricInputs,
-    pick_option,
-    run_metrics,
-    task_score_name,
-)
+from lume_ray.evaluate.metrics import METRICS, MetricInputs, run_metrics
+from lume_ray.evaluate.prompts import pick_option
+from lume_ray.evaluate.protocol import TASK_SCORE_NAMES, task_score_name
 from lume_ray.evaluate.scoring import Scorer, score_model
 from lume_ray.files import atomic_file, write_json
 from lume_ray.local_ray import ray_session
@@ -62,7 +57,7 @@ class Progress:
 
 def actor_resources(settings: EvalConfig) -> tuple[float, float]:
     """(CPUs, GPUs) per actor, keeping at least one CPU (or half the node) free for Ray Data's tasks."""
-    import ray
+    import ray  # heavy: ray
 
     resources = ray.cluster_resources()
     total = float(resources.get("CPU", 1.0))
@@ -95,8 +90,8 @@ def _run_ray(plans: Sequence[Plan], settings: EvalConfig, trust_remote_code: boo
              progress: Progress) -> Generator[tuple[int, list[dict[str, Any]]]]:
     """Stream every plan's items through one actor pool; yields (plan index, its results) as soon as the
     last item of that plan is back, so the first model's metrics are written while later ones run."""
-    import ray
-    import ray.data
+    import ray  # heavy: ray
+    import ray.data  # heavy: ray
 
     cpus, gpus = actor_resources(settings)
     items = job_items(plans)
@@ -115,7 +110,7 @@ def _run_ray(plans: Sequence[Plan], settings: EvalConfig, trust_remote_code: boo
         compute=ray.data.ActorPoolStrategy(size=settings.workers, max_tasks_in_flight_per_actor=1),
         num_cpus=cpus, num_gpus=gpus,
     )
-    from tqdm import tqdm
+    from tqdm import tqdm  # heavy: tqdm
 
     pending = {j: len(p.inputs.items) for j, p in enumerate(plans)}
     results: dict[int, list[dict[str, Any]]] = {j: [] for j in pending}
@@ -184,7 +179,7 @@ def finish(
 
 
 def _write(out_dir: Path, rows: list[dict[str, Any]], result: dict[str, Any]) -> None:
-    import pandas as pd
+    import pandas as pd  # heavy: pandas
 
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(rows, columns=list(ROW_COLUMNS))

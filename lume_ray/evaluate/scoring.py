@@ -21,7 +21,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from lume_ray.data import KINDS
-from lume_ray.evaluate.metrics import OPTION_LETTERS, min_k_score, score_row, token_log_probs, zlib_ratio
+from lume_ray.evaluate.mia import min_k_score, token_log_probs, zlib_ratio
+from lume_ray.evaluate.prompts import OPTION_LETTERS
+from lume_ray.evaluate.protocol import score_row
 from lume_ray.model import (
     IGNORE,
     Encoded,
@@ -67,7 +69,7 @@ def next_token_picks(model: Any, tokenizer: Any, prompts: Sequence[str], *, batc
     (open-instruct's default batch size 1); otherwise left-padded batches whose position ids skip the padding,
     and only the last position's logits.
     """
-    import torch
+    import torch  # heavy: torch
 
     answer_ids = answer_token_ids(tokenizer)
     device = next(model.parameters()).device
@@ -98,7 +100,7 @@ def item_losses(model: Any, tokenizer: Any, items: Sequence[dict[str, Any]], *, 
     """Summed NLL and token count of each item's completion (rows, options: prompt masked; documents:
     nothing masked), plus Min-K% / Min-K%++ / zlib features for documents. Batched, length-sorted. Items of
     kind ``next`` (MMLU questions answered by the next token) take no loss here."""
-    import torch
+    import torch  # heavy: torch
 
     device = next(model.parameters()).device
     out: list[dict[str, float]] = [{} for _ in items]
@@ -153,7 +155,7 @@ def score_items(items: Sequence[dict[str, Any]], generations: dict[int, str], lo
 def generate_exact(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int) -> list[str]:
     """The challenge's generation loop: one prompt at a time, no padding, greedy with KV cache, stopping at
     the model's own end ids; new tokens decoded as :func:`lume_ray.model.decode_new_tokens` does."""
-    import torch
+    import torch  # heavy: torch
 
     device = next(model.parameters()).device
     out = []
@@ -206,7 +208,7 @@ class Scorer:
             self.loaded = None
             gc.collect()
             if self.device == "cuda":
-                import torch
+                import torch  # heavy: torch
 
                 torch.cuda.empty_cache()
             model, tok = load_model(path, dtype=self.dtype, trust_remote_code=self.trust_remote_code,
@@ -227,6 +229,6 @@ class Scorer:
         return records
 
     def __call__(self, batch: Any) -> Any:  # pandas.DataFrame -> pandas.DataFrame (Ray Data)
-        import pandas as pd
+        import pandas as pd  # heavy: pandas
 
         return pd.DataFrame(self.score(batch.to_dict(orient="records")))

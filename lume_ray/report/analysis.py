@@ -28,7 +28,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lume_ray.evaluate.metrics import METRICS, TASK_SCORE_NAMES, Floor, direction
+from lume_ray.config import Floor
+from lume_ray.evaluate.metrics import METRICS, direction
+from lume_ray.evaluate.protocol import TASK_SCORE_NAMES
 from lume_ray.report.columns import finite, has_values, hp_columns, hp_text, metric_columns, num
 from lume_ray.report.floors import Floors, feasibility
 from lume_ray.report.pareto import hypervolume, pareto_mask

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lume_ray.evaluate.metrics import Floor, direction
+from lume_ray.config import Floor
+from lume_ray.evaluate.metrics import direction
 from lume_ray.report.analysis import Analysis, analyze, base_values, reference_point, resolve_objectives
 from lume_ray.report.answer import QUOTED
 from lume_ray.report.budget import Budget, budgets, hypervolume_history

@@ -5,7 +5,7 @@ Input:  the floors (study.json's ``utility_floor``, ``--floor`` pairs, or a mapp
 Output: :class:`Floors`, their description for the report, and a boolean per row.
 
 A point is *feasible* when its status is "ok" and it passes every floor. The utility floor is
-:class:`lume_ray.evaluate.metrics.Floor` (relative to the base model's utility and/or absolute), decided by
+:class:`lume_ray.config.Floor` (relative to the base model's utility and/or absolute), decided by
 ``Floor.met``: the same call that wrote ``utility_floor_met`` into metrics.json, so the two never disagree.
 ``--floor metric=f`` for any other metric is relative: ``value >= f x base`` ("max"), ``<= f x base`` ("min").
 """
@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lume_ray.evaluate.metrics import Floor, direction
+from lume_ray.config import Floor
+from lume_ray.evaluate.metrics import direction
 from lume_ray.report.columns import finite, metric_columns, num
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from lume_ray.evaluate.metrics import Floor
+from lume_ray.config import Floor
 from lume_ray.files import atomic_dir
 from lume_ray.report import figures as fg
 from lume_ray.report.analysis import (

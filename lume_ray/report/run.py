@@ -142,7 +142,7 @@ def read_rows(rd: RunDir, rel: str, read: ReadLog, note: str) -> pd.DataFrame | 
 
 def check_rows(stored: Mapping[str, Any], rows: pd.DataFrame | None) -> str:
     """A one-phrase consistency check of stored task scores against those re-derived from the rows."""
-    from lume_ray.evaluate.metrics import task_scores
+    from lume_ray.evaluate.protocol import task_scores
 
     if rows is None or not {"split", "task", "kind", "score"} <= set(rows.columns):
         return "task scores not re-derivable"

@@ -13,9 +13,12 @@ samplers' own random start-up is kept short.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from lume_ray.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -26,32 +29,23 @@ class SamplerContext:
 
 
 SamplerFn = Callable[[SamplerContext], Any]
-SAMPLERS: dict[str, SamplerFn] = {}
+SAMPLERS: Registry[SamplerFn] = Registry("sampler")  # listed in registration order: the default first
 
 
 def register_sampler(name: str) -> Callable[[SamplerFn], SamplerFn]:
-    def deco(fn: SamplerFn) -> SamplerFn:
-        if name in SAMPLERS:
-            raise ValueError(f"sampler {name!r} is already registered")
-        SAMPLERS[name] = fn
-        return fn
-
-    return deco
+    """Register ``fn(ctx) -> optuna sampler`` as ``sweep.sampler: name``."""
+    return SAMPLERS.register(name)
 
 
 def make_sampler(name: str, ctx: SamplerContext) -> Any:
-    try:
-        return SAMPLERS[name](ctx)
-    except KeyError:
-        raise ValueError(f"unknown sampler {name!r} (valid: {', '.join(SAMPLERS)})") from None
+    """The sampler ``name`` built for ``ctx``; unknown -> ValueError naming the valid ones."""
+    return SAMPLERS.get(name)(ctx)
 
 
 @register_sampler("gp")
 def gp(ctx: SamplerContext) -> Any:
     """Optuna's GPSampler (multi-objective: log EHVI). The initial design replaces its random start-up."""
-    import warnings
-
-    import optuna
+    import optuna  # heavy: optuna
 
     with warnings.catch_warnings():  # deterministic_objective is marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -61,7 +55,7 @@ def gp(ctx: SamplerContext) -> Any:
 
 @register_sampler("tpe")
 def tpe(ctx: SamplerContext) -> Any:
-    import optuna
+    import optuna  # heavy: optuna
 
     return optuna.samplers.TPESampler(seed=ctx.seed, n_startup_trials=max(2, min(10, ctx.budget // 3)),
                                       multivariate=True)
@@ -69,14 +63,14 @@ def tpe(ctx: SamplerContext) -> Any:
 
 @register_sampler("nsga2")
 def nsga2(ctx: SamplerContext) -> Any:
-    import optuna
+    import optuna  # heavy: optuna
 
     return optuna.samplers.NSGAIISampler(seed=ctx.seed, population_size=max(2, min(ctx.budget // 2, 50)))
 
 
 @register_sampler("random")
 def random(ctx: SamplerContext) -> Any:
-    import optuna
+    import optuna  # heavy: optuna
 
     return optuna.samplers.RandomSampler(seed=ctx.seed)
 
@@ -84,6 +78,6 @@ def random(ctx: SamplerContext) -> Any:
 @register_sampler("grid")
 def grid(ctx: SamplerContext) -> Any:
     """Every combination of the grid values, in a seeded order (the budget is the grid's size)."""
-    import optuna
+    import optuna  # heavy: optuna
 
     return optuna.samplers.GridSampler({k: list(v) for k, v in ctx.grid.items()}, seed=ctx.seed)

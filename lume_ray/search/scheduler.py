@@ -33,6 +33,7 @@ import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from lume_ray.config import Experiment
+from lume_ray.evaluate.metrics import direction
 from lume_ray.files import write_json
 from lume_ray.run_dir import RunDir
 
@@ -44,7 +45,10 @@ def keep_order(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
 
     The contribution's reference point is the worst value of each objective among the points, pushed out by a
     tenth of the range (so the extreme points of the front keep a positive contribution)."""
-    from lume_ray.report.pareto import hv_contributions, pareto_rank
+    from lume_ray.report.pareto import (  # heavy: pandas (lume_ray.report.analysis)
+        hv_contributions,
+        pareto_rank,
+    )
 
     ranks = pareto_rank(values, directions)
     maximise = np.array([d == "max" for d in directions])
@@ -64,7 +68,7 @@ def judge(table: dict[str, list[float]], trial_id: str, keep: float, directions:
     """(kept?, position, how many are kept) of ``trial_id``'s point among the points ``table`` holds at a rung
     (trial id -> objective values, ``trial_id``'s included): the best ``max(1, floor(n * keep))`` are kept, and
     with ``keep_front`` every point of the rung's front (Pareto rank 0) too."""
-    from lume_ray.report.pareto import pareto_rank
+    from lume_ray.report.pareto import pareto_rank  # heavy: pandas (lume_ray.report.analysis)
 
     ids = list(table)
     values = np.array([table[i] for i in ids], dtype=float)
@@ -86,8 +90,6 @@ class ParetoSuccessiveHalving(FIFOScheduler):
 
     def __init__(self, exp: Experiment, run_dir: str) -> None:
         super().__init__()
-        from lume_ray.evaluate.metrics import direction
-
         assert exp.sweep.early_stop is not None
         self.exp, self.rd = exp, RunDir(run_dir)
         self.rungs = tuple(exp.sweep.early_stop.rungs)

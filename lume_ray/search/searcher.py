@@ -33,6 +33,7 @@ from typing import Any, Literal
 from ray.tune.search import Searcher
 
 from lume_ray.config import Experiment
+from lume_ray.evaluate.metrics import direction
 from lume_ray.search import space as sp
 from lume_ray.search.samplers import SamplerContext, make_sampler
 
@@ -54,12 +55,10 @@ class StudySearcher(Searcher):
 
     def __init__(self, exp: Experiment, *, warm_start: Iterable[Mapping[str, Any]] = (), log: Any = None) -> None:
         super().__init__(metric=None, mode=None)
-        import optuna
+        import optuna  # heavy: optuna
 
         self.exp = exp
         self.objectives = list(exp.sweep.objectives)
-        from lume_ray.evaluate.metrics import direction
-
         directions: list[Literal["minimize", "maximize"]] = [
             "maximize" if direction(o) == "max" else "minimize" for o in self.objectives]
         self.studies: dict[str, Any] = {}
@@ -156,7 +155,7 @@ class StudySearcher(Searcher):
         a.told_steps.add(step)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        import optuna
+        import optuna  # heavy: optuna
 
         a = self.assigned.get(trial_id)
         if a is None:
@@ -184,7 +183,7 @@ class StudySearcher(Searcher):
         a box corner it had seen, at another step count, in 3 of 16 trials on a space whose front sits on the box's
         edge); a second run of it would only retrace the same points. Close that proposal (FAIL, as every proposal
         ends) and run the nearest setting not yet explored instead, enqueued so the study records what runs."""
-        import optuna
+        import optuna  # heavy: optuna
 
         seed = (self.exp.seed + sorted(self.exp.algorithms).index(algo)) * 100_003 + trial.number
         moved = sp.away_from_seen(self.exp.algorithms[algo], params, self._seen(algo), seed=seed)
@@ -203,7 +202,7 @@ class StudySearcher(Searcher):
         return list(sp.searchable(self.exp.algorithms[algo]))
 
     def _tell_point(self, algo: str, params: dict[str, Any], values: list[float], attrs: dict[str, Any]) -> bool:
-        import optuna
+        import optuna  # heavy: optuna
 
         space = self.exp.algorithms[algo]
         dists = sp.distributions(space, grid=self.exp.sweep.sampler == "grid")

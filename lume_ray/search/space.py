@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,7 +20,7 @@ from lume_ray.config import AlgorithmSpace, ParamSpec
 
 
 def distribution(spec: ParamSpec) -> Any:
-    import optuna.distributions as d
+    import optuna.distributions as d  # heavy: optuna
 
     lo, hi = (spec.values + (None,))[:2] if spec.kind != "choice" else (None, None)
     if spec.kind == "loguniform":
@@ -36,7 +37,7 @@ def distribution(spec: ParamSpec) -> Any:
 def distributions(space: AlgorithmSpace, grid: bool = False) -> dict[str, Any]:
     """The searched parameters' distributions. With ``grid``, each parameter is its grid values (categorical),
     which is what Optuna's GridSampler samples from."""
-    import optuna.distributions as d
+    import optuna.distributions as d  # heavy: optuna
 
     if grid:
         return {name: d.CategoricalDistribution(list(spec.grid_values())) for name, spec in space.searched().items()}
@@ -54,7 +55,7 @@ def steps_distribution(space: AlgorithmSpace, eval_steps: Sequence[int] = ()) ->
     every value the sampler can propose for it, and GP (a deterministic objective) sees nothing left to learn there.
     With 1..max, GP re-proposed trained box corners at steps between the evaluated ones (measured: 3 of 16 trials,
     bench_sweep's boundary space), each a second run of the same trajectory. Uneven evaluation steps: 1..max."""
-    import optuna.distributions as d
+    import optuna.distributions as d  # heavy: optuna
 
     points = sorted(set(eval_steps))
     h = points[0] if points else 0
@@ -201,8 +202,6 @@ def away_from_seen(space: AlgorithmSpace, params: Mapping[str, Any], seen: Seque
     within ``radius`` of it (each parameter's [0, 1] scale, clipped to the box, so a proposal on an edge tends to
     stay on it), the nearest one at least ``spacing`` from every seen setting (else the draw farthest from them).
     The sampler asked for this region; the move keeps it there and buys a trajectory not yet trained."""
-    import random
-
     searched = searchable(space)
     names = [n for n, s in searched.items() if s.kind != "choice"]  # a choice keeps the proposed option
     centre = {n: _unit(searched[n], params[n]) for n in names}

@@ -15,7 +15,7 @@ FORGET_STREAM, RETAIN_STREAM, EVAL_STREAM = 0, 1, 2  # independent seeded stream
 
 @lru_cache(maxsize=64)
 def _permutation(n: int, seed: int, stream: int, epoch: int) -> tuple[int, ...]:
-    import torch
+    import torch  # heavy: torch
 
     gen = torch.Generator().manual_seed(seed * 1_000_003 + stream * 10_007 + epoch)
     return tuple(torch.randperm(n, generator=gen).tolist())

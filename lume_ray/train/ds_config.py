@@ -91,7 +91,7 @@ def load_ds_config(cfg: UnlearnJob, path: str | os.PathLike[str] | None = None) 
     zero = ds.get("zero_optimization", {"stage": 0})
     if zero.get("stage", 0) != cfg.train.zero:
         raise DeepSpeedConfigError(f"{path}: zero_optimization.stage={zero.get('stage')} but zero={cfg.train.zero}")
-    from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+    from deepspeed.runtime.zero.config import DeepSpeedZeroConfig  # heavy: deepspeed
 
     try:
         DeepSpeedZeroConfig(**zero)

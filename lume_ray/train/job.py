@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lume_ray.config import ConfigError, UnlearnJob
+from lume_ray.data import load_lume
 from lume_ray.local_ray import ray_session
 from lume_ray.train.ds_config import load_ds_config
 from lume_ray.train.loop import LOG_NAME, POINTS_NAME, train_loop
@@ -75,10 +76,10 @@ def absolute(cfg: UnlearnJob) -> UnlearnJob:
 
 def preflight(cfg: UnlearnJob) -> None:
     """Fail in the driver, with a one-line message, on what would otherwise fail in every worker."""
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # heavy: transformers
 
-    from lume_ray.data import load_lume
-    from lume_ray.model import ModelError, check_source
+    from lume_ray.algorithms import get_algorithm  # heavy: torch
+    from lume_ray.model import ModelError, check_source  # heavy: torch, transformers
 
     data = load_lume(cfg.data)
     if not data.forget or not data.retain:
@@ -88,10 +89,12 @@ def preflight(cfg: UnlearnJob) -> None:
         mc = AutoConfig.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
     except Exception as e:
         raise ModelError(f"{cfg.model}: could not load model config ({type(e).__name__})") from None
-    layers = getattr(mc, "num_hidden_layers", None)
-    if cfg.algorithm == "rmu" and layers is not None and int(cfg.params["layer"]) > layers:
-        raise ConfigError(f"rmu parameter layer={cfg.params['layer']}: the model has {layers} layers "
-                          f"(valid: 0..{layers})")
+    check = get_algorithm(cfg.algorithm).check  # the algorithm's own test of its parameters against the model
+    if check is not None:
+        try:
+            check(cfg.params, mc)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -154,8 +157,8 @@ def _trainer(cfg: UnlearnJob, ds_config: dict[str, Any], name: str, storage: str
              extra_callbacks: Sequence[Any]) -> Any:
     """The TorchTrainer of one job: cfg.train.workers workers (gloo on CPU, nccl on GPU), no Train-level retries
     (a failed job is retried, and resumed from its checkpoint, by the sweep's Tune trial)."""
-    import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
+    import ray.train  # heavy: ray
+    from ray.train.torch import TorchConfig, TorchTrainer  # heavy: ray
 
     resources = {"CPU": cfg.train.cpus_per_worker, **({"GPU": 1.0} if cfg.train.use_gpu else {})}
     return TorchTrainer(

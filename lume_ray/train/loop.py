@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from lume_ray.config import UnlearnJob
+from lume_ray.data import load_lume
 from lume_ray.run_dir import STEP_DIR
 from lume_ray.train.batches import (
     EVAL_STREAM,
@@ -35,6 +37,8 @@ from lume_ray.train.batches import (
     batch_indices,
     worker_slice,
 )
+from lume_ray.train.ds_config import reference_ds_config
+from lume_ray.train.lora import AdapterOffReference, apply_lora, merged_state_dict
 
 EVAL_ROWS = 64  # rows per split in the fixed subset whose mean losses each evaluation point reports
 LOG_NAME, POINTS_NAME, STATE_NAME = "train_log.jsonl", "points.jsonl", "state.json"
@@ -74,8 +78,8 @@ class Worker:
     """One rank's state: the job, its tokenized data, the DeepSpeed engine(s). Built by :meth:`setup`."""
 
     def __init__(self, job: UnlearnJob, ds_config: dict[str, Any]) -> None:
-        import ray.train
-        import torch
+        import ray.train  # heavy: ray
+        import torch  # heavy: torch
 
         self.job, self.ds_config = job, ds_config
         ctx = ray.train.get_context()
@@ -84,7 +88,7 @@ class Worker:
         self.out = Path(job.out)
         self.device = torch.device("cpu")
         if job.train.use_gpu:
-            import ray.train.torch
+            import ray.train.torch  # heavy: ray
 
             self.device = ray.train.torch.get_device()
         self.engine: Any = None
@@ -93,12 +97,11 @@ class Worker:
     # -- set-up ---------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        import deepspeed
-        import ray
-        import torch
+        import deepspeed  # heavy: deepspeed
+        import ray  # heavy: ray
+        import torch  # heavy: torch
 
-        from lume_ray.data import load_lume
-        from lume_ray.model import encode_pair, load_tokenizer
+        from lume_ray.model import encode_pair, load_tokenizer  # heavy: torch, transformers
 
         job = self.job
         # Which process runs each rank: for operators (py-spy, kill) and the worker-death tests.
@@ -116,13 +119,11 @@ class Worker:
         self._load_engines()
 
     def _load_engines(self) -> None:
-        import deepspeed
-        import torch
-        from transformers import AutoModelForCausalLM
+        import deepspeed  # heavy: deepspeed
+        import torch  # heavy: torch
+        from transformers import AutoModelForCausalLM  # heavy: transformers
 
-        from lume_ray.algorithms import get_algorithm
-        from lume_ray.train.ds_config import reference_ds_config
-        from lume_ray.train.lora import AdapterOffReference, apply_lora
+        from lume_ray.algorithms import get_algorithm  # heavy: torch
 
         job = self.job
         dtype = torch.bfloat16 if job.train.resolved_precision == "bf16" else torch.float32
@@ -130,7 +131,7 @@ class Worker:
         if job.train.zero == 3:
             # Keeps transformers' from_pretrained inside deepspeed.zero.Init: the weights are sharded as they
             # load, so no worker ever holds the whole model (what makes 7B fit).
-            from transformers.integrations import HfDeepSpeedConfig
+            from transformers.integrations import HfDeepSpeedConfig  # heavy: transformers
 
             hf_ds = HfDeepSpeedConfig(self.ds_config)  # noqa: F841 (must stay alive while models load)
 
@@ -155,13 +156,13 @@ class Worker:
     # -- helpers --------------------------------------------------------------------------------
 
     def batch(self, split: str, idx: Sequence[int]) -> dict[str, Any]:
-        from lume_ray.model import collate
+        from lume_ray.model import collate  # heavy: torch, transformers
 
         return {k: v.to(self.device) for k, v in collate([self.enc[split][i] for i in idx],
                                                           self.tokenizer.pad_token_id).items()}
 
     def all_mean(self, values: Sequence[float]) -> list[float]:
-        import torch
+        import torch  # heavy: torch
 
         t = torch.tensor(list(values), dtype=torch.float64, device=self.device)
         torch.distributed.all_reduce(t)  # SUM; NaN anywhere -> NaN everywhere, so all ranks agree
@@ -169,9 +170,9 @@ class Worker:
 
     def eval_losses(self) -> tuple[float, float]:
         """Mean forget / retain NLL on a fixed subset, sharded so every rank runs the same number of forwards."""
-        import torch
+        import torch  # heavy: torch
 
-        from lume_ray.algorithms import mean_nll
+        from lume_ray.algorithms import mean_nll  # heavy: torch
 
         micro = self.job.train.micro_batch
         self.engine.eval()
@@ -196,7 +197,7 @@ class Worker:
 
     def resume(self) -> tuple[int, str, str]:
         """(step, status, reason) of Ray Train's latest checkpoint (0, "running", "" when none)."""
-        import ray.train
+        import ray.train  # heavy: ray
 
         start, status, reason = 0, "running", ""
         checkpoint = ray.train.get_checkpoint()
@@ -216,7 +217,7 @@ class Worker:
 
     def save_point(self, step: int, resumed_from: int) -> None:
         """Save the HF model dir (rank 0), a DeepSpeed checkpoint (all ranks) and report both."""
-        import ray.train
+        import ray.train  # heavy: ray
 
         forget_loss, retain_loss = self.eval_losses()
         model_dir = self.out / "points" / STEP_DIR.format(step)
@@ -239,12 +240,10 @@ class Worker:
         """A loadable HF model dir, written atomically (temp dir, then rename). The weights come from
         DeepSpeed's public ``save_16bit_model`` (under ZeRO-3 a collective that gathers the shards to rank 0;
         needs ``stage3_gather_16bit_weights_on_model_save``), the LoRA merge from PEFT."""
-        import shutil
 
-        import torch
+        import torch  # heavy: torch
 
-        from lume_ray.model import save_model, save_tokenizer
-        from lume_ray.train.lora import merged_state_dict
+        from lume_ray.model import save_model, save_tokenizer  # heavy: torch, transformers
 
         with tempfile.TemporaryDirectory(prefix="lume-weights-") as d:
             if not self.engine.save_16bit_model(d, "weights.bin"):
@@ -284,7 +283,7 @@ class Worker:
     def report_end(self, step: int, status: str, reason: str, resumed_from: int) -> None:
         """End a diverged run: every rank reports (a barrier); rank 0 attaches a small state checkpoint so
         the driver reads the status from Result.metrics (Train V2 keeps only checkpointed metrics)."""
-        import ray.train
+        import ray.train  # heavy: ray
 
         metrics = {"step": step, "status": status, "reason": reason, "resumed_from": resumed_from}
         if not self.is_main:
@@ -300,7 +299,7 @@ class Worker:
     def step(self, step: int) -> tuple[float, float, float, dict[str, float]]:
         """One optimizer step: the all-reduced (loss, forget NLL, retain NLL) and the rank's logs. A non-finite
         loss skips backward and step (the caller ends the run)."""
-        from lume_ray.algorithms import get_algorithm
+        from lume_ray.algorithms import get_algorithm  # heavy: torch
 
         job, train = self.job, self.job.train
         f_idx = worker_slice(batch_indices(len(self.enc["forget"]), train.batch_size, step, job.seed, FORGET_STREAM),

@@ -15,7 +15,7 @@ from lume_ray.config import ConfigError, LoraConfig
 
 
 def peft_config(lora: LoraConfig) -> Any:
-    from peft import LoraConfig as PeftLoraConfig
+    from peft import LoraConfig as PeftLoraConfig  # heavy: peft
 
     targets = lora.target_modules
     modules: str | list[str] = targets if targets == "all-linear" else [t.strip() for t in targets.split(",")]
@@ -25,7 +25,7 @@ def peft_config(lora: LoraConfig) -> Any:
 
 
 def apply_lora(model: Any, lora: LoraConfig) -> Any:
-    from peft import get_peft_model
+    from peft import get_peft_model  # heavy: peft
 
     try:
         return get_peft_model(model, peft_config(lora))
@@ -39,9 +39,9 @@ def merged_state_dict(model_config: Any, lora: LoraConfig, state: dict[str, Any]
     The PEFT model is rebuilt on the meta device (no memory, no initialization), takes ``state`` by
     assignment, and ``merge_and_unload`` folds W + scaling * (B @ A) into each adapted layer.
     """
-    import torch
-    from peft import get_peft_model
-    from transformers import AutoModelForCausalLM
+    import torch  # heavy: torch
+    from peft import get_peft_model  # heavy: peft
+    from transformers import AutoModelForCausalLM  # heavy: transformers
 
     with torch.device("meta"):
         base = AutoModelForCausalLM.from_config(model_config)
@@ -65,7 +65,7 @@ class AdapterOffReference:
         self.engine = engine
 
     def __call__(self, **inputs: Any) -> Any:
-        import torch
+        import torch  # heavy: torch
 
         with torch.no_grad(), self.engine.module.disable_adapter():
             return self.engine(**inputs)
