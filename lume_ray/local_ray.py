@@ -46,6 +46,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lume_ray.cluster.auth import find_token
+
 SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 LOOPBACK = "127.0.0.1"
 MAPPED_LOOPBACK = "::ffff:127.0.0.1"  # the same address, in a form Ray does not rewrite (see the docstring)
@@ -168,8 +170,6 @@ def ray_cli(*, stop_with_parent: bool = False) -> list[str]:
 def _ensure_token() -> None:
     """Token auth needs a token before ``ray start``; ``ray get-auth-token --generate`` makes one (~/.ray/auth_token)
     when none of Ray's sources has one, as a local ``ray.init()`` would."""
-    from lume_ray.cluster.jobs import find_token
-
     if find_token(required=True) is None:
         subprocess.run([*ray_cli(), "get-auth-token", "--generate"], stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=120)

@@ -28,7 +28,9 @@ from typing import Any
 
 from ray.tune import Callback
 
+from lume_ray import console
 from lume_ray.config import ConfigError, Experiment
+from lume_ray.evaluate.metrics import METRICS
 from lume_ray.files import write_json
 from lume_ray.run_dir import RunDir, git_commit
 
@@ -44,16 +46,12 @@ def local_uri(run_dir: str | Path) -> str:
 
 def numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     """The registered metrics of an evaluated point as MLflow logs them (floats; booleans as 0/1)."""
-    from lume_ray.evaluate.metrics import METRICS
-
     return {k: float(v) for k, v in metrics.items()
             if k in METRICS and isinstance(v, bool | int | float)}
 
 
 def _say(message: str) -> None:
-    from lume_ray.console import say
-
-    say(message)
+    console.say(message)
 
 
 class MlflowTracker(Callback):
