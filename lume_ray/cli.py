@@ -18,7 +18,6 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +195,8 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from dataclasses import asdict  # stdlib, but inspect with it: `import lume_ray.cli` stays fast
+
     from lume_ray.status import run_status, status_lines
 
     st = run_status(args.run_dir)

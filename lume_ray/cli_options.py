@@ -21,8 +21,6 @@ import typing
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-import yaml
-
 
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (argparse prints its usage first; ours says where to look)."""
@@ -111,6 +109,8 @@ def add_model_options(parser: argparse.ArgumentParser, model: Any, *, path: str 
 
 
 def _yaml_value(text: str) -> Any:
+    import yaml  # heavy: ~10 ms, only when a flag is given (`import lume_ray.cli` stays fast)
+
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
