@@ -29,7 +29,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lume_ray.evaluate.metrics import METRICS
 from lume_ray.files import atomic_file, write_json
 
 STEP_DIR = "step_{:06d}"  # an evaluation point's directory, in a trial and in an unlearning job's points/
@@ -151,6 +150,8 @@ class RunDir:
         design: a row is a step directory). A trial that ended early (diverged, failed, stopped by the
         scheduler) gets one more row with its status and reason at the step it reached."""
         import pandas as pd
+
+        from lume_ray.evaluate.metrics import METRICS  # heavy: ~0.15 s, not for `lume-ray status`
 
         rows = []
         for info in self.trial_records():
