@@ -277,7 +277,7 @@ def start_local(*, num_cpus: int | None = None, object_store_mb: int | None = No
     """Start a local Ray on 127.0.0.1 only (its dashboard too), ``num_cpus`` logical CPUs (default:
     what Ray detects, container limits included), and connect this process to it. Stop it with
     ``ray.shutdown()`` then :func:`stop_local` (or use :func:`ray_session`)."""
-    import ray
+    import ray  # heavy: Ray, only when a session starts
 
     head = start_head(num_cpus=num_cpus, object_store_mb=object_store_mb)
     try:
@@ -298,7 +298,7 @@ def ray_session(*, address: str | None = None, num_cpus: int | None = None, obje
                 log_to_driver: bool = False, configure_logging: bool = True) -> Iterator[bool]:
     """Use the connected Ray; else connect to ``address`` (or ``RAY_ADDRESS``, set inside a Ray job); else start
     a local one for the ``with`` block. Yields True if it started or connected one (and so stops it after)."""
-    import ray
+    import ray  # heavy: Ray, only when a session starts
 
     if ray.is_initialized():
         yield False

@@ -98,7 +98,7 @@ def connect(address: str | None) -> Any:
                            "install it with: pip install 'lume-ray[cluster]'") from None
     headers = auth_headers(urlparse(url).hostname or "")
     _check_reachable(url)
-    from ray.exceptions import AuthenticationError
+    from ray.exceptions import AuthenticationError  # heavy: Ray, only to connect
     from ray.job_submission import JobSubmissionClient
 
     try:
@@ -124,7 +124,7 @@ def _auth_error(url: str, e: Exception) -> ClusterError:
 
 def _call(client: Any, what: str, fn: Any, *args: Any) -> Any:
     """An SDK call with its errors turned into one line (unknown job ids, auth, lost connection)."""
-    from ray.exceptions import AuthenticationError
+    from ray.exceptions import AuthenticationError  # heavy: Ray, only for SDK calls
 
     try:
         return fn(*args)

@@ -48,7 +48,7 @@ def _count(model: Any) -> tuple[int, int]:
 
 
 def _lora_params(model: Any, model_type: str, rank: int) -> int:
-    import torch
+    import torch  # heavy: torch, peft, transformers and DeepSpeed, only to plan
     from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as TARGETS
 
     targets = set(TARGETS.get(model_type) or ("q_proj", "v_proj"))
@@ -61,7 +61,7 @@ def _lora_params(model: Any, model_type: str, rank: int) -> int:
 
 def model_size(model: str, lora_rank: int = LORA_RANK) -> ModelSize:
     """Parameter counts of ``1b``, ``7b`` or a model directory / config.json, from a meta-device build."""
-    import torch
+    import torch  # heavy: as in _lora_params
     import transformers
 
     key = model.lower()
@@ -146,7 +146,7 @@ def estimate_option(size: ModelSize, zero: int, offload_optimizer: bool, offload
     sharded under ZeRO-3, on the host when ZeRO-3 offloads parameters. With LoRA the frozen base
     doubles as the reference (adapter disabled) and only the adapter has gradients and Adam state.
     """
-    import torch
+    import torch  # heavy: as in _lora_params
 
     if not torch.cuda.is_available():  # else DeepSpeed's import logs an accelerator warning; pure arithmetic here
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
