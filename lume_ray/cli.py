@@ -32,30 +32,23 @@ DEFAULT_EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "quic
 
 
 def cmd_data_inspect(args: argparse.Namespace) -> int:
-    from lume_ray.data import load_lume, summarize
+    from lume_ray.data import load_lume, summarize, summary_lines
 
     data = load_lume(args.path)
     table = summarize(data)
     if args.json:
         print(json.dumps({"source": data.source, "fingerprint": data.fingerprint(), "counts": table}, indent=2))
-        return 0
-    print(f"{data.source}  (fingerprint {data.fingerprint()}): valid")
-    print(f"{'split':<8} {'task':<6} {'kind':<4} {'rows':>6} {'docs':>6}")
-    for t in table:
-        print(f"{t['split']:<8} {t['task']:<6} {t['kind']:<4} {t['rows']:>6} {t['documents']:>6}")
+    else:
+        print("\n".join(summary_lines(data, table)))
     return 0
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from lume_ray.config import SynthConfig
-    from lume_ray.synth import write_dataset
+    from lume_ray.synth import summary_line, write_dataset
 
     cfg = opt.validate_model(SynthConfig, opt.nested(args, args.flags), "data synth", args.flags)
-    out = write_dataset(args.out_dir, cfg.docs_per_task, cfg.seed)
-    counts = json.loads((out / "manifest.json").read_text())["counts"]
-    print(f"{out}: forget {counts['forget_rows']} rows / {counts['forget_documents']} documents, "
-          f"retain {counts['retain_rows']} rows / {counts['retain_documents']} documents, "
-          f"{counts['member']} members, {counts['nonmember']} non-members, {counts['utility']} utility questions")
+    print(summary_line(write_dataset(args.out_dir, cfg.docs_per_task, cfg.seed)))
     return 0
 
 
@@ -66,9 +59,7 @@ def cmd_target_build(args: argparse.Namespace) -> int:
     cfg = opt.validate_model(BuildConfig, opt.nested(args, args.flags), "target build", args.flags)
     manifest = build_target(args.out_dir, args.data, preset=cfg.preset, seed=cfg.seed, epochs=cfg.epochs,
                             force=args.force)
-    print(f"{args.out_dir}:")
-    for line in summary_lines(manifest):
-        print("  " + line)
+    print("\n".join([f"{args.out_dir}:", *("  " + line for line in summary_lines(manifest))]))
     return 0
 
 

@@ -417,3 +417,10 @@ def summarize(data: LumeData) -> list[dict[str, Any]]:
         table.append({"split": split, "task": "all", "kind": "all", "rows": len(rows),
                       "documents": len({r.doc_id for r in rows})})
     return table
+
+
+def summary_lines(data: LumeData, table: list[dict[str, Any]]) -> list[str]:
+    """The lines `lume-ray data inspect` prints: the source and its fingerprint, then :func:`summarize`'s table."""
+    return [f"{data.source}  (fingerprint {data.fingerprint()}): valid",
+            f"{'split':<8} {'task':<6} {'kind':<4} {'rows':>6} {'docs':>6}",
+            *(f"{t['split']:<8} {t['task']:<6} {t['kind']:<4} {t['rows']:>6} {t['documents']:>6}" for t in table)]
