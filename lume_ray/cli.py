@@ -4,8 +4,9 @@ Input:  the command line.
 Output: the stage's work; exit status 0, or 2 with one line ``lume-ray: error: ...`` on bad input.
 
 The options of ``unlearn`` and ``eval`` are generated from the config models (:class:`~lume_ray.config.UnlearnJob`,
-:class:`~lume_ray.config.TrainConfig`, :class:`~lume_ray.config.EvalConfig`): a field added there is a flag here,
-with its description as help, and is validated by the same model. Stage modules are imported lazily so that
+:class:`~lume_ray.config.TrainConfig`, :class:`~lume_ray.config.EvalConfig`) by :mod:`lume_ray.cli_options`: a field
+added there is a flag here, with its description as help, and is validated by the same model. Stage modules return
+values (data, lines, tables); the handlers here print them. Stage modules are imported lazily so that
 ``lume-ray --help`` stays fast. ``LUME_RAY_DEBUG=1`` shows full tracebacks instead of one-line errors.
 """
 
@@ -16,149 +17,39 @@ import contextlib
 import json
 import os
 import sys
-import types
-import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-import yaml
+from lume_ray import cli_options as opt
+from lume_ray.search.samplers import SAMPLERS
 
 DEFAULT_EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (argparse prints its usage first; ours says where to look)."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"lume-ray: error: {self.prog.removeprefix('lume-ray ')}: {message} (see {self.prog} --help)",
-              file=sys.stderr)
-        raise SystemExit(2)
-
-
-def _kv(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
-    return key.strip(), value.strip()
-
-
 # ---------------------------------------------------------------------------------------------
-# Options generated from the config models.
-
-_SIMPLE = (int, float, str)
-
-
-def _kind(annotation: Any) -> tuple[str, Any]:
-    """("bool" | "simple" | "choice" | "model" | "yaml", detail) for a field's annotation."""
-    from pydantic import BaseModel
-
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    origin = typing.get_origin(annotation)
-    if annotation is bool:
-        return "bool", None
-    if origin is typing.Literal:
-        return "choice", [str(a) for a in typing.get_args(annotation)]
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return "model", annotation
-    if annotation in _SIMPLE or (origin in (typing.Union, types.UnionType) and args and all(a in _SIMPLE for a in args)):
-        return "simple", None
-    return "yaml", None
-
-
-def add_model_options(parser: argparse.ArgumentParser, model: Any, *, path: str = "", skip: Sequence[str] = (),
-                      flags: dict[str, str] | None = None) -> dict[str, str]:
-    """One flag per field of ``model`` (nested models flattened: ``train.workers`` -> ``--workers``); returns
-    {dotted key: flag}. Flags default to "not given", so only what the user typed overrides the model's
-    defaults; values are validated by the model, not by argparse."""
-    flags = {} if flags is None else flags
-    for name, field in model.model_fields.items():
-        key = f"{path}{name}"
-        if key in skip or name in skip:
-            continue
-        kind, detail = _kind(field.annotation)
-        if kind == "model":
-            add_model_options(parser, detail, path=f"{key}.", skip=skip, flags=flags)
-            continue
-        flag = "--" + name.replace("_", "-")
-        value = None if field.is_required() else field.get_default(call_default_factory=True)
-        shown = value.describe() if value is not None and hasattr(value, "describe") else repr(value)
-        default = "" if field.is_required() or "default" in (field.description or "") else f" (default: {shown})"
-        help_text = (field.description or "").replace("%", "%%") + default
-        if kind == "bool":
-            parser.add_argument(flag, dest=key, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=help_text)
-        else:
-            parser.add_argument(flag, dest=key, default=argparse.SUPPRESS, metavar=name.upper(),
-                                required=field.is_required(), help=help_text + (
-                                    f"; one of {', '.join(detail)}" if kind == "choice" else ""),
-                                type=_yaml_value if kind in ("yaml", "choice") else str)
-        flags[key] = flag
-    return flags
-
-
-def _yaml_value(text: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a valid value") from None
-
-
-def _nested(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, Any]:
-    """The given flags as a nested mapping ``{"train": {"workers": "2"}, "lr": "1e-3"}``."""
-    out: dict[str, Any] = {}
-    for key in flags:
-        if key in vars(args):
-            node = out
-            *parents, leaf = key.split(".")
-            for p in parents:
-                node = node.setdefault(p, {})
-            node[leaf] = getattr(args, key)
-    return out
-
-
-def _validate(model: Any, raw: dict[str, Any], command: str, flags: dict[str, str]) -> Any:
-    """The model, or a one-line error that names the flag (``--workers``) rather than the key."""
-    from lume_ray.config import ConfigError, validate
-
-    try:
-        return validate(model, raw, f"lume-ray {command}")
-    except ConfigError as e:
-        message = str(e)
-        for key, flag in sorted(flags.items(), key=lambda kv: -len(kv[0])):
-            message = message.replace(f": {key}:", f": {flag}:").replace(f": {key}.", f": {flag} ")
-        raise ConfigError(message) from None
-
-
-# ---------------------------------------------------------------------------------------------
-# Command handlers: build the config, call the stage, print a digest.
+# Command handlers: build the config, call the stage, print what it returns. Stage modules are imported inside
+# the handlers (heavy: pydantic, torch, Ray), so that `import lume_ray.cli` and `lume-ray --help` stay fast.
 
 
 def cmd_data_inspect(args: argparse.Namespace) -> int:
-    from lume_ray.data import load_lume, summarize
+    from lume_ray.data import load_lume, summarize, summary_lines
 
     data = load_lume(args.path)
     table = summarize(data)
     if args.json:
         print(json.dumps({"source": data.source, "fingerprint": data.fingerprint(), "counts": table}, indent=2))
-        return 0
-    print(f"{data.source}  (fingerprint {data.fingerprint()}): valid")
-    print(f"{'split':<8} {'task':<6} {'kind':<4} {'rows':>6} {'docs':>6}")
-    for t in table:
-        print(f"{t['split']:<8} {t['task']:<6} {t['kind']:<4} {t['rows']:>6} {t['documents']:>6}")
+    else:
+        print("\n".join(summary_lines(data, table)))
     return 0
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from lume_ray.config import SynthConfig
-    from lume_ray.synth import write_dataset
+    from lume_ray.synth import summary_line, write_dataset
 
-    cfg = _validate(SynthConfig, _nested(args, args.flags), "data synth", args.flags)
-    out = write_dataset(args.out_dir, cfg.docs_per_task, cfg.seed)
-    counts = json.loads((out / "manifest.json").read_text())["counts"]
-    print(f"{out}: forget {counts['forget_rows']} rows / {counts['forget_documents']} documents, "
-          f"retain {counts['retain_rows']} rows / {counts['retain_documents']} documents, "
-          f"{counts['member']} members, {counts['nonmember']} non-members, {counts['utility']} utility questions")
+    cfg = opt.validate_model(SynthConfig, opt.nested(args, args.flags), "data synth", args.flags)
+    print(summary_line(write_dataset(args.out_dir, cfg.docs_per_task, cfg.seed)))
     return 0
 
 
@@ -166,12 +57,10 @@ def cmd_target_build(args: argparse.Namespace) -> int:
     from lume_ray.config import BuildConfig
     from lume_ray.target import build_target, summary_lines
 
-    cfg = _validate(BuildConfig, _nested(args, args.flags), "target build", args.flags)
+    cfg = opt.validate_model(BuildConfig, opt.nested(args, args.flags), "target build", args.flags)
     manifest = build_target(args.out_dir, args.data, preset=cfg.preset, seed=cfg.seed, epochs=cfg.epochs,
                             force=args.force)
-    print(f"{args.out_dir}:")
-    for line in summary_lines(manifest):
-        print("  " + line)
+    print("\n".join([f"{args.out_dir}:", *("  " + line for line in summary_lines(manifest))]))
     return 0
 
 
@@ -180,7 +69,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from lume_ray.local_ray import ray_session
     from lume_ray.train import run_unlearning
 
-    raw = _nested(args, args.flags)
+    raw = opt.nested(args, args.flags)
     raw["params"] = dict(args.params or [])
     if args.lora is not None:
         raw.setdefault("train", {})["lora"] = dict(args.lora)
@@ -189,7 +78,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
             raise ConfigError(f"lume-ray unlearn: --eval-every: must be >= 1 (got {args.eval_every})")
         steps = int(raw.get("steps", UnlearnJob.model_fields["steps"].default))
         raw["eval_steps"] = list(range(args.eval_every, steps + 1, args.eval_every))
-    job = _validate(UnlearnJob, raw, "unlearn", {**args.flags, "train.lora": "--lora", "params": "--set"})
+    job = opt.validate_model(UnlearnJob, raw, "unlearn", {**args.flags, "train.lora": "--lora", "params": "--set"})
     t = job.train
     print(f"[unlearn] {job.algorithm} {job.params} lr={job.lr} steps={job.steps} batch={t.batch_size} "
           f"workers={t.workers} zero={t.zero} precision={t.resolved_precision} -> {job.out}", flush=True)
@@ -245,7 +134,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from lume_ray.evaluate.runner import evaluate, summary_lines
     from lume_ray.local_ray import ray_session
 
-    settings = _validate(EvalConfig, _nested(args, args.flags), "eval", args.flags)
+    settings = opt.validate_model(EvalConfig, opt.nested(args, args.flags), "eval", args.flags)
     utility = check_eval_inputs(args.model, args.data, args.utility)
     with _quiet(args, args.out, "EVAL"), ray_session(address=args.address, configure_logging=False):
         result = evaluate(args.model, args.data, settings, members=args.member, nonmembers=args.nonmember,
@@ -261,7 +150,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _experiment(args: argparse.Namespace, path: str | Path) -> Any:
-    from lume_ray.config import load_experiment
+    from lume_ray.config import MlflowConfig, load_experiment
 
     overrides = list(args.overrides)
     if getattr(args, "out", None):
@@ -272,8 +161,6 @@ def _experiment(args: argparse.Namespace, path: str | Path) -> Any:
         overrides.append(("tracking.mlflow.uri", args.mlflow))
     exp = load_experiment(path, overrides)
     if getattr(args, "mlflow", None) == "" and exp.tracking.mlflow is None:  # --mlflow alone: the local store
-        from lume_ray.config import MlflowConfig
-
         exp = exp.model_copy(update={"tracking": exp.tracking.model_copy(update={"mlflow": MlflowConfig()})})
     return exp
 
@@ -300,82 +187,148 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from lume_ray.status import cli_status
+    from dataclasses import asdict  # stdlib, but inspect with it: `import lume_ray.cli` stays fast
 
-    return cli_status(args)
+    from lume_ray.status import run_status, status_lines
+
+    st = run_status(args.run_dir)
+    print(json.dumps(asdict(st), indent=2, default=str) if args.json else "\n".join(status_lines(st)))
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from lume_ray.report import cli_report
+    """One run -> its report; several -> their comparison (needs --out)."""
+    from lume_ray.report import build_report, compare_runs, parse_floors
 
-    return int(cli_report(args))
+    floors = parse_floors(args.floor)
+    if len(args.run_dirs) > 1:
+        if args.no_redact:
+            raise ValueError("--no-redact: a comparison shows no sample text (drop the flag)")
+        out = compare_runs(args.run_dirs, args.out, objectives=args.objectives, floors=floors)
+        print(f"comparison: {out / 'report.html'}")
+        print(f"            {out / 'report.md'} (figures in {out / 'figures'}), {out / 'differences.csv'}")
+        return 0
+    out = build_report(args.run_dirs[0], out_dir=args.out, objectives=args.objectives, floors=floors,
+                       redact=not args.no_redact)
+    print(f"report: {out / 'report.html'}")
+    print(f"        {out / 'report.md'} (figures in {out / 'figures'}), {out / 'pareto.csv'}")
+    return 0
 
 
-def _cluster(module: str, name: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        import importlib
+def cmd_submit(args: argparse.Namespace) -> int:
+    from lume_ray.cluster import jobs
 
-        return int(getattr(importlib.import_module(f"lume_ray.cluster.{module}"), name)(args))
+    sub = jobs.build_submission(args.experiment, list(args.overrides))
+    client = jobs.connect(args.address)
+    address = client.get_address()
+    if big := jobs.skipped_files(sub):
+        print(f"[submit] not shipping {len(big)} large file(s): {', '.join(big[:3])}{' ...' if len(big) > 3 else ''}")
+    print(f"[submit] uploading {sub.runtime_env['working_dir']} and submitting {sub.metadata['experiment_path']}")
+    job_id = jobs.submit(client, sub)
+    print(f"[submit] job {job_id} submitted to {address}; RUN_DIR on the cluster: {sub.output_dir}")
+    print(f"[submit] follow it: lume-ray jobs logs {job_id} --follow --address {address}")
+    print(f"[submit] stop it:   lume-ray jobs stop {job_id} --address {address}")
+    if args.no_wait:
+        return 0
+    try:
+        state = jobs.follow(client, job_id)
+    except KeyboardInterrupt:
+        print(f"\n[submit] stopped following; job {job_id} keeps running on the cluster", file=sys.stderr)
+        return 130
+    # follow() already printed every log line; the tail is only repeated for failures.
+    return _job_end(client, job_id, state, show_tail=True)
 
-    return run
+
+def _job_end(client: Any, job_id: str, state: str, show_tail: bool) -> int:
+    from lume_ray.cluster import first_line, jobs
+
+    if state == "SUCCEEDED":
+        print(f"[submit] job {job_id} SUCCEEDED")
+        return 0
+    info = jobs.job_info(client, job_id)
+    if show_tail:
+        print(f"--- last lines of {job_id} ---", file=sys.stderr)
+        print(jobs.log_tail(client, job_id), file=sys.stderr)
+    code = f", driver exit code {info.driver_exit_code}" if info.driver_exit_code is not None else ""
+    msg = f": {first_line(Exception(info.message))}" if info.message else ""
+    print(f"lume-ray: error: job {job_id} {state}{code}{msg}", file=sys.stderr)
+    return 1
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from lume_ray.cluster import ClusterError, jobs
+
+    if args.action != "list" and not args.job_id:
+        raise ClusterError(f"`lume-ray jobs {args.action}` needs a JOB id (`lume-ray jobs list` shows them)")
+    client = jobs.connect(args.address)
+    if args.action == "list":
+        print("\n".join(jobs.jobs_table(jobs.list_jobs(client))))
+        return 0
+    job_id = args.job_id
+    if args.action == "status":
+        info = jobs.job_info(client, job_id)
+        print("\n".join(jobs.info_lines(job_id, info)))
+        return 0 if info.status.value != "FAILED" else 1
+    if args.action == "logs":
+        if args.follow:
+            state = jobs.follow(client, job_id)
+            return 0 if state == "SUCCEEDED" else _job_end(client, job_id, state, show_tail=False)
+        sys.stdout.write(jobs.logs(client, job_id))
+        return 0
+    stopped = jobs.stop(client, job_id)  # stop
+    state = jobs.wait(client, job_id, timeout_s=30)
+    print(f"[jobs] {job_id}: {'stop requested' if stopped else 'already finished'}; status {state}")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from lume_ray.cluster.plan import plan, plan_dict, plan_lines
+
+    p = plan(args.model, args.gpus, args.gpus_per_node, args.gpu_mem, args.lora)
+    print(json.dumps(plan_dict(p), indent=2) if args.json else "\n".join(plan_lines(p)))
+    return 0 if p.recommended else 1
 
 
 # ---------------------------------------------------------------------------------------------
 # The parser.
 
 
-def _set_option(parser: argparse.ArgumentParser, dest: str = "overrides",
-                help: str = "override experiment keys, e.g. sweep.num_samples=40") -> None:
-    """``--set KEY=VALUE ...``, repeatable: every ``--set`` adds to the list (plain nargs kept only the last one)."""
-    parser.add_argument("--set", dest=dest, nargs="+", action="extend", type=_kv, default=[], metavar="KEY=VALUE",
-                        help=help)
-
-
-def _console_options(parser: argparse.ArgumentParser, *, tracking: bool = False) -> None:
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="show Ray's, Tune's, DeepSpeed's and Optuna's output live (always in OUT/logs/)")
-    if tracking:
-        parser.add_argument("--mlflow", nargs="?", const="", default=None, metavar="URI",
-                            help="log every trial to MLflow under a parent run (no URI: the experiment's, else "
-                                 "sqlite:///RUN_DIR/mlruns/mlflow.db); put it after the experiment")
-
-
 def build_parser() -> argparse.ArgumentParser:
     from lume_ray.config import BuildConfig, EvalConfig, SynthConfig, UnlearnJob
 
-    p = Parser(prog="lume-ray", description=__doc__.splitlines()[0] if __doc__ else None)
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    p = opt.Parser(prog="lume-ray", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=opt.Parser)
 
     # -- [1] data -------------------------------------------------------------------------------
     data = sub.add_parser("data", help="inspect or synthesize LUME-format data")
-    dsub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND", parser_class=Parser)
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND", parser_class=opt.Parser)
     inspect = dsub.add_parser("inspect", help="validate a LUME dataset and count rows/documents")
     inspect.add_argument("path", help="directory with forget/retain .jsonl or .parquet, or a HF dataset id")
     inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
     inspect.set_defaults(func=cmd_data_inspect)
     synth = dsub.add_parser("synth", help="write a synthetic LUME-format dataset (all three tasks)")
     synth.add_argument("out_dir")
-    synth.set_defaults(func=cmd_data_synth, flags=add_model_options(synth, SynthConfig))
+    synth.set_defaults(func=cmd_data_synth, flags=opt.add_model_options(synth, SynthConfig))
 
     # -- [2] target -----------------------------------------------------------------------------
     target = sub.add_parser("target", help="build the embedded target model")
-    tsub = target.add_subparsers(dest="target_command", required=True, metavar="SUBCOMMAND", parser_class=Parser)
+    tsub = target.add_subparsers(dest="target_command", required=True, metavar="SUBCOMMAND", parser_class=opt.Parser)
     build = tsub.add_parser("build", help="train a tiny OLMo-architecture model to memorize a LUME dataset")
     build.add_argument("out_dir")
     build.add_argument("--data", required=True, help="LUME directory (e.g. from `lume-ray data synth`)")
     build.add_argument("--force", action="store_true", help="rebuild even if a cached build matches")
-    build.set_defaults(func=cmd_target_build, flags=add_model_options(build, BuildConfig))
+    build.set_defaults(func=cmd_target_build, flags=opt.add_model_options(build, BuildConfig))
 
     # -- [3,4] unlearn --------------------------------------------------------------------------
     un = sub.add_parser("unlearn", help="run one unlearning job (Ray Train + DeepSpeed ZeRO)")
-    flags = add_model_options(un, UnlearnJob, skip=("params", "lora", "wait_steps"))  # wait_steps: sweeps only
+    flags = opt.add_model_options(un, UnlearnJob, skip=("params", "lora", "wait_steps"))  # wait_steps: sweeps only
     un.add_argument("--eval-every", type=int, default=None, metavar="K",
                     help="an evaluation point every K steps (the last step always is one)")
-    _set_option(un, "params", "algorithm parameters, e.g. beta=0.1 alpha=1 retain_loss=kl")
-    un.add_argument("--lora", nargs="*", type=_kv, default=None, metavar="KEY=VALUE",
+    opt.set_option(un, "params", "algorithm parameters, e.g. beta=0.1 alpha=1 retain_loss=kl")
+    un.add_argument("--lora", nargs="*", type=opt.key_value, default=None, metavar="KEY=VALUE",
                     help="train a LoRA adapter only, e.g. --lora r=8 alpha=16")
     un.add_argument("--address", default=None, help="a running Ray cluster (default: start a local one)")
-    _console_options(un)
+    opt.console_options(un)
     un.set_defaults(func=cmd_unlearn, flags=flags)
 
     # -- [5] eval -------------------------------------------------------------------------------
@@ -392,20 +345,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print metrics.json")
     ev.add_argument("--address", default=None)
     ev.add_argument("--trust-remote-code", action="store_true")
-    _console_options(ev)
-    ev.set_defaults(func=cmd_eval, flags=add_model_options(ev, EvalConfig))
+    opt.console_options(ev)
+    ev.set_defaults(func=cmd_eval, flags=opt.add_model_options(ev, EvalConfig))
 
     # -- [6] sweep ------------------------------------------------------------------------------
     sw = sub.add_parser("sweep", help="search every algorithm's trade-off (Ray Tune + Optuna) from an experiment")
     sw.add_argument("experiment", help="experiment YAML (see experiments/)")
     sw.add_argument("--out", default=None, help="RUN_DIR (same as --set output_dir=DIR)")
     sw.add_argument("--resume", action="store_true", help="continue an interrupted sweep in the same run dir")
-    sw.add_argument("--sampler", default=None, help="override sweep.sampler (gp, tpe, nsga2, random, grid)")
+    sw.add_argument("--sampler", default=None, help=f"override sweep.sampler ({SAMPLERS.choices()})")
     sw.add_argument("--warm-start", default=None, metavar="RUN_DIR",
                     help="tell the studies every point of an earlier sweep (same algorithms and parameters)")
     sw.add_argument("--address", default=None)
-    _set_option(sw)
-    _console_options(sw, tracking=True)
+    opt.set_option(sw)
+    opt.console_options(sw, tracking=True)
     sw.set_defaults(func=cmd_sweep)
     stat = sub.add_parser("status", help="where a sweep stands: trials per algorithm, best points, how to resume")
     stat.add_argument("run_dir", metavar="RUN_DIR")
@@ -417,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="one sweep, or several to compare")
     rp.add_argument("--out", default=None, help="default: RUN_DIR/report (one run); required when comparing several")
     rp.add_argument("--objectives", nargs="+", default=None, help="metric names (directions from the registry)")
-    rp.add_argument("--floor", nargs="+", type=_kv, default=None, metavar="METRIC=FRACTION",
+    rp.add_argument("--floor", nargs="+", type=opt.key_value, default=None, metavar="METRIC=FRACTION",
                     help="feasibility floors, e.g. utility=0.75 (a fraction of the base model's); "
                     "utility.absolute=0.371 for an absolute floor; floors given replace the study's")
     rp.add_argument("--no-redact", action="store_true", help="show sample generations without PII redaction")
@@ -427,23 +380,23 @@ def build_parser() -> argparse.ArgumentParser:
     qs = sub.add_parser("quickstart", help="data -> target -> sweep -> report on the embedded default")
     qs.add_argument("--out", default="runs/quickstart")
     qs.add_argument("--experiment", default=None, help="default: experiments/quickstart.yaml")
-    _set_option(qs)
-    _console_options(qs, tracking=True)
+    opt.set_option(qs)
+    opt.console_options(qs, tracking=True)
     qs.set_defaults(func=cmd_quickstart)
 
     # -- cluster --------------------------------------------------------------------------------
     sm = sub.add_parser("submit", help="submit a sweep to a Ray cluster as a Ray job")
     sm.add_argument("experiment")
     sm.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://HEAD:8265")
-    _set_option(sm)
+    opt.set_option(sm)
     sm.add_argument("--no-wait", action="store_true")
-    sm.set_defaults(func=_cluster("jobs", "cli_submit"))
+    sm.set_defaults(func=cmd_submit)
     jobs = sub.add_parser("jobs", help="list, inspect, follow or stop Ray jobs")
     jobs.add_argument("action", choices=("list", "status", "logs", "stop"))
     jobs.add_argument("job_id", nargs="?")
     jobs.add_argument("--address", default=os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS"))
     jobs.add_argument("--follow", action="store_true")
-    jobs.set_defaults(func=_cluster("jobs", "cli_jobs"))
+    jobs.set_defaults(func=cmd_jobs)
     plan = sub.add_parser("plan", help="per-GPU memory of each ZeRO stage for a model; recommend one")
     plan.add_argument("--model", required=True, help="1b, 7b, or a model directory / config")
     plan.add_argument("--gpus", type=int, required=True, help="GPUs in total")
@@ -451,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--gpu-mem", type=float, default=80.0, help="GiB per GPU")
     plan.add_argument("--lora", action="store_true")
     plan.add_argument("--json", action="store_true")
-    plan.set_defaults(func=_cluster("plan", "cli_plan"))
+    plan.set_defaults(func=cmd_plan)
     return p
 
 

@@ -122,7 +122,7 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def _read_parquet(path: Path) -> Iterator[tuple[str, Any]]:
-    import pandas as pd
+    import pandas as pd  # heavy: pandas, only for parquet
 
     try:
         frame = pd.read_parquet(path)
@@ -210,7 +210,7 @@ def load_lume(source: str | Path) -> LumeData:
 def _load_hub(dataset_id: str) -> LumeData:
     """A Hugging Face dataset with splits named forget/retain (or forget_train/retain_train)."""
     try:
-        import datasets
+        import datasets  # heavy: Hugging Face datasets, only for a hub id
 
         dd = datasets.load_dataset(dataset_id)
     except Exception as e:
@@ -287,7 +287,7 @@ def _mmlu_csv(path: Path, subject: str) -> tuple[Choice, ...]:
     """Hendrycks' ``{subject}_{split}.csv`` (no header: question, A, B, C, D, answer letter), read exactly as
     open-instruct's ``eval/mmlu/run_eval.py`` reads it: ``pandas.read_csv(header=None)``, each cell formatted as
     ``"{}".format`` formats it (so pandas' type inference shows: in an all-numeric column "0.50" reads "0.5")."""
-    import pandas as pd
+    import pandas as pd  # heavy: pandas, on first use
 
     frame = pd.read_csv(path, header=None)
     if frame.shape[1] != 6:
@@ -417,3 +417,10 @@ def summarize(data: LumeData) -> list[dict[str, Any]]:
         table.append({"split": split, "task": "all", "kind": "all", "rows": len(rows),
                       "documents": len({r.doc_id for r in rows})})
     return table
+
+
+def summary_lines(data: LumeData, table: list[dict[str, Any]]) -> list[str]:
+    """The lines `lume-ray data inspect` prints: the source and its fingerprint, then :func:`summarize`'s table."""
+    return [f"{data.source}  (fingerprint {data.fingerprint()}): valid",
+            f"{'split':<8} {'task':<6} {'kind':<4} {'rows':>6} {'docs':>6}",
+            *(f"{t['split']:<8} {t['task']:<6} {t['kind']:<4} {t['rows']:>6} {t['documents']:>6}" for t in table)]

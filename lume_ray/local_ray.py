@@ -46,6 +46,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lume_ray.cluster.auth import find_token
+
 SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 LOOPBACK = "127.0.0.1"
 MAPPED_LOOPBACK = "::ffff:127.0.0.1"  # the same address, in a form Ray does not rewrite (see the docstring)
@@ -168,8 +170,6 @@ def ray_cli(*, stop_with_parent: bool = False) -> list[str]:
 def _ensure_token() -> None:
     """Token auth needs a token before ``ray start``; ``ray get-auth-token --generate`` makes one (~/.ray/auth_token)
     when none of Ray's sources has one, as a local ``ray.init()`` would."""
-    from lume_ray.cluster.jobs import find_token
-
     if find_token(required=True) is None:
         subprocess.run([*ray_cli(), "get-auth-token", "--generate"], stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=120)
@@ -277,7 +277,7 @@ def start_local(*, num_cpus: int | None = None, object_store_mb: int | None = No
     """Start a local Ray on 127.0.0.1 only (its dashboard too), ``num_cpus`` logical CPUs (default:
     what Ray detects, container limits included), and connect this process to it. Stop it with
     ``ray.shutdown()`` then :func:`stop_local` (or use :func:`ray_session`)."""
-    import ray
+    import ray  # heavy: Ray, only when a session starts
 
     head = start_head(num_cpus=num_cpus, object_store_mb=object_store_mb)
     try:
@@ -298,7 +298,7 @@ def ray_session(*, address: str | None = None, num_cpus: int | None = None, obje
                 log_to_driver: bool = False, configure_logging: bool = True) -> Iterator[bool]:
     """Use the connected Ray; else connect to ``address`` (or ``RAY_ADDRESS``, set inside a Ray job); else start
     a local one for the ``with`` block. Yields True if it started or connected one (and so stops it after)."""
-    import ray
+    import ray  # heavy: Ray, only when a session starts
 
     if ray.is_initialized():
         yield False

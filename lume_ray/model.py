@@ -51,7 +51,7 @@ def check_source(name_or_path: str) -> None:
 
 
 def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False) -> Any:
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # heavy: transformers, on first use
 
     check_source(name_or_path)
     try:
@@ -72,7 +72,7 @@ def load_model(
     with_tokenizer: bool = True,
 ) -> tuple[Any, Any]:
     """Load a causal LM (and its tokenizer) for inference; ``trust_remote_code`` stays off unless asked."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM  # heavy: transformers, on first use
 
     name = str(name_or_path)
     check_source(name)

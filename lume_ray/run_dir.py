@@ -149,9 +149,9 @@ class RunDir:
         """Every (trial, evaluated step) row from the trial directories -> one DataFrame (no duplicates by
         design: a row is a step directory). A trial that ended early (diverged, failed, stopped by the
         scheduler) gets one more row with its status and reason at the step it reached."""
-        import pandas as pd
+        import pandas as pd  # heavy: pandas, on first use
 
-        from lume_ray.evaluate.metrics import METRICS
+        from lume_ray.evaluate.metrics import METRICS  # heavy: ~0.15 s, not for `lume-ray status`
 
         rows = []
         for info in self.trial_records():

@@ -3,7 +3,8 @@
 Input:  RUN_DIR of a finished sweep, a running one, an interrupted one, or one a submitted Ray job writes.
 Output: the study; per algorithm its trials (done, running, failed with the reason) and its best points (the
         non-dominated ones on the experiment's objectives); whether the sweep is finished, running, or can be
-        resumed, with the command that resumes it. ``--json`` prints the same as one JSON object.
+        resumed, with the command that resumes it (:func:`run_status`; :func:`status_lines` are the lines
+        ``lume-ray status`` prints, ``--json`` the same as one JSON object).
 
 Running or not comes from ``RUN_DIR/logs/driver.json`` (:func:`write_driver`: the sweep driver's host and pid,
 written when the sweep starts): a live pid on this host is a running sweep; a driver on another host (a Ray
@@ -18,7 +19,7 @@ import math
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from lume_ray.files import write_json
@@ -118,14 +119,14 @@ def _can_restore(rd: RunDir) -> bool:
     exp_dir = rd.tune / TUNE_NAME
     if not exp_dir.is_dir():
         return False
-    from ray import tune
+    from ray import tune  # heavy: Ray, only when a resume has to be checked
 
     return bool(tune.Tuner.can_restore(str(exp_dir)))
 
 
 def best_points(points: list[Point], objectives: list[dict[str, str]]) -> list[Point]:
     """The non-dominated points (objectives with their directions), best first on the first objective."""
-    import numpy as np
+    import numpy as np  # heavy: numpy and lume_ray.report (its figures, templates), only for best points
 
     from lume_ray.report.pareto import pareto_mask
 
@@ -253,12 +254,3 @@ def status_lines(st: RunStatus) -> list[str]:
     if st.resume:
         out.append(f"resume with: {st.resume}")
     return out
-
-
-def cli_status(args: Any) -> int:
-    st = run_status(args.run_dir)
-    if getattr(args, "json", False):
-        print(json.dumps(asdict(st), indent=2, default=str))
-    else:
-        print("\n".join(status_lines(st)))
-    return 0

@@ -498,3 +498,11 @@ def validate(directory: Path, ds: SynthDataset | None = None) -> LumeData:
         raise ValueError(f"{directory}: wrote {len(ds.forget)}/{len(ds.retain)} rows but read back "
                          f"{len(data.forget)}/{len(data.retain)}")
     return data
+
+
+def summary_line(out_dir: str | os.PathLike[str]) -> str:
+    """The line `lume-ray data synth` prints: rows, documents and questions of a written dataset."""
+    counts = json.loads((Path(out_dir) / "manifest.json").read_text())["counts"]
+    return (f"{out_dir}: forget {counts['forget_rows']} rows / {counts['forget_documents']} documents, "
+            f"retain {counts['retain_rows']} rows / {counts['retain_documents']} documents, "
+            f"{counts['member']} members, {counts['nonmember']} non-members, {counts['utility']} utility questions")

@@ -28,7 +28,9 @@ from typing import Any
 
 from ray.tune import Callback
 
+from lume_ray import console
 from lume_ray.config import ConfigError, Experiment
+from lume_ray.evaluate.metrics import METRICS
 from lume_ray.files import write_json
 from lume_ray.run_dir import RunDir, git_commit
 
@@ -44,16 +46,12 @@ def local_uri(run_dir: str | Path) -> str:
 
 def numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     """The registered metrics of an evaluated point as MLflow logs them (floats; booleans as 0/1)."""
-    from lume_ray.evaluate.metrics import METRICS
-
     return {k: float(v) for k, v in metrics.items()
             if k in METRICS and isinstance(v, bool | int | float)}
 
 
 def _say(message: str) -> None:
-    from lume_ray.console import say
-
-    say(message)
+    console.say(message)
 
 
 class MlflowTracker(Callback):
@@ -93,7 +91,7 @@ class MlflowTracker(Callback):
     def open(self, *, reopen: bool = True) -> MlflowTracker:
         """Connect, find or create the experiment and the sweep's parent run (reused, and marked running again
         when ``reopen``, on resume)."""
-        from mlflow import MlflowClient
+        from mlflow import MlflowClient  # heavy: mlflow, only when tracking is on
         from mlflow.exceptions import MlflowException
 
         if self.client is not None:
@@ -130,13 +128,13 @@ class MlflowTracker(Callback):
         return self
 
     def _params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
+        from mlflow.entities import Param  # heavy: mlflow, as in open()
 
         self.client.log_batch(run_id, params=[Param(str(k), str(v)) for k, v in params.items()])
 
     def _trial_run(self, trial_id: str, algorithm: str, hp: Mapping[str, Any], origin: str = "") -> dict[str, Any]:
         """The trial's child run, created (with its parameters) the first time the trial is seen."""
-        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID  # heavy: mlflow
 
         runs = self.state.setdefault("runs", {})
         if trial_id not in runs:
@@ -152,7 +150,7 @@ class MlflowTracker(Callback):
     def log_point(self, trial_id: str, algorithm: str, hp: Mapping[str, Any], step: int,
                   metrics: Mapping[str, Any], origin: str = "") -> bool:
         """Every registered metric of one evaluated point at ``step``; False if it was logged before."""
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric  # heavy: mlflow
 
         run = self._trial_run(trial_id, algorithm, hp, origin)
         if step in run["steps"]:

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, Field
 
-from lume_ray.cli import Parser, add_model_options, main
+from lume_ray.cli import main
+from lume_ray.cli_options import Parser, add_model_options
 from lume_ray.config import BuildConfig, EvalConfig, LoraConfig, SynthConfig, TrainConfig, UnlearnJob
 
 
@@ -172,7 +173,7 @@ def test_add_model_options_makes_a_flag_of_a_new_field() -> None:
     assert flags == {"name": "--name", "rate": "--rate", "mode": "--mode", "fast": "--fast", "sizes": "--sizes",
                      "inner.depth": "--depth"}
     args = parser.parse_args(["--name", "x", "--no-fast", "--sizes", "[1, 2]", "--depth", "3"])
-    from lume_ray.cli import _nested
+    from lume_ray.cli_options import nested as _nested
 
     raw = _nested(args, flags)
     assert raw == {"name": "x", "fast": False, "sizes": [1, 2], "inner": {"depth": "3"}}  # only what was typed

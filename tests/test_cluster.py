@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from lume_ray import cli
-from lume_ray.cluster.jobs import auth_headers, build_submission
+from lume_ray.cluster.auth import auth_headers
+from lume_ray.cluster.jobs import build_submission
 from lume_ray.cluster.plan import estimate_option, model_size, plan
 from tests.local_cluster import LocalRayCluster, free_port
 

@@ -1,4 +1,5 @@
-"""Cluster: Ray Jobs submission, status and logs (:mod:`.jobs`); the ZeRO memory planner (:mod:`.plan`).
+"""Cluster: Ray Jobs submission, status and logs (:mod:`.jobs`); Ray token auth (:mod:`.auth`); the ZeRO memory
+planner (:mod:`.plan`).
 
 A local cluster for tests and benchmarks is not part of the package: see ``tests/local_cluster.py``.
 """

@@ -5,10 +5,9 @@ Input:  ``lume-ray submit EXPERIMENT --address http://HEAD:8265 [--set k=v ...]`
 Output: a submitted job (its id and how to follow it), job tables, logs, the job's exit status.
 
 The Ray Jobs SDK (``JobSubmissionClient``) behind one-line errors. Token auth follows Ray's documented
-sources (docs: "Token Authentication"): with ``RAY_AUTH_MODE=token`` the token is ``RAY_AUTH_TOKEN``, else
-the file named by ``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``; with the mode unset, a cluster on
-this machine and a token there means token mode (what ``ray start`` itself does). The token goes to the
-SDK through its public ``headers`` argument only: never printed, logged or stored.
+sources (:mod:`lume_ray.cluster.auth`); the token goes to the SDK through its public ``headers`` argument
+only: never printed, logged or stored. What ``lume-ray submit`` and ``lume-ray jobs`` print is made here
+(:func:`jobs_table`, :func:`info_lines`) and printed by :mod:`lume_ray.cli`.
 """
 
 from __future__ import annotations
@@ -30,6 +29,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from lume_ray.cluster import ClusterError, first_line
+from lume_ray.cluster.auth import auth_headers
+from lume_ray.config import load_experiment
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 DEFAULT_DASHBOARD_PORT = 8265
@@ -72,44 +73,6 @@ def normalize_address(address: str | None) -> str:
     return f"{url.scheme}://{host}:{port}{url.path}"
 
 
-def _is_local(host: str) -> bool:
-    return host in ("127.0.0.1", "localhost", "::1") or host == socket.gethostname()
-
-
-def find_token(required: bool) -> str | None:
-    """The token from Ray's documented sources, in their order of precedence (None when there is none)."""
-    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
-        return os.environ["RAY_AUTH_TOKEN"].strip()
-    named = os.environ.get("RAY_AUTH_TOKEN_PATH", "").strip()
-    path = Path(named).expanduser() if named else Path.home() / ".ray" / "auth_token"
-    try:
-        token = path.read_text().strip()  # Ray strips whitespace from token files too
-    except OSError:
-        token = ""
-    if required and named and not token:  # Ray treats an unreadable or empty RAY_AUTH_TOKEN_PATH as fatal
-        raise ClusterError(f"RAY_AUTH_TOKEN_PATH={named}: cannot read a token from that file")
-    return token or None
-
-
-def auth_headers(host: str) -> dict[str, str]:
-    """The ``Authorization`` header to hand the Jobs SDK (its public ``headers`` argument); {} without token auth.
-
-    ``RAY_AUTH_MODE=token``: the token is required. Unset: token mode only for a cluster on this machine when a
-    token is found here (as ``ray start --head`` decides). Any other mode is left to the SDK.
-    """
-    mode = os.environ.get("RAY_AUTH_MODE", "").strip().lower()
-    if mode == "token":
-        token = find_token(required=True)
-        if token is None:
-            raise ClusterError("RAY_AUTH_MODE=token but no token found: put the cluster's token in "
-                               "~/.ray/auth_token, a file named by RAY_AUTH_TOKEN_PATH, or RAY_AUTH_TOKEN")
-    elif not mode and _is_local(host):
-        token = find_token(required=False)
-    else:
-        token = None
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
     # requests has no default timeout: a black-holed host would hang the SDK for minutes.
     url = urlparse(address)
@@ -135,7 +98,7 @@ def connect(address: str | None) -> Any:
                            "install it with: pip install 'lume-ray[cluster]'") from None
     headers = auth_headers(urlparse(url).hostname or "")
     _check_reachable(url)
-    from ray.exceptions import AuthenticationError
+    from ray.exceptions import AuthenticationError  # heavy: Ray, only to connect
     from ray.job_submission import JobSubmissionClient
 
     try:
@@ -161,7 +124,7 @@ def _auth_error(url: str, e: Exception) -> ClusterError:
 
 def _call(client: Any, what: str, fn: Any, *args: Any) -> Any:
     """An SDK call with its errors turned into one line (unknown job ids, auth, lost connection)."""
-    from ray.exceptions import AuthenticationError
+    from ray.exceptions import AuthenticationError  # heavy: Ray, only for SDK calls
 
     try:
         return fn(*args)
@@ -234,8 +197,6 @@ def job_env() -> dict[str, str]:
 def build_submission(experiment: str | Path, overrides: list[tuple[str, str]] | None = None,
                      root: str | Path | None = None) -> Submission:
     """Validate the experiment here (so a typo fails now, not on the cluster) and package the sweep job."""
-    from lume_ray.config import load_experiment
-
     overrides = list(overrides or [])
     exp_path = Path(experiment)
     exp = load_experiment(exp_path, overrides)  # ConfigError (a ValueError) on any bad key or value
@@ -317,95 +278,59 @@ def log_tail(client: Any, job_id: str, lines: int = 30) -> str:
     return "\n".join(logs(client, job_id).rstrip().splitlines()[-lines:])
 
 
-def _report_end(client: Any, job_id: str, state: str, show_tail: bool) -> int:
-    if state == "SUCCEEDED":
-        print(f"[submit] job {job_id} SUCCEEDED")
-        return 0
-    info = _call(client, "read the job info", client.get_job_info, job_id)
-    if show_tail:
-        print(f"--- last lines of {job_id} ---", file=sys.stderr)
-        print(log_tail(client, job_id), file=sys.stderr)
-    code = f", driver exit code {info.driver_exit_code}" if info.driver_exit_code is not None else ""
-    msg = f": {first_line(Exception(info.message))}" if info.message else ""
-    print(f"lume-ray: error: job {job_id} {state}{code}{msg}", file=sys.stderr)
-    return 1
 
 
-def cli_submit(args: Any) -> int:
-    """`lume-ray submit EXPERIMENT --address URL [--set k=v ...] [--no-wait]`."""
-    sub = build_submission(args.experiment, list(args.overrides))
-    client = connect(args.address)
-    address = client.get_address()
-    big = [e for e in sub.runtime_env["excludes"] if e not in WORKING_DIR_EXCLUDES]
-    if big:
-        print(f"[submit] not shipping {len(big)} large file(s): {', '.join(big[:3])}{' ...' if len(big) > 3 else ''}")
-    print(f"[submit] uploading {sub.runtime_env['working_dir']} and submitting {sub.metadata['experiment_path']}")
-    job_id = submit(client, sub)
-    print(f"[submit] job {job_id} submitted to {address}; RUN_DIR on the cluster: {sub.output_dir}")
-    print(f"[submit] follow it: lume-ray jobs logs {job_id} --follow --address {address}")
-    print(f"[submit] stop it:   lume-ray jobs stop {job_id} --address {address}")
-    if args.no_wait:
-        return 0
-    try:
-        state = follow(client, job_id)
-    except KeyboardInterrupt:
-        print(f"\n[submit] stopped following; job {job_id} keeps running on the cluster", file=sys.stderr)
-        return 130
-    # follow() already printed every log line; the tail is only repeated for failures.
-    return _report_end(client, job_id, state, show_tail=True)
+def list_jobs(client: Any) -> list[Any]:
+    """The cluster's jobs (the SDK's ``JobDetails``), oldest first."""
+    return sorted(_call(client, "list the jobs", client.list_jobs), key=lambda j: j.start_time or 0)
+
+
+def job_info(client: Any, job_id: str) -> Any:
+    """The SDK's ``JobDetails`` of one job (status, entrypoint, times, exit code, message, metadata)."""
+    return _call(client, "read the job info", client.get_job_info, job_id)
+
+
+def stop(client: Any, job_id: str) -> bool:
+    """Ask the job to stop; False when it had already finished."""
+    return bool(_call(client, "stop the job", client.stop_job, job_id))
+
+
+def skipped_files(sub: Submission) -> list[str]:
+    """The large files the submission leaves out of the working directory (beyond the standard excludes)."""
+    return [e for e in sub.runtime_env["excludes"] if e not in WORKING_DIR_EXCLUDES]
 
 
 def _fmt_time(ms: int | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000)) if ms else "-"
 
 
-def cli_jobs(args: Any) -> int:
-    """`lume-ray jobs list|status|logs [--follow]|stop [JOB] --address URL`."""
-    if args.action != "list" and not args.job_id:
-        raise ClusterError(f"`lume-ray jobs {args.action}` needs a JOB id (`lume-ray jobs list` shows them)")
-    client = connect(args.address)
-    if args.action == "list":
-        jobs = _call(client, "list the jobs", client.list_jobs)
-        jobs = sorted(jobs, key=lambda j: j.start_time or 0)
-        print(f"{'JOB':<44} {'STATUS':<10} {'STARTED':<19} {'EXPERIMENT':<16} ENTRYPOINT")
-        for j in jobs:
-            exp = (j.metadata or {}).get("experiment", "-")
-            entry = j.entrypoint if len(j.entrypoint) <= 60 else j.entrypoint[:57] + "..."
-            print(f"{(j.submission_id or j.job_id or '-'):<44} {j.status.value:<10} {_fmt_time(j.start_time):<19} "
-                  f"{exp:<16} {entry}")
-        if not jobs:
-            print("(no jobs)")
-        return 0
-    job_id = args.job_id
-    if args.action == "status":
-        info = _call(client, "read the job info", client.get_job_info, job_id)
-        print(f"job:        {job_id}")
-        print(f"status:     {info.status.value}")
-        print(f"entrypoint: {info.entrypoint}")
-        print(f"started:    {_fmt_time(info.start_time)}")
-        print(f"ended:      {_fmt_time(info.end_time)}")
-        if info.driver_exit_code is not None:
-            print(f"exit code:  {info.driver_exit_code}")
-        if info.message:
-            print(f"message:    {first_line(Exception(info.message))}")
-        for k, v in sorted((info.metadata or {}).items()):
-            print(f"{k + ':':<11} {v}")
-        return 0 if info.status.value != "FAILED" else 1
-    if args.action == "logs":
-        if args.follow:
-            state = follow(client, job_id)
-            return 0 if state == "SUCCEEDED" else _report_end(client, job_id, state, show_tail=False)
-        sys.stdout.write(logs(client, job_id))
-        return 0
-    # stop
-    stopped = _call(client, "stop the job", client.stop_job, job_id)
-    state = wait(client, job_id, timeout_s=30)
-    print(f"[jobs] {job_id}: {'stop requested' if stopped else 'already finished'}; status {state}")
-    return 0
+def jobs_table(jobs: list[Any]) -> list[str]:
+    """The lines of ``lume-ray jobs list``: a header, one line per job, or ``(no jobs)``."""
+    lines = [f"{'JOB':<44} {'STATUS':<10} {'STARTED':<19} {'EXPERIMENT':<16} ENTRYPOINT"]
+    for j in jobs:
+        exp = (j.metadata or {}).get("experiment", "-")
+        entry = j.entrypoint if len(j.entrypoint) <= 60 else j.entrypoint[:57] + "..."
+        lines.append(f"{(j.submission_id or j.job_id or '-'):<44} {j.status.value:<10} "
+                     f"{_fmt_time(j.start_time):<19} {exp:<16} {entry}")
+    if not jobs:
+        lines.append("(no jobs)")
+    return lines
 
 
-# Moved to lume_ray.cluster.plan; kept here only until cli.py dispatches `lume-ray plan` there.
+def info_lines(job_id: str, info: Any) -> list[str]:
+    """The lines of ``lume-ray jobs status JOB``."""
+    lines = [f"job:        {job_id}", f"status:     {info.status.value}", f"entrypoint: {info.entrypoint}",
+             f"started:    {_fmt_time(info.start_time)}", f"ended:      {_fmt_time(info.end_time)}"]
+    if info.driver_exit_code is not None:
+        lines.append(f"exit code:  {info.driver_exit_code}")
+    if info.message:
+        lines.append(f"message:    {first_line(Exception(info.message))}")
+    lines += [f"{k + ':':<11} {v}" for k, v in sorted((info.metadata or {}).items())]
+    return lines
+
+
 __all__ = [
-    "Submission", "TERMINAL", "auth_headers", "find_token", "build_submission", "cli_jobs", "cli_submit", "connect", "follow",
-    "job_env", "large_files", "log_tail", "logs", "normalize_address", "status", "submit", "wait",
+    "Submission", "TERMINAL", "build_submission", "connect", "follow", "info_lines", "job_env", "job_info",
+    "jobs_table", "large_files", "list_jobs", "log_tail", "logs", "normalize_address", "skipped_files", "status",
+    "stop", "submit", "wait",
 ]

@@ -1,7 +1,8 @@
 """ZeRO memory plan: which DeepSpeed ZeRO stage (and offload) fits a model on N GPUs.
 
 Input:  ``lume-ray plan --model 1b|7b|DIR --gpus N [--gpus-per-node 8] [--gpu-mem 80] [--lora] [--json]``.
-Output: a per-GPU memory table of every ZeRO option and the cheapest one that fits (exit 1 when none does).
+Output: a per-GPU memory table of every ZeRO option and the cheapest one that fits (:func:`plan`, as a dict
+        by :func:`plan_dict`, as the lines the command prints by :func:`plan_lines`; exit 1 when none fits).
 
 DeepSpeed's own estimators (ZeRO-2 and ZeRO-3 model states) on parameter counts taken from a model built on
 the meta device, plus the frozen bf16 reference model the reference-based losses need. Pure arithmetic: no
@@ -10,7 +11,6 @@ GPU, no Ray, no download.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +48,7 @@ def _count(model: Any) -> tuple[int, int]:
 
 
 def _lora_params(model: Any, model_type: str, rank: int) -> int:
-    import torch
+    import torch  # heavy: torch, peft, transformers and DeepSpeed, only to plan
     from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as TARGETS
 
     targets = set(TARGETS.get(model_type) or ("q_proj", "v_proj"))
@@ -61,7 +61,7 @@ def _lora_params(model: Any, model_type: str, rank: int) -> int:
 
 def model_size(model: str, lora_rank: int = LORA_RANK) -> ModelSize:
     """Parameter counts of ``1b``, ``7b`` or a model directory / config.json, from a meta-device build."""
-    import torch
+    import torch  # heavy: as in _lora_params
     import transformers
 
     key = model.lower()
@@ -146,7 +146,7 @@ def estimate_option(size: ModelSize, zero: int, offload_optimizer: bool, offload
     sharded under ZeRO-3, on the host when ZeRO-3 offloads parameters. With LoRA the frozen base
     doubles as the reference (adapter disabled) and only the adapter has gradients and Adam state.
     """
-    import torch
+    import torch  # heavy: as in _lora_params
 
     if not torch.cuda.is_available():  # else DeepSpeed's import logs an accelerator warning; pure arithmetic here
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -216,24 +216,20 @@ def plan_dict(p: Plan) -> dict[str, Any]:
     }
 
 
-def cli_plan(args: Any) -> int:
-    """`lume-ray plan --model 1b|7b|PATH --gpus N [--gpus-per-node 8] [--gpu-mem 80] [--lora] [--json]`."""
-    p = plan(args.model, args.gpus, args.gpus_per_node, args.gpu_mem, args.lora)
-    if args.json:
-        print(json.dumps(plan_dict(p), indent=2))
-        return 0 if p.recommended else 1
+def plan_lines(p: Plan) -> list[str]:
+    """The lines of ``lume-ray plan``: the model and topology, one line per option, the recommendation."""
     s = p.size
     trained = f"LoRA r={LORA_RANK}: {s.lora_params / 1e6:.1f}M trainable" if p.lora else "full fine-tuning"
-    print(f"{s.name}: {s.total_params / 1e9:.3f}B parameters (largest layer {s.largest_layer_params / 1e6:.1f}M), "
-          f"{trained}; {p.gpus} GPU(s) = {p.num_nodes} node(s) x {p.gpus_per_node}, {p.gpu_mem_gib:g} GiB each")
     ref = "frozen base = reference" if p.lora else "bf16 reference (kl, npo, rmu need it)"
-    print(f"{'option':<19} {'GPU GiB':>8} {'model':>8} {'ref':>7} {'host GiB/node':>14}  fits")
-    for o in p.options:
-        print(f"{o.name:<19} {o.gpu_total / GIB:>8.1f} {o.model_states_gpu / GIB:>8.1f} {o.reference_gpu / GIB:>7.1f} "
-              f"{o.cpu_per_node / GIB:>14.1f}  {'yes' if o.fits else 'no'}")
-    print(f"(model = DeepSpeed's model-state estimate; ref = {ref}; activations not included)")
-    print(p.message)
-    return 0 if p.recommended else 1
+    return [
+        f"{s.name}: {s.total_params / 1e9:.3f}B parameters (largest layer {s.largest_layer_params / 1e6:.1f}M), "
+        f"{trained}; {p.gpus} GPU(s) = {p.num_nodes} node(s) x {p.gpus_per_node}, {p.gpu_mem_gib:g} GiB each",
+        f"{'option':<19} {'GPU GiB':>8} {'model':>8} {'ref':>7} {'host GiB/node':>14}  fits",
+        *(f"{o.name:<19} {o.gpu_total / GIB:>8.1f} {o.model_states_gpu / GIB:>8.1f} {o.reference_gpu / GIB:>7.1f} "
+          f"{o.cpu_per_node / GIB:>14.1f}  {'yes' if o.fits else 'no'}" for o in p.options),
+        f"(model = DeepSpeed's model-state estimate; ref = {ref}; activations not included)",
+        p.message,
+    ]
 
 
-__all__ = ["ModelSize", "Plan", "PlanOption", "cli_plan", "estimate_option", "model_size", "plan", "plan_dict"]
+__all__ = ["ModelSize", "Plan", "PlanOption", "estimate_option", "model_size", "plan", "plan_dict", "plan_lines"]

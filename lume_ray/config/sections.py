@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from lume_ray.config.base import Section, located
 from lume_ray.config.floor import Floor
+from lume_ray.target.presets import PRESETS
 
 
 class SynthConfig(Section):
@@ -44,8 +45,6 @@ class BuildConfig(Section):
     @field_validator("preset")
     @classmethod
     def _preset(cls, value: str) -> str:
-        from lume_ray.target import PRESETS
-
         if value not in PRESETS:
             raise ValueError(f"unknown preset {value!r} (valid: {', '.join(PRESETS)})")
         return value

@@ -16,8 +16,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from lume_ray.report.analysis import analyze
 from lume_ray.report.budget import hypervolume_history
 from lume_ray.report.floors import apply_floors, parse_floors
@@ -26,24 +24,5 @@ from lume_ray.report.redact import redact
 from lume_ray.report.render import build_report, compare_runs
 from lume_ray.report.run import load_run
 
-
-def cli_report(args: Any) -> int:
-    """`lume-ray report RUN_DIR [RUN_DIR ...] [--out DIR] [--objectives ...] [--floor utility=0.75] [--no-redact]`:
-    one run -> its report; several -> their comparison (needs --out)."""
-    floors = parse_floors(args.floor)
-    if len(args.run_dirs) > 1:
-        if args.no_redact:
-            raise ValueError("--no-redact: a comparison shows no sample text (drop the flag)")
-        out = compare_runs(args.run_dirs, args.out, objectives=args.objectives, floors=floors)
-        print(f"comparison: {out / 'report.html'}")
-        print(f"            {out / 'report.md'} (figures in {out / 'figures'}), {out / 'differences.csv'}")
-        return 0
-    out = build_report(args.run_dirs[0], out_dir=args.out, objectives=args.objectives, floors=floors,
-                       redact=not args.no_redact)
-    print(f"report: {out / 'report.html'}")
-    print(f"        {out / 'report.md'} (figures in {out / 'figures'}), {out / 'pareto.csv'}")
-    return 0
-
-
-__all__ = ["analyze", "apply_floors", "build_report", "cli_report", "compare_runs", "hypervolume",
+__all__ = ["analyze", "apply_floors", "build_report", "compare_runs", "hypervolume",
            "hypervolume_history", "load_run", "pareto_mask", "parse_floors", "redact"]
