@@ -35,7 +35,6 @@ from lume_ray.config.experiment import (
     SweepConfig,
     TrackingConfig,
 )
-from lume_ray.config.floor import Floor
 from lume_ray.config.job import UnlearnJob
 from lume_ray.config.load import apply_overrides, experiment_from_dict, load_experiment, one_line, validate
 from lume_ray.config.sections import (
@@ -48,6 +47,7 @@ from lume_ray.config.sections import (
     TrainConfig,
 )
 from lume_ray.config.space import DISTRIBUTIONS, TRAINER_PARAMS, AlgorithmSpace, ParamSpec, StepsSpec
+from lume_ray.evaluate.protocol import Floor
 
 __all__ = [
     "DISTRIBUTIONS", "MAX_RUNGS", "TRAINER_PARAMS", "AlgorithmSpace", "BuildConfig", "ConfigError", "DataConfig",

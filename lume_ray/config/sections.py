@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from lume_ray.config.base import Section, located
-from lume_ray.config.floor import Floor
+from lume_ray.evaluate.protocol import Floor
 from lume_ray.target.presets import PRESETS
 
 

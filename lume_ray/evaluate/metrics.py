@@ -12,7 +12,7 @@ metrics: a new one appears in metrics.json, results.parquet and the report's tab
 
 The arithmetic is the scoring protocol of SemEval-2025 Task 4 (LUME), DESIGN.md section 3, in
 :mod:`lume_ray.evaluate.protocol` (task scores and aggregates) and :mod:`lume_ray.evaluate.mia` (the attacks);
-the utility floor is :class:`lume_ray.config.Floor`.
+the utility floor is :class:`lume_ray.evaluate.protocol.Floor` (``EvalConfig.utility_floor`` holds one).
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from lume_ray.data import KINDS, SPLITS, TASKS
 from lume_ray.evaluate.mia import mia_score, roc_auc
 from lume_ray.evaluate.protocol import (
     TASK_SCORE_NAMES,
+    Floor,
     final_score,
     forget_efficacy,
     mean_of,
@@ -34,9 +35,6 @@ from lume_ray.evaluate.protocol import (
     task_score_name,
 )
 from lume_ray.registry import Registry
-
-if TYPE_CHECKING:
-    from lume_ray.config import Floor
 
 Direction = Literal["max", "min"]
 
@@ -221,7 +219,6 @@ def _final_score(inp: MetricInputs, done: Mapping[str, Any]) -> float | None:
 @register_metric("utility_floor_met", None, "utility passes the floor (Floor.met); null without a reference for "
                  "a relative floor")
 def _utility_floor_met(inp: MetricInputs, done: Mapping[str, Any]) -> bool | None:
-    from lume_ray.config import Floor  # cycle: the config checks sweep.objectives against this registry
 
     return (inp.floor or Floor()).met(done.get("utility"), inp.reference_utility)
 
@@ -232,7 +229,6 @@ def run_metrics(inputs: MetricInputs) -> dict[str, Any]:
     done: dict[str, Any] = {}
     for name, metric in METRICS.items():
         done[name] = metric.fn(inputs, done)
-    from lume_ray.config import Floor  # cycle: the config checks sweep.objectives against this registry
 
     floor = inputs.floor or Floor()
     rows = inputs.rows

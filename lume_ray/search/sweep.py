@@ -18,17 +18,28 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import ray
+import ray.data
+from ray import tune
+
+from lume_ray import console, tracking
 from lume_ray.config import ConfigError, Experiment
+from lume_ray.evaluate.metrics import direction
+from lume_ray.evaluate.pool import evaluation_pool
+from lume_ray.local_ray import ray_session
+from lume_ray.report.analysis import analyze
+from lume_ray.report.answer import boundary
+from lume_ray.report.run import load_run
 from lume_ray.run_dir import RunDir, git_commit, versions
+from lume_ray.search.scheduler import ParetoSuccessiveHalving
+from lume_ray.search.searcher import StudySearcher
+from lume_ray.search.trial import TrialContext, run_trial
+from lume_ray.search.view import SweepView, relay
 from lume_ray.status import read_driver, write_driver
-
-if TYPE_CHECKING:
-    from ray import tune
-
-    from lume_ray.search.searcher import StudySearcher
-    from lume_ray.tracking import MlflowTracker
+from lume_ray.tracking import MlflowTracker
+from lume_ray.train.job import absolute, preflight
 
 TUNE_NAME = "sweep"
 
@@ -38,15 +49,12 @@ class SweepInterrupted(KeyboardInterrupt):
 
 
 def say(message: str) -> None:
-    from lume_ray.console import say as console_say  # the terminal even while a quiet console holds stdout
-
-    console_say(message)
+    console.say(message)  # the terminal even while a quiet console holds stdout
 
 
 def max_concurrent(exp: Experiment, driver_cpus: float) -> int:
     """Trials that fit at once in the cluster's resources: Train workers plus the trial driver, next to the
     evaluation pool's actors (which live for the whole sweep)."""
-    import ray
 
     if exp.sweep.max_concurrent:
         return exp.sweep.max_concurrent
@@ -62,7 +70,6 @@ def max_concurrent(exp: Experiment, driver_cpus: float) -> int:
 
 def check_cluster(exp: Experiment) -> None:
     """What the experiment asks of the cluster, checked before anything starts."""
-    import ray
 
     res = ray.cluster_resources()
     need = exp.train.workers * exp.train.gpus_per_worker
@@ -76,7 +83,6 @@ def check_jobs(exp: Experiment) -> None:
     """Every algorithm's job at the largest values of its space, checked against the data and the model (what a
     config cannot know before the target exists, e.g. rmu's layer beyond the model's depth): a one-line error
     before the sweep starts, never a failed trial."""
-    from lume_ray.train.job import absolute, preflight
 
     for algo in exp.selected_algorithms():
         hp = {name: max(spec.concrete_values()) if spec.kind != "choice" else spec.values[0]
@@ -90,7 +96,6 @@ def check_jobs(exp: Experiment) -> None:
 def study_record(exp: Experiment, data: str, model: str) -> dict[str, Any]:
     """study.json: what the sweep is (objectives, floor, algorithms, the data and model it runs on) and where
     it comes from (git commit, versions)."""
-    from lume_ray.evaluate.metrics import direction
 
     floor = exp.eval.utility_floor
     return {
@@ -117,7 +122,6 @@ def run_sweep(exp: Experiment, *, resume: bool = False, address: str | None = No
               data: str | None = None, model: str | None = None) -> RunDir:
     """The whole sweep; returns its RunDir. Re-run with ``resume=True`` after an interruption. ``data`` and
     ``model``: the prepared data directory and target (default: the experiment's paths)."""
-    from lume_ray.search.view import SweepView, relay
 
     exp = exp.resolved()
     data, model = data or exp.path(exp.data.path), model or exp.path(exp.target.model)
@@ -139,7 +143,6 @@ def run_sweep(exp: Experiment, *, resume: bool = False, address: str | None = No
 def open_run_dir(exp: Experiment, resume: bool, data: str, model: str) -> tuple[RunDir, list[MlflowTracker]]:
     """RUN_DIR checked against ``resume``, every algorithm's job checked against the data and the model, the
     trackers opened (a bad tracking URI fails before Ray starts), and study.json written for a new sweep."""
-    from lume_ray import tracking
 
     rd = RunDir(exp.output_dir)
     if rd.exists() and not resume:
@@ -157,15 +160,12 @@ def open_run_dir(exp: Experiment, resume: bool, data: str, model: str) -> tuple[
 def start_ray(exp: Experiment, address: str | None) -> Iterator[None]:
     """Ray for the ``with`` block (the connected one, ``address``, or a local one), checked against what the
     experiment asks of it."""
-    from lume_ray.console import current
-    from lume_ray.local_ray import ray_session
 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # Train propagates it to its workers
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's configuration box and TensorBoard hint: our view says it
     # Workers' output (DeepSpeed, the step lines) reaches the driver only when a console files it in RUN_DIR/logs.
     with ray_session(address=address, num_cpus=max(4, os.cpu_count() or 1), object_store_mb=512,
-                     log_to_driver=current() is not None):
-        import ray.data
+                     log_to_driver=console.current() is not None):
 
         ray.data.DataContext.get_current().enable_progress_bars = False
         check_cluster(exp)
@@ -175,9 +175,6 @@ def start_ray(exp: Experiment, address: str | None) -> Iterator[None]:
 @contextlib.contextmanager
 def start_evaluation_pool(exp: Experiment, data: str, model: str, log: Callable[[str], None]) -> Iterator[Any]:
     """The sweep's pool of model actors (:mod:`lume_ray.evaluate.pool`) for the ``with`` block; yields its handle."""
-    import ray
-
-    from lume_ray.evaluate.pool import evaluation_pool
 
     with evaluation_pool(data=data, settings=exp.eval, base_model=model,
                          trust_remote_code=exp.target.trust_remote_code, **eval_inputs(exp)) as pool:
@@ -187,7 +184,6 @@ def start_evaluation_pool(exp: Experiment, data: str, model: str, log: Callable[
 
 def score_base_model(rd: RunDir, pool: Any, model: str, log: Callable[[str], None]) -> dict[str, Any]:
     """The target's metrics before unlearning: RUN_DIR/base's (a resumed sweep), else evaluated by the pool now."""
-    import ray
 
     base = rd.base_metrics()
     if base is None:
@@ -200,10 +196,6 @@ def score_base_model(rd: RunDir, pool: Any, model: str, log: Callable[[str], Non
 
 def trial_trainable(exp: Experiment, rd: RunDir, pool: Any, base: Mapping[str, Any]) -> tuple[Any, dict[str, float]]:
     """Tune's trainable (:func:`~lume_ray.search.trial.run_trial` with its context) and a trial driver's resources."""
-    import ray
-    from ray import tune
-
-    from lume_ray.search.trial import TrialContext, run_trial
 
     ctx = TrialContext(exp, str(rd.root), pool, base.get("utility"))
     # Trial drivers sit on the head node when it advertises `tune_driver` (cluster.yaml); else a little CPU.
@@ -216,9 +208,6 @@ def plan_trials(exp: Experiment, rd: RunDir, resume: bool, warm_start: Iterable[
                 log: Callable[[str], None]) -> tuple[StudySearcher | None, dict[str, int]]:
     """The searcher (None: the Tune run is restored, with its searcher) and the trials planned per algorithm,
     recorded in RUN_DIR's driver file."""
-    from ray import tune
-
-    from lume_ray.search.searcher import StudySearcher
 
     restoring = resume and tune.Tuner.can_restore(str(rd.tune / TUNE_NAME))
     searcher = None if restoring else StudySearcher(exp, warm_start=warm_start, log=log)
@@ -231,7 +220,6 @@ def build_tuner(exp: Experiment, rd: RunDir, trainable: Any, resources: Mapping[
                 searcher: StudySearcher | None, hooks: Any, log: Callable[[str], None]) -> tune.Tuner:
     """The Tune run restored from RUN_DIR/tune (``searcher`` None), else a new one over ``searcher``'s trials,
     with early stopping when the experiment asks for it and ``hooks`` (the relay) as its callback."""
-    from ray import tune
 
     exp_dir = rd.tune / TUNE_NAME
     if searcher is None:
@@ -243,7 +231,6 @@ def build_tuner(exp: Experiment, rd: RunDir, trainable: Any, resources: Mapping[
         f"up to {concurrency} at once")
     scheduler = None
     if exp.sweep.early_stop is not None:
-        from lume_ray.search.scheduler import ParetoSuccessiveHalving
 
         scheduler = ParetoSuccessiveHalving(exp, str(rd.root))
         log(f"[sweep] early stopping: {scheduler.debug_string()}")
@@ -262,7 +249,6 @@ def build_tuner(exp: Experiment, rd: RunDir, trainable: Any, resources: Mapping[
 
 def fit(tuner: tune.Tuner, trackers: list[MlflowTracker]) -> None:
     """Run the trials; a failure or Ctrl-C that escapes Tune ends the trackers' sweep (FAILED / KILLED) first."""
-    from lume_ray import tracking
 
     try:
         tuner.fit()
@@ -274,7 +260,6 @@ def fit(tuner: tune.Tuner, trackers: list[MlflowTracker]) -> None:
 def check_finished(rd: RunDir, budget: Mapping[str, int], trackers: list[MlflowTracker]) -> None:
     """After Ctrl-C, Tune's fit() returns normally with unfinished trials: stop the whole sweep here
     (:class:`SweepInterrupted`)."""
-    from lume_ray import tracking
 
     records = rd.trial_records()
     planned = sum(budget.values()) or len(records)
@@ -289,7 +274,6 @@ def collect_results(exp: Experiment, rd: RunDir, t0: float, trackers: list[Mlflo
                     log: Callable[[str], None]) -> RunDir:
     """Every trial's points -> RUN_DIR/results.parquet (with provenance), the boundary warnings, the trackers'
     sweep ended as FINISHED."""
-    from lume_ray import tracking
 
     frame = rd.collect_results({"seed": exp.seed, "workers": exp.train.workers, "zero": exp.train.zero,
                                 "git_commit": git_commit(), "sampler": exp.sweep.sampler})
@@ -306,9 +290,6 @@ def collect_results(exp: Experiment, rd: RunDir, t0: float, trackers: list[Mlflo
 def boundary_warnings(rd: RunDir) -> list[str]:
     """Per algorithm, the searched parameters whose front points (those that pass the floor) sit on an edge of
     the box: the report's own analysis, so the sweep and the report warn alike."""
-    from lume_ray.report.analysis import analyze
-    from lume_ray.report.answer import boundary
-    from lume_ray.report.run import load_run
 
     run = load_run(rd.root)
     return [w for warnings in boundary(run, analyze(run)).values() for w in warnings]
