@@ -1,4 +1,5 @@
-"""Shared fixtures: one local Ray cluster per session, a tiny LUME dataset, a tiny OLMo model.
+"""Shared fixtures: one local Ray cluster per session, a tiny LUME dataset, a tiny OLMo model, the session's
+two-worker job and sweep. Plain helper functions and constants are in tests/helpers.py.
 
 Everything is real (Ray on 127.0.0.1, transformers models built from configs); nothing downloads.
 """
@@ -12,8 +13,6 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.helpers import memorize, small_experiment, tiny_olmo_on, unlearn_job, write_tiny_lume
-
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # never touch ~/.ray/auth_token in tests
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")  # report() latency 2 s -> 0.1 s
@@ -23,6 +22,9 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network here: a hub lookup fails at once, not after retries
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+# After the environment above: the helpers import lume_ray, which may import Ray (it reads RAY_AUTH_MODE then).
+from tests.helpers import memorize, small_experiment, tiny_olmo_on, unlearn_job, write_tiny_lume  # noqa: E402
 
 T = TypeVar("T")
 
@@ -79,6 +81,17 @@ def one_torch_thread() -> Any:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# The fixtures that start (or need) the session's local Ray cluster: a test using any of them is marked ``ray``,
+# so ``pytest -m "not ray"`` (``bash scripts/test.sh --fast``) never starts Ray.
+RAY_FIXTURES = {"ray_local", "two_worker_run", "finished_sweep"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.ray)
 
 
 @pytest.fixture(scope="session")
