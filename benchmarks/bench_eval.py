@@ -160,7 +160,7 @@ def main() -> None:
     import ray
 
     t0 = time.perf_counter()
-    # workers + 1 logical CPUs: one per actor and one left for Ray Data's own tasks (see RAY_NOTES 4).
+    # workers + 1 logical CPUs: one per actor and one for Ray Data's own tasks (docs/ray.md section 4).
     ray.init(num_cpus=args.workers + 1, include_dashboard=False, log_to_driver=False)
     import ray.data
 
