@@ -22,6 +22,8 @@ from lume_ray.files import write_json
 from lume_ray.run_dir import RunDir
 from lume_ray.status import DRIVER_NAME
 
+# The tiny LUME dataset
+
 SHARED_LUME = Path(__file__).resolve().parents[1].parent / "shared" / "lume"
 
 # Four documents per split: Task1 story, Task2 biography (five questions), Task3 biography.
@@ -62,6 +64,7 @@ def write_tiny_lume(directory: Path) -> Path:
     return directory
 
 
+# Models
 
 def tiny_olmo_on(texts: list[str], vocab_size: int | None = None, seed: int = 0) -> tuple[Any, Any]:
     """(model, tokenizer): a randomly initialized tiny OLMo ("test" preset) and a byte-level BPE trained on ``texts``
@@ -87,8 +90,10 @@ def memorize(model: Any, loss: Callable[[], Any], steps: int, lr: float = 3e-3) 
     return model
 
 
+# Jobs and sweeps
+
 def unlearn_job(tmp_path: Path, model: Path, data: Path, name: str, train: dict[str, Any] | None = None,
-         **kw: Any) -> UnlearnJob:
+                **kw: Any) -> UnlearnJob:
     """The tests' unlearning job: npo, 4 steps, a point at step 2, two ZeRO-3 workers; ``train`` and ``kw`` override."""
     base: dict[str, Any] = {"model": str(model), "data": str(data), "algorithm": "npo", "lr": 1e-3, "steps": 4,
                             "eval_steps": [2], "seed": 0, "out": str(tmp_path / name)}
@@ -97,6 +102,8 @@ def unlearn_job(tmp_path: Path, model: Path, data: Path, name: str, train: dict[
 
 
 def small_experiment(tmp_path: Path, data: Path, model: Path, **sweep: object) -> dict:
+    """A raw experiment dict of the tests' sweeps: ga and npo on ``data``/``model``, 4 steps, one worker; ``sweep``
+    overrides the sweep section."""
     return {
         "name": "test",
         "seed": 0,
@@ -116,6 +123,7 @@ def small_experiment(tmp_path: Path, data: Path, model: Path, **sweep: object) -
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
+    """Poll ``predicate`` every 0.5 s until it is true; fail naming ``what`` after ``timeout`` seconds."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if predicate():
@@ -123,6 +131,8 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
+
+# A run directory as a sweep leaves it (lume-ray status)
 
 OBJECTIVES = [{"name": "forget_efficacy", "direction": "max"}, {"name": "retain_score", "direction": "max"}]
 
@@ -162,6 +172,9 @@ def make_run(root: Path, *, driver_pid: int | None = None, host: str | None = No
         rd.results_path.write_bytes(b"")
     return rd
 
+
+# A hand-made run directory for the report (docs/run_dir.md): values chosen so that test_report.py's front
+# flags, best points, grid budget and boundary warnings are computed by hand.
 
 NAN = float("nan")
 BASE = {"forget_efficacy": 0.02, "retain_score": 0.97, "utility": 0.40, "mia_score": 0.10}
@@ -303,10 +316,9 @@ def make_run_dir(root: Path, name: str = "run") -> Path:
     return run
 
 
+# The console: library noise that must not reach it, and lume-ray's own lines
 
 NOISE_PATTERNS = re.compile(r"\bINFO\b|\bWARNING\b|worker\.py|[Oo]ptuna|A new study|Configuration for experiment|"
                             r"TensorBoard|PYTHON worker processes|\(raylet\)|\(pid=|Ray Data|Started a local Ray|"
                             r"[Dd]eep[Ss]peed|Traceback|╭|│")
 OUR_LINE = re.compile(r"^(logs: |\[(sweep|search \w+|ga|npo|gd|unlearn|tracking)\] |\[3/4\]|lume-ray: )")
-
-
