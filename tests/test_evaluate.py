@@ -101,7 +101,7 @@ def test_clean_up_spaces_matches_transformers() -> None:
     assert clean_up_spaces(text) == PreTrainedTokenizerBase.clean_up_tokenization(None, text)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("which", ["random", "memorized"])
+@pytest.mark.parametrize("which", ["random", pytest.param("memorized", marks=pytest.mark.slow)])
 def test_batched_generation_equals_one_at_a_time(which: str, tiny_model: Path, request: pytest.FixtureRequest) -> None:
     from lume_ray.model import generate_greedy, load_model
 

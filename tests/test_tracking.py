@@ -100,6 +100,7 @@ def test_report_files_are_the_parents_artifacts(finished_sweep: Path, tmp_path: 
     assert client.get_run(state["parent_run_id"]).info.status == "FINISHED"  # not reopened by the upload
 
 
+@pytest.mark.slow
 def test_sync_after_an_interruption_logs_only_what_is_new(tmp_path: Path) -> None:
     """No Ray: a run dir written by hand, synced, given one more point (the resumed trial goes on), synced by a
     new tracker (the resumed command): one run per trial, every point once, the final states as run statuses."""

@@ -123,6 +123,7 @@ def test_cli_rejects_bad_input_before_starting_ray(tmp_path: Path, tiny_lume: Pa
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_bad_model_path_as_a_user_sees_it(tmp_path: Path, tiny_lume: Path) -> None:
     """The installed command, console and all: exit 2, one error line naming the path (and the log), no job."""
     import subprocess
