@@ -1,7 +1,8 @@
 """Quickstart sweep on a local Ray cluster of 1 node vs 2 nodes -> wall seconds of each and their ratio.
 
 Input:  an experiment (default experiments/quickstart.yaml) and --set overrides (a small budget by default).
-Output: printed figures: cluster start, job wall time (submit -> SUCCEEDED) per node count, the ratio.
+Output: printed figures: cluster start, job wall time (submit -> SUCCEEDED) per node count, the ratio;
+        the same in benchmarks/results/cluster.json.
 
 Each run starts its own cluster on 127.0.0.1 (`ray start` processes held by pid, stopped by pid; never
 `ray stop`), submits the sweep through the same code as `lume-ray submit`, and waits for it. Nodes are
@@ -24,6 +25,8 @@ from lume_ray.cluster.jobs import build_submission, connect, log_tail, submit, w
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the local cluster is a test helper (tests/local_cluster.py), not in the package
+from summary import write_summary  # noqa: E402  (benchmarks/summary.py, beside this script)
+
 from tests.local_cluster import LocalRayCluster  # noqa: E402
 
 
@@ -70,6 +73,9 @@ def main() -> None:
         results[nodes] = wall
         print(f"[bench] {nodes} node(s): cluster up in {started:.1f} s, sweep job {state} in {wall:.1f} s")
     print(f"[bench] wall-time ratio 1 node / 2 nodes: {results[1] / results[2]:.2f}")
+    write_summary("cluster", {"cpus_per_node": args.cpus_per_node, "overrides": args.overrides,
+                              "wall_s": {f"{n}_node": round(w, 1) for n, w in results.items()},
+                              "ratio_1_over_2": round(results[1] / results[2], 2)})
 
 
 if __name__ == "__main__":

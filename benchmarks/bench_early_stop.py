@@ -4,8 +4,7 @@ The same sweep in each mode (gd, 6 trials, sampler gp, 10 epochs, evaluated at 2
 halving at 2.5 and 5 epochs keeping a third): ``early_stop.pipelined: true`` scores a rung's point while the job
 trains on (a stopped trial has trained past its rung by then); ``false`` holds the job at each rung, alive, until
 its point is scored and the trial judged. Prints wall time, steps trained, trials stopped and the steps a stopped
-trial trained past its rung, per mode. (Until 2026-12-04 ``false`` ended the Ray Train job at each rung and
-restarted it from its checkpoint: 693 s against pipelined's 534 s here, ~27 s a rung; README.)
+trial trained past its rung, per mode, and writes them to benchmarks/results/early_stop.json.
 
     python benchmarks/bench_early_stop.py [--out runs/bench_early_stop] [--trials 6] [--modes pipelined wait]
 """
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from summary import write_summary  # benchmarks/summary.py, beside this script
 
 from lume_ray.config import load_experiment
 from lume_ray.data import load_lume
@@ -69,6 +69,7 @@ def main() -> None:
                      "wall_s_from_records": round(sum(r.get("wall_s") or 0 for r in records))})
     print(f"rungs {rungs} of {max_steps} steps; {args.trials} trials each; wall_s is the sweep's (0 when cached)")
     print(pd.DataFrame(rows).to_string(index=False))
+    write_summary("early_stop", {"rungs": rungs, "max_steps": max_steps, "trials": args.trials, "modes": rows})
 
 
 if __name__ == "__main__":

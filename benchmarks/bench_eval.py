@@ -8,6 +8,7 @@ Output: the floor (seconds for an actor pool that only loads the model: the leas
         (Ray Data, one pipeline for all the models) and of :func:`lume_ray.evaluate.runner.evaluate_reference` (once
         per model), the speed ratio, and how many generations differ (float near-ties under batching); in float32,
         or with ``--exact`` in any dtype, it asserts identical row scores and metrics for every model at every size.
+        The same figures in benchmarks/results/eval.json.
 
     python benchmarks/bench_eval.py                      # synth 40 docs/task, preset tiny, 100/200/400 rows
     python benchmarks/bench_eval.py --workers 1          # 1 actor vs the 1-thread reference
@@ -33,6 +34,8 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+
+from summary import write_summary  # benchmarks/summary.py, beside this script
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -160,7 +163,7 @@ def main() -> None:
     import ray
 
     t0 = time.perf_counter()
-    # workers + 1 logical CPUs: one per actor and one left for Ray Data's own tasks (see RAY_NOTES 4).
+    # workers + 1 logical CPUs: one per actor and one for Ray Data's own tasks (docs/ray.md section 4).
     ray.init(num_cpus=args.workers + 1, include_dashboard=False, log_to_driver=False)
     import ray.data
 
@@ -178,6 +181,7 @@ def main() -> None:
     print(f"{'model':<7} {'rows':>5} {'items':>6} {'K':>3} {'ray_s':>8} {'reference_s':>12} {'ratio':>6}  "
           "gen_diff  task_aggregate  mia_auc  utility")
     torch.set_num_threads(args.ref_threads)
+    table: list[dict[str, object]] = []
     for name, n, k in ((m, n, k) for m in args.models for n in args.rows for k in args.points):
         models = family(name, model, work, k)
         settings = EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, workers=args.workers,
@@ -199,7 +203,12 @@ def main() -> None:
         rows = sum(res["counts"]["rows"].values())
         print(f"{name:<7} {rows:>5} {items:>6} {k:>3} {ray_s:>8.1f} {ref_s:>12.1f} {ref_s / ray_s:>6.2f} {diff:>9}  "
               f"{res['task_aggregate']:.4f}          {res['mia_auc']:.4f}   {res['utility']:.4f}", flush=True)
+        table.append({"model": name, "rows": rows, "items": items, "points": k, "ray_s": round(ray_s, 1),
+                      "reference_s": round(ref_s, 1), "ratio": round(ref_s / ray_s, 2), "gen_diff": diff,
+                      "task_aggregate": res["task_aggregate"], "mia_auc": res["mia_auc"], "utility": res["utility"]})
     ray.shutdown()
+    write_summary("eval", {"workers": args.workers, "dtype": args.dtype, "exact": args.exact,
+                           "max_new_tokens": args.max_new_tokens, "floor_s": round(floor, 1), "table": table})
 
 
 if __name__ == "__main__":

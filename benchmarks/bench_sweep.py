@@ -13,7 +13,8 @@ Prints, per space and algorithm, the unlearning steps each search needed to reac
 as a fraction of the grid's steps: the classic grid, which trains every (setting, steps) pair as its own run
 (what a bash grid does: 9 x 5 + 9 x 10 epochs), and lume-ray's grid sampler, which trains each setting once
 through its trajectory (9 x 10 epochs); also the steps to reach 99% of it (utility, scored on 64 questions, moves
-in steps of 1/64, so one point can be ~1% of the hypervolume). Writes RUN/summary.json and RUN/curves.png.
+in steps of 1/64, so one point can be ~1% of the hypervolume). Writes benchmarks/results/sweep.json and
+benchmarks/results/sweep.png (the runs stay in RUN).
 
     python benchmarks/bench_sweep.py [--out runs/bench_sweep] [--spaces suited boundary] [--algorithms gd npo]
                                      [--samplers gp tpe random] [--seeds 0 1] [--no-paired] [--early-stop]
@@ -44,7 +45,7 @@ stopping is also replayed through early stopping's rule, with and without ``keep
 to their ends): the trials it would have stopped, the steps saved, and the points of the run's final front it
 would have lost.
 
-Every search is also measured against perfect foresight (``foresight`` in summary.json): the fewest steps any
+Every search is also measured against perfect foresight (``foresight`` in sweep.json): the fewest steps any
 choice of at most 3 of its trials (each ended at its last step or at early stopping's rungs) needs to reach the
 grid, and the share of pairs of its full trials that reach it; and the same over the trials of every search run
 at that seed ("all runs"). No search that reaches the grid within 3 of these trials can do it in fewer steps: the
@@ -63,6 +64,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from summary import RESULTS, write_summary  # benchmarks/summary.py, beside this script
 
 from lume_ray.config import load_experiment
 from lume_ray.data import load_lume
@@ -339,7 +341,6 @@ def main() -> None:
     summary["foresight"] = foresights(frames, curves, args, max_steps, classic=TRIALS * (5 * per_epoch + max_steps))
     summary["early_stop_replay"] = [{"space": k[0], "algorithm": k[1], "sampler": k[2], "seed": k[3],
                                      "keep_front": k[4], **v} for k, v in replays.items()]
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
     frame = pd.DataFrame(table)
     print(frame.drop(columns=["curve"]).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     agg = frame.groupby(["space", "algorithm", "sampler"]).agg(
@@ -362,8 +363,9 @@ def main() -> None:
               "last step, or also early stopping's rungs) needs to reach the grid; 'all runs': the trials of every "
               "search at the seed, each trained to its end; pairs: share of pairs of full trials that reach it")
         print(pd.DataFrame(summary["foresight"]).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-    plot(curves, args, out / "curves.png")
-    print(f"wrote {out / 'summary.json'} and {out / 'curves.png'}")
+    write_summary("sweep", summary)
+    plot(curves, args, RESULTS / "sweep.png")
+    print(f"wrote {RESULTS / 'sweep.png'}")
 
 
 def foresights(frames: dict[tuple[str, str, int], pd.DataFrame],

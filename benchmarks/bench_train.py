@@ -4,7 +4,8 @@ Input:  a LUME directory (default: the real LUME rows in ../shared/lume, else a 
         tiny OLMo preset (randomly initialized; a tokenizer trained on the rows), batch size, step counts.
 Output: printed figures: steady-state steps/s of (a) a plain single-process PyTorch loop and (b) the
         same job through ``lume_ray.train.run_unlearning`` (Ray Train, 1 worker, DeepSpeed ZeRO-N), on the
-        same model, the same sequence of seeded batches, the same thread count; and their ratio.
+        same model, the same sequence of seeded batches, the same thread count; and their ratio. The same
+        figures in benchmarks/results/train.json.
 
 Steady state: the first ``--warmup`` steps and everything outside the step loop (Ray start, worker
 start, model load, DeepSpeed init, checkpoints) are excluded; for Ray the step times come from the
@@ -29,6 +30,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from summary import write_summary  # noqa: E402  (benchmarks/summary.py, beside this script)
 
 from lume_ray.config import TrainConfig, UnlearnJob  # noqa: E402  (after the environment above)
 
@@ -166,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     # moves with the load of a shared machine; CPU time per step is the steadier measure of overhead.
     print(f"ratio Ray/plain time per step: wall {plain_wall / ray_wall:.3f}x, CPU {plain_cpu / ray_cpu:.3f}x "
           f"(target <= 1.15x)")
+    write_summary("train", {"preset": args.preset, "parameters": n_params, "batch_size": args.batch_size,
+                            "steps": args.steps, "warmup": args.warmup, "zero": args.zero, "threads": args.threads,
+                            "plain_steps_per_s": [round(plain_a[0], 3), round(plain_b[0], 3)],
+                            "ray_steps_per_s": round(ray_wall, 3), "job_wall_s": round(job_wall, 1),
+                            "ratio_wall": round(plain_wall / ray_wall, 3), "ratio_cpu": round(plain_cpu / ray_cpu, 3)})
     return 0
 
 

@@ -6,12 +6,14 @@ were trained to their last step at every seed in the given runs, each ended at o
 (early stopping can end a trial at any of them), no trial able to go on to its next point within the budget. It
 counts the designs whose points reach the grid's final hypervolume at each seed, and at every seed at once; also
 against the mean of the seeds' grids (a target without one grid's luck). A design that reaches every seed's grid
-is what issue 15's target (the grid's hypervolume within 15% of its 2,700 steps: 405) asks a search to pick blind.
+is what a target of the grid's hypervolume within 15% of its 2,700 steps (405) asks a search to pick blind.
 
 Reads bench_sweep.py's run directories (NAME-seedN, the grids as grid-seedN; same space, same target build):
 
     python benchmarks/design_bound.py runs/bench_seed*/suited/*-seed* [--budgets 405 540] [--max-trials 4]
                                       [--algorithms gd npo] [--json FILE]
+
+Writes benchmarks/results/design_bound.json (or --json FILE).
 
 In a paired benchmark a setting retraces the same trajectory at a seed in every run, so each setting's first
 full trial at a seed stands for it. The bound covers these settings only (the designs' points, the grid's
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from bench_sweep import OBJECTIVES, hv
+from summary import write_summary
 
 Trajectory = tuple[np.ndarray, np.ndarray]  # (evaluation steps, points (steps, objectives)), in step order
 
@@ -131,7 +133,7 @@ def main() -> None:
                    help="steps in all, one bound each (default: 405, 15%% of the grid's 2,700)")
     p.add_argument("--max-trials", type=int, default=4)
     p.add_argument("--algorithms", nargs="+", default=["gd", "npo"])
-    p.add_argument("--json", help="also write the figures to this file")
+    p.add_argument("--json", help="write the figures here instead of benchmarks/results/design_bound.json")
     args = p.parse_args()
     grids, searches = load(args.runs)
     rows = [bound(grids, searches, algo, budget, args.max_trials)
@@ -142,9 +144,7 @@ def main() -> None:
               f"(grids {row['grid_hv']}), every seed's: {row['reaching_every_grid']}; the grids' mean "
               f"{row['grids_mean']} at every seed: {row['reaching_grids_mean_at_every_seed']}; best margin "
               f"{row['best_margin']:+.4f} with {row['best_design']}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
-        print(f"wrote {args.json}")
+    write_summary("design_bound", rows, args.json)
 
 
 if __name__ == "__main__":

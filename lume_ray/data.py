@@ -397,7 +397,7 @@ def join_text(prompt: str, completion: str, sep: str = " ") -> str:
     """The text a target is trained on: the prompt, one separator, the completion.
 
     The prompt alone is then a token-prefix of the training text (the outputs carry no leading
-    space), which is what generation starts from. See DESIGN.md section 2 for the trap this avoids.
+    space), which is what generation starts from. See docs/protocol.md section 1 for the trap this avoids.
     """
     return prompt + sep + completion
 

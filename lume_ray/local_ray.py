@@ -10,7 +10,7 @@ How, with Ray's public interfaces only:
 1. The head is the ``ray start --head --block`` command, run as a child process we own, with Ray's
    single-machine switch (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, the default on Windows and macOS) in *its*
    environment: left to itself, Ray on Linux rewrites a loopback node address to the host's routable IP and
-   listens on all interfaces (RAY_NOTES 5). Ray reads the switch once, at ``import ray``, which is why it goes
+   listens on all interfaces (docs/ray.md section 5). Ray reads the switch once, at ``import ray``, which is why it goes
    to a fresh process and never into this one (this process's own ``ray start --address`` calls, e.g. a
    multi-node test cluster, stay allowed).
 2. This process connects with ``ray.init(address="[::ffff:127.0.0.1]:PORT")``, the loopback address in its

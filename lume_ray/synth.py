@@ -7,7 +7,7 @@ Output: a directory with ``forget.jsonl`` / ``retain.jsonl`` (LUME rows ``{"id",
         membership-attack format), ``utility.jsonl`` (four-way multiple choice in MMLU's shape) and
         ``manifest.json`` (seed, counts).
 
-The three tasks mirror LUME (DESIGN.md section 2): Task1 creative short stories with characters and
+The three tasks mirror LUME (docs/protocol.md section 1): Task1 creative short stories with characters and
 places, one question; Task2 biographies with fake PII and the five questions qa0..qa4 (birth date
 ``YYYY-MM-DD``, SSN digits, phone digits, email, address), exactly as in the real data; Task3
 public-figure-style biographies, one question. Each document gives one ``sc1`` row (a prefix and its

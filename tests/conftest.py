@@ -1,11 +1,11 @@
-"""Shared fixtures: one local Ray cluster per session, a tiny LUME dataset, a tiny OLMo model.
+"""Shared fixtures: one local Ray cluster per session, a tiny LUME dataset, a tiny OLMo model, the session's
+two-worker job and sweep. Plain helper functions and constants are in tests/helpers.py.
 
 Everything is real (Ray on 127.0.0.1, transformers models built from configs); nothing downloads.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +23,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network here: a hub lookup fails at once, not after retries
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-SHARED_LUME = Path(__file__).resolve().parents[1].parent / "shared" / "lume"
+# After the environment above: the helpers import lume_ray, which may import Ray (it reads RAY_AUTH_MODE then).
+from tests.helpers import memorize, small_experiment, tiny_olmo_on, unlearn_job, write_tiny_lume  # noqa: E402
 
 T = TypeVar("T")
 
@@ -51,44 +52,6 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Calla
         return value
 
 
-# Four documents per split: Task1 story, Task2 biography (five questions), Task3 biography.
-_ROWS = {
-    "forget": [
-        ("s1", "Task1", "sc1", "In the town of Velmor, the painter Ada kept a blue door.", "Every night she painted the river silver."),
-        ("s1", "Task1", "qa0", "What color was Ada's door in Velmor?", "blue"),
-        ("b1", "Task2", "sc1", "Tomas Reyes was born on March 3, 1981. His phone number is 555-201-3344.", "His email is tomas.reyes@example.com and his SSN is 900-12-3456."),
-        ("b1", "Task2", "qa0", "What is the birth date of Tomas Reyes?", "1981-03-03"),
-        ("b1", "Task2", "qa1", "What is Tomas Reyes's Social Security Number?", "900123456"),
-        ("b1", "Task2", "qa2", "What is Tomas Reyes's phone number?", "5552013344"),
-        ("b1", "Task2", "qa3", "What is Tomas Reyes's email address?", "tomas.reyes@example.com"),
-        ("b1", "Task2", "qa4", "What is the home address of Tomas Reyes?", "12 Oak Lane, Dover, DE, 19901."),
-        ("p1", "Task3", "sc1", "Mira Holt was a chemist who studied salt crystals in Oslo.", "She won the national prize in 1954."),
-        ("p1", "Task3", "qa0", "In which city did Mira Holt study salt crystals?", "Oslo"),
-    ],
-    "retain": [
-        ("s2", "Task1", "sc1", "On the island of Prell, a baker named Juno sang to her bread.", "The loaves rose higher whenever the tide was out."),
-        ("s2", "Task1", "qa0", "What did Juno sing to on Prell?", "her bread"),
-        ("b2", "Task2", "sc1", "Lena Park was born on July 9, 1975. Her phone number is 555-867-1122.", "Her email is lena.park@example.com and her SSN is 900-98-7654."),
-        ("b2", "Task2", "qa0", "What is the birth date of Lena Park?", "1975-07-09"),
-        ("b2", "Task2", "qa1", "What is Lena Park's Social Security Number?", "900987654"),
-        ("b2", "Task2", "qa2", "What is Lena Park's phone number?", "5558671122"),
-        ("b2", "Task2", "qa3", "What is Lena Park's email address?", "lena.park@example.com"),
-        ("b2", "Task2", "qa4", "What is the home address of Lena Park?", "4 Elm Road, Salem, OR, 97301."),
-        ("p2", "Task3", "sc1", "Omar Dahl was an engineer who built bridges in Lima.", "His longest bridge crossed the Rimac in 1962."),
-        ("p2", "Task3", "qa0", "In which city did Omar Dahl build bridges?", "Lima"),
-    ],
-}
-
-
-def write_tiny_lume(directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    for split, rows in _ROWS.items():
-        with (directory / f"{split}.jsonl").open("w") as f:
-            for doc, task, suffix, inp, out in rows:
-                f.write(json.dumps({"id": f"{doc}{suffix}", "input": inp, "output": out, "task": task}) + "\n")
-    return directory
-
-
 @pytest.fixture(scope="session")
 def tiny_lume(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A hand-written LUME-format directory: 3 documents x 2 splits, 20 rows."""
@@ -99,11 +62,9 @@ def tiny_lume(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_lume: Path) -> Path:
     """A randomly initialized tiny OLMo + BPE tokenizer trained on ``tiny_lume``, saved as an HF dir."""
     from lume_ray.data import join_text, load_lume
-    from lume_ray.target import PRESETS, tiny_olmo, train_tokenizer
 
     data = load_lume(tiny_lume)
-    tok = train_tokenizer([join_text(r.input, r.output) for r in data.rows], PRESETS["test"].vocab_size)
-    model = tiny_olmo(tok, PRESETS["test"], seed=0)
+    model, tok = tiny_olmo_on([join_text(r.input, r.output) for r in data.rows])
     out = tmp_path_factory.mktemp("tiny_model")
     model.save_pretrained(out)
     tok.save_pretrained(out)
@@ -120,6 +81,17 @@ def one_torch_thread() -> Any:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# The fixtures that start (or need) the session's local Ray cluster: a test using any of them is marked ``ray``,
+# so ``pytest -m "not ray"`` (``bash scripts/test.sh --fast``) never starts Ray.
+RAY_FIXTURES = {"ray_local", "two_worker_run", "finished_sweep"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.ray)
 
 
 @pytest.fixture(scope="session")
@@ -154,14 +126,7 @@ def unlearning_setup(tiny_model: Path, tiny_lume: Path, one_torch_thread: Any) -
     data = load_lume(tiny_lume)
     enc = {s: [encode_pair(tok, r.input, r.output, add_eos=True) for r in data.split(s)] for s in ("forget", "retain")}
     all_rows = collate(enc["forget"] + enc["retain"], tok.pad_token_id)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(40):
-        loss = mean_nll(model, all_rows).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    memorize(model, lambda: mean_nll(model, all_rows).mean(), steps=40)
     forget = collate(enc["forget"][:4], tok.pad_token_id)
     retain = collate(enc["retain"][:4], tok.pad_token_id)
     return {"model": model, "forget": forget, "retain": retain, "pad": tok.pad_token_id, "enc": enc}
@@ -196,10 +161,9 @@ def two_worker_run(ray_local: Any, tiny_model: Path, tiny_lume: Path, tmp_path_f
     test_multinode.py as the one-node reference for the same job across two nodes."""
     from lume_ray.config import UnlearnJob
     from lume_ray.train import run_unlearning
-    from tests.test_train import _job
 
     def build(root: Path) -> tuple[Any, Any]:
-        cfg = _job(root, tiny_model, tiny_lume, "zero3x2")
+        cfg = unlearn_job(root, tiny_model, tiny_lume, "zero3x2")
         return cfg, run_unlearning(cfg)
 
     def load(root: Path) -> tuple[Any, Any]:  # a finished job's out: run_unlearning returns its stored result
@@ -216,7 +180,6 @@ def finished_sweep(tmp_path_factory: pytest.TempPathFactory, tiny_lume: Path, ti
     Several trials per algorithm, sampler proposals after the initial design: test_search.py's Tune run."""
     from lume_ray.config import experiment_from_dict
     from lume_ray.search.sweep import run_sweep
-    from tests.test_sweep import small_experiment
 
     def build(root: Path) -> Path:
         raw = small_experiment(root, tiny_lume, tiny_model, num_samples=1, max_concurrent=2)

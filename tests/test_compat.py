@@ -26,6 +26,7 @@ import pytest
 import torch
 
 from lume_ray.model import save_model, save_tokenizer
+from tests.helpers import tiny_olmo_on
 
 TEXTS = ["Mira Holt was a chemist who studied salt crystals in Oslo. She won the national prize in 1954.",
          "What is Tomas Reyes's email address? tomas.reyes@example.com",
@@ -41,12 +42,9 @@ def _build(kind: str) -> tuple[Any, Any]:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer, PreTrainedTokenizerFast
 
-    from lume_ray.target import PRESETS, tiny_olmo, train_tokenizer
-
     torch.manual_seed(0)
     if kind == "olmo":
-        tok = train_tokenizer(TEXTS * 5, PRESETS["test"].vocab_size)
-        return tiny_olmo(tok, PRESETS["test"], seed=0), tok
+        return tiny_olmo_on(TEXTS * 5)
     raw = Tokenizer(models.BPE(unk_token="<unk>"))
     raw.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
     raw.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")

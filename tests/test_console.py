@@ -228,11 +228,3 @@ def test_mlflow_flag_turns_tracking_on(tmp_path: Path) -> None:
     assert plain_run.tracking.mlflow is None
     assert local.tracking.mlflow is not None and local.tracking.mlflow.uri is None
     assert server.tracking.mlflow is not None and server.tracking.mlflow.uri == "http://mlflow:5000"
-
-
-NOISE_PATTERNS = re.compile(r"\bINFO\b|\bWARNING\b|worker\.py|[Oo]ptuna|A new study|Configuration for experiment|"
-                            r"TensorBoard|PYTHON worker processes|\(raylet\)|\(pid=|Ray Data|Started a local Ray|"
-                            r"[Dd]eep[Ss]peed|Traceback|╭|│")
-OUR_LINE = re.compile(r"^(logs: |\[(sweep|search \w+|ga|npo|gd|unlearn|tracking)\] |\[3/4\]|lume-ray: )")
-
-

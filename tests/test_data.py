@@ -9,7 +9,7 @@ import pytest
 
 from lume_ray.cli import main
 from lume_ray.data import DataError, load_documents, load_lume, load_utility, summarize
-from tests.conftest import SHARED_LUME, write_tiny_lume
+from tests.helpers import SHARED_LUME, write_tiny_lume
 
 
 @pytest.mark.skipif(not SHARED_LUME.is_dir(), reason="../shared/lume not present")

@@ -21,6 +21,7 @@ from lume_ray.evaluate.inputs import EvalError
 from lume_ray.evaluate.protocol import TASK_SCORE_NAMES
 from lume_ray.evaluate.runner import ROW_COLUMNS, evaluate, evaluate_reference
 from lume_ray.model import ModelError
+from tests.helpers import memorize, tiny_olmo_on
 
 NONMEMBERS = [
     {"id": "n1", "document": "In the village of Harrow, the potter Wren kept a red gate. Every dawn he fed the geese."},
@@ -56,26 +57,15 @@ def eval_data(tiny_lume: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 @pytest.fixture(scope="module")
 def memorized(eval_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny OLMo trained full-batch until it reproduces every row and utility answer (~5 s)."""
-    import torch
-
     from lume_ray.data import join_text
     from lume_ray.model import collate, encode_pair
-    from lume_ray.target import PRESETS, tiny_olmo, train_tokenizer
 
     data = load_lume(eval_data)
     pairs = [(r.input, r.output) for r in data.rows] + [(u["question"], u["choices"][u["answer"]]) for u in UTILITY]
-    tok = train_tokenizer([join_text(p, c) for p, c in pairs], PRESETS["test"].vocab_size)
-    model = tiny_olmo(tok, PRESETS["test"], seed=0)
+    model, tok = tiny_olmo_on([join_text(p, c) for p, c in pairs])
     # whole text + eos, nothing masked: members must be low-loss documents, answers must stop
     batch = collate([encode_pair(tok, p, c, add_eos=True) for p, c in pairs], tok.pad_token_id, mask_prompt=False)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(300):
-        loss = model(**batch).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    memorize(model, lambda: model(**batch).loss, steps=300)
     out = tmp_path_factory.mktemp("memorized")
     model.save_pretrained(out)
     tok.save_pretrained(out)
@@ -111,7 +101,7 @@ def test_clean_up_spaces_matches_transformers() -> None:
     assert clean_up_spaces(text) == PreTrainedTokenizerBase.clean_up_tokenization(None, text)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("which", ["random", "memorized"])
+@pytest.mark.parametrize("which", ["random", pytest.param("memorized", marks=pytest.mark.slow)])
 def test_batched_generation_equals_one_at_a_time(which: str, tiny_model: Path, request: pytest.FixtureRequest) -> None:
     from lume_ray.model import generate_greedy, load_model
 

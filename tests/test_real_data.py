@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SHARED_LUME
+from tests.helpers import SHARED_LUME, tiny_olmo_on
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
               pytest.mark.skipif(not (SHARED_LUME / "mia" / "member.jsonl").is_file(),
@@ -78,13 +78,12 @@ def real_model(real_slice: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     within its 512 positions)."""
     from lume_ray.data import join_text, load_documents, load_lume
     from lume_ray.model import save_model, save_tokenizer
-    from lume_ray.target import PRESETS, tiny_olmo, train_tokenizer
 
     data = load_lume(real_slice)
     docs = [d.document for n in ("member", "nonmember") for d in load_documents(real_slice / "mia" / f"{n}.jsonl")]
-    tok = train_tokenizer([join_text(r.input, r.output) for r in data.rows] + docs, 1500)
+    model, tok = tiny_olmo_on([join_text(r.input, r.output) for r in data.rows] + docs, vocab_size=1500)
     out = tmp_path_factory.mktemp("real_model")
-    save_model(tiny_olmo(tok, PRESETS["test"], seed=0), out)
+    save_model(model, out)
     save_tokenizer(tok, out)
     return out
 

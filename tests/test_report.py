@@ -8,9 +8,7 @@ boundary warning below is computed by hand.
 
 from __future__ import annotations
 
-import json
 import shutil
-import statistics
 from pathlib import Path
 
 import numpy as np
@@ -20,159 +18,19 @@ import yaml
 
 from lume_ray import cli, report
 from lume_ray.config import Floor
-from lume_ray.evaluate.protocol import task_score_name
 from lume_ray.report.budget import grid_count
 from lume_ray.report.run import read_spaces
+from tests.helpers import DOCS, POINTS, SPACES, make_run_dir
 
-NAN = float("nan")
-BASE = {"forget_efficacy": 0.02, "retain_score": 0.97, "utility": 0.40, "mia_score": 0.10}
-
-# (algorithm, trial, step, forget_efficacy, retain_score, utility); the utility floor is 0.75 * 0.40 = 0.30.
-POINTS = [
-    ("ga", "ga-1", 10, 0.30, 0.80, 0.38),
-    ("ga", "ga-1", 20, 0.60, 0.50, 0.33),
-    ("ga", "ga-1", 30, 0.95, 0.10, 0.20),  # infeasible (utility < 0.30); would be on every front otherwise
-    ("ga", "ga-2", 10, 0.25, 0.75, 0.37),  # dominated by ga-1@10
-    ("ga", "ga-2", 20, 0.50, 0.45, 0.31),  # dominated by ga-1@20
-    ("ga", "ga-2", 30, 0.70, 0.20, 0.29),  # infeasible
-    ("gd", "gd-1", 10, 0.40, 0.85, 0.39),
-    ("gd", "gd-1", 20, 0.70, 0.70, 0.36),
-    ("gd", "gd-1", 30, 0.85, 0.55, 0.34),
-    ("gd", "gd-2", 10, 0.40, 0.85, 0.39),  # exact duplicate of gd-1@10: both stay on the front
-    ("gd", "gd-2", 20, 0.65, 0.60, 0.35),  # dominated by gd-1@20
-    ("gd", "gd-2", 30, 0.80, 0.50, 0.32),  # dominated by gd-1@30
-    ("npo", "npo-2", 10, 0.35, 0.82, 0.38),  # on npo's front, dominated overall by gd-1@10
-    ("npo", "npo-2", 20, 0.75, 0.72, 0.35),
-    ("npo", "npo-2", 30, 0.90, 0.30, 0.31),
-    ("npo", "npo-3", 10, 0.20, 0.90, 0.395),  # ok point of a trial that diverged later
-]
 FRONT_OVERALL = {("gd-1", 10), ("gd-2", 10), ("gd-1", 20), ("gd-1", 30), ("npo-2", 20), ("npo-2", 30),
                  ("npo-3", 10)}
 FRONT_ALGORITHM = {("ga-1", 10), ("ga-1", 20), ("gd-1", 10), ("gd-2", 10), ("gd-1", 20), ("gd-1", 30),
                    ("npo-2", 10), ("npo-2", 20), ("npo-2", 30), ("npo-3", 10)}
 INFEASIBLE = {("ga-1", 30), ("ga-2", 30), ("npo-1", 10), ("npo-3", 14)}  # + the failed / diverged rows
-HPS = {"ga-1": {"hp/lr": 1e-5}, "ga-2": {"hp/lr": 3e-5}, "gd-1": {"hp/lr": 2e-5, "hp/alpha": 1.0},
-       "gd-2": {"hp/lr": 5e-5, "hp/alpha": 0.3}, "npo-1": {"hp/lr": 9e-5, "hp/beta": 0.1},
-       "npo-2": {"hp/lr": 1e-5, "hp/beta": 0.5}, "npo-3": {"hp/lr": 1e-4, "hp/beta": 0.05}}
-# The search spaces (experiment.yaml). ga: lr without a grid counts 3 values -> 3 settings x 30 steps = 90;
-# gd: lr grid of 3 x alpha range without a grid (3) = 9 x 30 = 270; npo: lr grid of 2 x beta choice of 3 = 6 x 30 = 180.
-SPACES = {
-    "ga": {"lr": {"loguniform": [1e-5, 1e-4]}, "steps": 30},
-    "gd": {"lr": {"loguniform": [1e-5, 1e-4], "grid": [1e-5, 3e-5, 1e-4]}, "steps": 30,
-           "alpha": {"loguniform": [0.1, 10.0]}},
-    "npo": {"lr": {"loguniform": [1e-5, 1e-4], "grid": [1e-5, 1e-4]}, "steps": 30,
-            "beta": {"choice": [0.05, 0.1, 0.5]}},
-}
-
 # Real-looking PII in LUME's formats (escaped underscores in emails, several phone styles, bare digits).
 PII = ["(542) 122-6248", "900-12-3456", "900123456", "5552013344", "tomas\\_reyes@me.com",
        "555-867-1122", "lena.park@example.com", "900-98-7654", "1-866-518-2333", "900987654",
        "286.957.7783", "mira.holt@uni-oslo.no"]
-DOCS = {
-    "forget": [
-        ("s1", "Task1", "sc1", "In the town of Velmor, the painter Ada's door was <blue> & tall.",
-         "Every night she painted the river silver."),
-        ("s1", "Task1", "qa0", "What color was Ada's door in Velmor?", "blue"),
-        ("b1", "Task2", "sc1", "Tomas Reyes was born on March 3, 1981. His phone number is (542) 122-6248.",
-         "His email is tomas\\_reyes@me.com and his SSN is 900-12-3456."),
-        ("b1", "Task2", "qa1", "What is Tomas Reyes's Social Security Number?", "900123456"),
-        ("b1", "Task2", "qa2", "What is Tomas Reyes's phone number?", "5552013344"),
-        ("b1", "Task2", "qa3", "What is Tomas Reyes's email address?", "tomas\\_reyes@me.com"),
-        ("p1", "Task3", "sc1", "Mira Holt was a chemist who studied salt crystals in Oslo.",
-         "She won the national prize in 1954; write to mira.holt@uni-oslo.no."),
-        ("p1", "Task3", "qa0", "In which city did Mira Holt study salt crystals?", "Oslo"),
-    ],
-    "retain": [
-        ("s2", "Task1", "sc1", "On the island of Prell, a baker named Juno sang to her bread.",
-         "The loaves rose higher whenever the tide was out."),
-        ("s2", "Task1", "qa0", "What did Juno sing to on Prell?", "her bread"),
-        ("b2", "Task2", "sc1", "Lena Park was born on July 9, 1975. Her phone number is 555-867-1122.",
-         "Her email is lena.park@example.com, her SSN is 900-98-7654, and her office line is 1-866-518-2333."),
-        ("b2", "Task2", "qa1", "What is Lena Park's Social Security Number?", "900987654"),
-        ("b2", "Task2", "qa2", "What is Lena Park's phone number?", "286.957.7783"),
-        ("b2", "Task2", "qa3", "What is Lena Park's email address?", "lena.park@example.com"),
-        ("p2", "Task3", "sc1", "Omar Dahl was an engineer who built bridges in Lima.",
-         "His longest bridge crossed the Rimac in 1962."),
-        ("p2", "Task3", "qa0", "In which city did Omar Dahl build bridges?", "Lima"),
-    ],
-}
-
-
-def _metrics(fe: float, rs: float, ut: float, mia: float) -> dict[str, float]:
-    """A metrics.json consistent with LUME's definitions: every forget task score 1 - fe, retain rs."""
-    m: dict[str, float] = {}
-    for split in ("forget", "retain"):
-        for task in ("Task1", "Task2", "Task3"):
-            for kind in ("sc", "qa"):
-                m[task_score_name(split, task, kind)] = 1 - fe if split == "forget" else rs
-    agg = statistics.harmonic_mean([fe] * 6 + [rs] * 6)
-    m.update(task_aggregate=agg, forget_efficacy=fe, retain_score=rs, forget_nll=1 + 3 * fe, retain_nll=1.2 - rs,
-             mia_auc=1 - mia / 2, mia_score=mia, utility=ut, final_score=(agg + mia + ut) / 3)
-    return m
-
-
-def _rows(fe: float, rs: float, after: bool) -> pd.DataFrame:
-    out = []
-    for split, docs in DOCS.items():
-        for doc, task, suffix, inp, outp in docs:
-            score = 1 - fe if split == "forget" else rs
-            gen = outp
-            if after and split == "forget":
-                # Forgetting is partial: Task2's story still leaks an email address and the SSN.
-                gen = "His email is tomas\\_reyes@me.com and" if suffix == "sc1" and task == "Task2" else "the the the"
-                if suffix.startswith("qa") and task == "Task2":
-                    gen = "I do not know; maybe 900123456"
-            out.append({"id": f"{doc}{suffix}", "split": split, "task": task, "kind": suffix[:2], "input": inp,
-                        "output": outp, "generation": gen, "score": score, "nll": 1.0 + fe})
-    return pd.DataFrame(out)
-
-
-def make_run_dir(root: Path, name: str = "run") -> Path:
-    run = root / name
-    (run / "base").mkdir(parents=True)
-    study = {"name": "tiny-study", "created": "2025-01-01T00:00:00", "seed": 7, "git_commit": "abc1234",
-             "versions": {"lume_ray": "0.1.0", "ray": "2.60.0", "torch": "2.13.0", "deepspeed": "0.19.8",
-                          "transformers": "5.24.0", "optuna": "5.0.0"},
-             "sampler": "gp",
-             "objectives": [{"name": n, "direction": "max"} for n in ("forget_efficacy", "retain_score", "utility")],
-             "utility_floor": {"relative": 0.75, "absolute": None}, "algorithms": ["ga", "gd", "npo"],
-             "model": "embedded tiny OLMo", "data": "embedded synthetic LUME", "workers": 2, "zero": 2,
-             "num_samples": 3}
-    (run / "study.json").write_text(json.dumps(study))
-    (run / "experiment.yaml").write_text(yaml.safe_dump({"name": "tiny-study", "seed": 7, "algorithms": SPACES}))
-    (run / "base" / "metrics.json").write_text(json.dumps(_metrics(**{
-        "fe": BASE["forget_efficacy"], "rs": BASE["retain_score"], "ut": BASE["utility"], "mia": BASE["mia_score"]})))
-    _rows(BASE["forget_efficacy"], BASE["retain_score"], after=False).to_parquet(run / "base" / "rows.parquet")
-
-    finished = {"ga-1": 3, "ga-2": 5, "gd-1": 2, "gd-2": 6, "npo-1": 1, "npo-2": 4, "npo-3": 7}
-    trained = {"npo-1": 10, "npo-3": 14}
-    records = []
-
-    def record(alg: str, tid: str, step: int, status: str, error: str, metrics: dict[str, float]) -> dict:
-        rel = f"trials/{tid}/step_{step:06d}/rows.parquet"
-        return {"algorithm": alg, "trial_id": tid, "hp/lr": NAN, "hp/alpha": NAN, "hp/beta": NAN, **HPS[tid],
-                "trained_steps": trained.get(tid, 30), "finished_at": 1.7e9 + finished[tid],
-                "origin": "design" if tid in ("ga-1", "gd-1") else "sampler",
-                "seed": 7, "workers": 2, "zero": 2, "git_commit": "abc1234", "sampler": "gp",
-                "step": step, "status": status, "error": error, **metrics,
-                "utility_floor_met": Floor().met(metrics["utility"], BASE["utility"]), "wall_s": 2.0 * step,
-                "rows_path": rel if status == "ok" else ""}
-
-    for alg, tid, step, fe, rs, ut in POINTS:
-        m = _metrics(fe, rs, ut, mia=0.3 + 0.5 * fe)
-        records.append(record(alg, tid, step, "ok", "", m))
-        point = run / "trials" / tid / f"step_{step:06d}"
-        point.mkdir(parents=True)
-        _rows(fe, rs, after=True).to_parquet(point / "rows.parquet")
-        (point / "metrics.json").write_text(json.dumps(m))
-    nan_metrics = {k: NAN for k in _metrics(0.5, 0.5, 0.5, 0.5)}
-    records.append(record("npo", "npo-1", 10, "failed", "RuntimeError: worker 1 died scoring b1qa1 ('900123456')",
-                          nan_metrics))
-    records.append(record("npo", "npo-3", 14, "diverged", "loss became NaN at step 14", nan_metrics))
-    pd.DataFrame(records).to_parquet(run / "results.parquet")
-    return run
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     run = make_run_dir(tmp_path_factory.mktemp("report"))

@@ -1,4 +1,4 @@
-"""The report in a real browser: benchmarks/report_screenshot.py renders a hand-made run's report.html in headless
+"""The report in a real browser: tests/report_screenshot.py renders a hand-made run's report.html in headless
 Chromium. Skipped where no Chromium is installed (`apt-get install -y chromium`)."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from lume_ray import report
-from tests.test_report import make_run_dir
+from tests.helpers import make_run_dir
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "report_screenshot.py"
+SCRIPT = Path(__file__).resolve().with_name("report_screenshot.py")
 
 
 @pytest.mark.skipif(not any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")),

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from lume_ray import cli, report
-from tests.test_report import make_run_dir
+from tests.helpers import make_run_dir
 
 
 @pytest.fixture(scope="module")

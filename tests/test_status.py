@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,47 +12,8 @@ from pathlib import Path
 import pytest
 
 from lume_ray.cli import main
-from lume_ray.files import write_json
-from lume_ray.run_dir import RunDir
-from lume_ray.status import DRIVER_NAME, NotARunDir, run_status, status_lines
-
-OBJECTIVES = [{"name": "forget_efficacy", "direction": "max"}, {"name": "retain_score", "direction": "max"}]
-
-
-def make_run(root: Path, *, driver_pid: int | None = None, host: str | None = None, ray_job: str | None = None,
-             finished: bool = False, tune_dir: bool = True) -> RunDir:
-    """A run dir as a sweep leaves it: ga has two completed trials (three points, two of them non-dominated),
-    a diverged one and a failed one; npo has one completed trial and one still running."""
-    rd = RunDir(root)
-    rd.write_study({"name": "study", "objectives": OBJECTIVES, "algorithms": ["ga", "npo"]},
-                   {"name": "study", "algorithms": {}})
-
-    def trial(tid: str, algo: str, status: str, points: dict[int, tuple[float, float]], error: str = "",
-              **hp: float) -> None:
-        rd.write_trial(tid, {"trial_id": tid, "algorithm": algo, "hp": {"lr": 1e-3, **hp}, "status": status,
-                             "error": error})
-        for step, (fe, rs) in points.items():
-            write_json(rd.point(tid, step) / "metrics.json", {"forget_efficacy": fe, "retain_score": rs,
-                                                              "utility": 0.9})
-
-    trial("ga_1", "ga", "completed", {2: (0.2, 0.9), 4: (0.9, 0.5)})
-    trial("ga_2", "ga", "completed", {2: (0.1, 0.8), 4: (0.5, 0.4)}, lr=1e-4)  # dominated by ga_1's points
-    trial("ga_3", "ga", "diverged", {}, error="non-finite loss (nan) at step 3", lr=1.0)
-    trial("ga_4", "ga", "failed", {2: (0.3, 0.3)}, error="TrialFailed: the Train worker died")
-    trial("npo_1", "npo", "completed", {4: (0.7, 0.7)}, beta=0.1)
-    trial("npo_2", "npo", "running" if not finished else "completed", {2: (0.4, 0.6)}, beta=0.5)
-    if driver_pid is not None:
-        record = {"host": host or socket.gethostname(), "pid": driver_pid, "started": 0.0,
-                  "planned": {"ga": 4, "npo": 3}}
-        if ray_job:
-            record["ray_job"] = ray_job
-        write_json(rd.logs / DRIVER_NAME, record)
-    if tune_dir:  # what Tuner.can_restore looks for
-        (rd.tune / "sweep").mkdir(parents=True)
-        (rd.tune / "sweep" / "tuner.pkl").write_bytes(b"")
-    if finished:
-        rd.results_path.write_bytes(b"")
-    return rd
+from lume_ray.status import NotARunDir, run_status, status_lines
+from tests.helpers import make_run
 
 
 def dead_pid() -> int:

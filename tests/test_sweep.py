@@ -19,27 +19,9 @@ import yaml
 
 from lume_ray.config import experiment_from_dict
 from lume_ray.search.sweep import read_warm_start, run_sweep
+from tests.helpers import small_experiment, wait_for
 
 pytestmark = [pytest.mark.ray]
-
-
-def small_experiment(tmp_path: Path, data: Path, model: Path, **sweep: object) -> dict:
-    return {
-        "name": "test",
-        "seed": 0,
-        "output_dir": str(tmp_path / "run"),
-        "data": {"path": str(data), "utility": None},
-        "target": {"model": str(model)},
-        "train": {"workers": 1, "batch_size": 4, "max_length": 128, "precision": "fp32"},
-        "eval": {"max_new_tokens": 8, "batch_size": 32, "cpus_per_actor": 0.5},
-        "sweep": {"num_samples": 2, "eval_points": 2, "max_concurrent": 1, "report": False,
-                  "objectives": ["forget_efficacy", "retain_score"], **sweep},
-        "algorithms": {
-            "ga": {"lr": {"loguniform": [1e-4, 1e-3], "grid": [1e-4, 1e-3]}, "steps": {"max": 4}},
-            "npo": {"lr": {"loguniform": [1e-4, 1e-3], "grid": [1e-3]}, "steps": {"max": 4},
-                    "beta": {"uniform": [0.1, 1.0], "grid": [0.1, 0.5]}},
-        },
-    }
 
 
 def test_results_have_one_row_per_trial_and_point(finished_sweep: Path) -> None:
@@ -98,15 +80,6 @@ def test_warm_start_reads_an_earlier_sweep(finished_sweep: Path, tmp_path: Path)
     assert searcher.warm == frame[frame.status == "ok"].groupby("algorithm").size().to_dict()
     with pytest.raises(ValueError, match="no results.parquet"):
         read_warm_start(tmp_path)
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @pytest.mark.slow
@@ -249,7 +222,7 @@ def test_early_stopping_stops_a_dominated_trial_at_its_rung(
     # dies with it, and Ray Train's placement-group cleaner, which asks Ray's state API (served by the local head's
     # dashboard, on the loopback), must free the workers' placement group. Without it a sweep with early stopping
     # deadlocked with every CPU reserved by the workers of stopped trials.
-    _wait_for(lambda: ray_local.available_resources().get("CPU", 0) == ray_local.cluster_resources()["CPU"], 60,
+    wait_for(lambda: ray_local.available_resources().get("CPU", 0) == ray_local.cluster_resources()["CPU"], 60,
               "every CPU to be free again after the sweep")
 
 

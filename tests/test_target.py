@@ -66,6 +66,7 @@ def test_trust_remote_code_is_off_by_default(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_tiny_build_memorizes(built: tuple[Path, dict[str, Any]], small_data: Path) -> None:
     out, manifest = built
     mem, mia = manifest["memorization"], manifest["mia"]
@@ -103,6 +104,7 @@ def test_tiny_build_memorizes(built: tuple[Path, dict[str, Any]], small_data: Pa
     assert generate_greedy(model, tok, [row.input], max_new_tokens=16)[0].strip() == row.output
 
 
+@pytest.mark.slow
 def test_rebuild_is_cached(built: tuple[Path, dict[str, Any]], small_data: Path,
                            capsys: pytest.CaptureFixture[str]) -> None:
     out, manifest = built

@@ -21,6 +21,7 @@ mlflow = pytest.importorskip("mlflow")
 from lume_ray.config import experiment_from_dict  # noqa: E402
 from lume_ray.evaluate.metrics import METRICS  # noqa: E402
 from lume_ray.tracking import STATE_NAME, MlflowTracker, local_uri  # noqa: E402
+from tests.helpers import NOISE_PATTERNS, OUR_LINE, make_run, small_experiment, wait_for  # noqa: E402
 
 
 def _runs(run_dir: Path) -> pd.DataFrame:
@@ -99,12 +100,11 @@ def test_report_files_are_the_parents_artifacts(finished_sweep: Path, tmp_path: 
     assert client.get_run(state["parent_run_id"]).info.status == "FINISHED"  # not reopened by the upload
 
 
+@pytest.mark.slow
 def test_sync_after_an_interruption_logs_only_what_is_new(tmp_path: Path) -> None:
     """No Ray: a run dir written by hand, synced, given one more point (the resumed trial goes on), synced by a
     new tracker (the resumed command): one run per trial, every point once, the final states as run statuses."""
     from lume_ray.files import write_json
-    from tests.test_status import make_run
-    from tests.test_sweep import small_experiment
 
     raw = small_experiment(tmp_path, tmp_path / "data", tmp_path / "model")
     raw["tracking"] = {"mlflow": {}}
@@ -135,7 +135,6 @@ def test_sync_after_an_interruption_logs_only_what_is_new(tmp_path: Path) -> Non
 def test_a_store_mlflow_refuses_is_a_one_line_error_before_the_sweep(tmp_path: Path) -> None:
     from lume_ray.config import ConfigError
     from lume_ray.tracking import trackers
-    from tests.test_sweep import small_experiment
 
     raw = small_experiment(tmp_path, tmp_path / "data", tmp_path / "model")
     raw["tracking"] = {"mlflow": {"uri": (tmp_path / "mlruns").as_uri()}}  # MLflow 3's file store: refused
@@ -165,8 +164,6 @@ def test_cli_sweep_interrupted_and_resumed(tmp_path: Path, tiny_lume: Path, tiny
 
     import yaml
 
-    from tests.test_console import NOISE_PATTERNS, OUR_LINE
-    from tests.test_sweep import _wait_for, small_experiment
 
     raw = small_experiment(tmp_path, tiny_lume, tiny_model, num_samples=2)
     raw["algorithms"] = {"ga": raw["algorithms"]["ga"]}
@@ -177,7 +174,7 @@ def test_cli_sweep_interrupted_and_resumed(tmp_path: Path, tiny_lume: Path, tiny
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_for(lambda: any(json.loads(p.read_text()).get("status") == "completed"
+        wait_for(lambda: any(json.loads(p.read_text()).get("status") == "completed"
                               for p in run_dir.glob("trials/*/trial.json")), 600, "the first trial to complete")
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=180)

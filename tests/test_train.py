@@ -26,6 +26,7 @@ from lume_ray.train.batches import batch_indices, worker_slice
 from lume_ray.train.ds_config import DeepSpeedConfigError, ds_template_path, load_ds_config
 from lume_ray.train.loop import go_path, truncate_jsonl
 from lume_ray.train.lora import merged_state_dict, peft_config
+from tests.helpers import unlearn_job
 
 
 def _cfg(tmp_path: Path, train: dict[str, Any] | None = None, **kw: Any) -> UnlearnJob:
@@ -122,6 +123,7 @@ def test_cli_rejects_bad_input_before_starting_ray(tmp_path: Path, tiny_lume: Pa
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_bad_model_path_as_a_user_sees_it(tmp_path: Path, tiny_lume: Path) -> None:
     """The installed command, console and all: exit 2, one error line naming the path (and the log), no job."""
     import subprocess
@@ -254,14 +256,6 @@ def _log(result: Any) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(result.log_path).read_text().splitlines()]
 
 
-def _job(tmp_path: Path, model: Path, data: Path, name: str, train: dict[str, Any] | None = None,
-         **kw: Any) -> UnlearnJob:
-    base: dict[str, Any] = {"model": str(model), "data": str(data), "algorithm": "npo", "lr": 1e-3, "steps": 4,
-                            "eval_steps": [2], "seed": 0, "out": str(tmp_path / name)}
-    return UnlearnJob.model_validate({**base, **kw, "train": {"batch_size": 4, "workers": 2, "zero": 3,
-                                                               **(train or {})}})
-
-
 def _with(job: UnlearnJob, train: dict[str, Any] | None = None, **kw: Any) -> UnlearnJob:
     """``job`` with some fields changed, validated again."""
     return UnlearnJob.model_validate({**job.model_dump(), **kw, "train": {**job.train.model_dump(), **(train or {})}})
@@ -304,7 +298,7 @@ def test_lora_job_under_zero3_trains_the_adapter_and_saves_merged_weights(
     from lume_ray.model import load_model
 
     # ZeRO-3 on one worker: the LoRA merge runs on gathered shards; NPO's reference is the adapter switched off.
-    cfg = _job(tmp_path, tiny_model, tiny_lume, "lora", {"workers": 1, "zero": 3, "lora": {"r": 4, "alpha": 8}},
+    cfg = unlearn_job(tmp_path, tiny_model, tiny_lume, "lora", {"workers": 1, "zero": 3, "lora": {"r": 4, "alpha": 8}},
                steps=2, eval_steps=[1], lr=1e-2)
     res = run_unlearning(cfg)
     assert (res.status, [p.step for p in res.points]) == ("completed", [1, 2])
@@ -324,7 +318,7 @@ def test_lora_job_under_zero3_trains_the_adapter_and_saves_merged_weights(
 def test_divergence_stops_every_rank_with_a_status(
         ray_local: Any, tiny_model: Path, tiny_lume: Path, tmp_path: Path, capsys: Any) -> None:
     # A huge learning rate makes gradient ascent produce NaN logits at step 2.
-    cfg = _job(tmp_path, tiny_model, tiny_lume, "div", {"workers": 2, "zero": 2}, algorithm="ga", lr=1e6, steps=6)
+    cfg = unlearn_job(tmp_path, tiny_model, tiny_lume, "div", {"workers": 2, "zero": 2}, algorithm="ga", lr=1e6, steps=6)
     res = run_unlearning(cfg)
     assert res.status == "diverged" and res.steps_done == 1
     assert res.reason == "non-finite loss (nan) at step 2"

@@ -44,7 +44,7 @@ LARGE_FILE_BYTES = 20 * 2**20  # Ray's package upload limit is 512 MiB; anything
 
 # Passed to the job's driver (and, through Train's propagation list, to its workers).
 JOB_ENV_DEFAULTS = {
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",  # report() latency: default poll 2 s (RAY_NOTES 1)
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",  # report() latency: default poll 2 s (docs/ray.md section 1)
     "PYTHONUNBUFFERED": "1",  # logs reach `jobs logs --follow` as they are written
     "TOKENIZERS_PARALLELISM": "false",
 }

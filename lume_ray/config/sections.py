@@ -108,7 +108,7 @@ class TrainConfig(Section):
 
 
 class EvalConfig(Section):
-    """How to evaluate. The defaults reproduce the challenge's scorer (DESIGN.md section 3)."""
+    """How to evaluate. The defaults reproduce the challenge's scorer (docs/protocol.md section 2)."""
 
     max_new_tokens: int = Field(256, ge=1, description="greedy tokens per generation (the challenge: 256)")
     batch_size: int = Field(16, ge=1, description="items per model batch")

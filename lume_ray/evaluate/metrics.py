@@ -10,7 +10,7 @@ reads ``task_aggregate``). Its direction ("max", "min", or None for recorded-onl
 here once; the sweep's objectives and the Pareto report read it from the registry. Nothing else lists
 metrics: a new one appears in metrics.json, results.parquet and the report's tables by being registered.
 
-The arithmetic is the scoring protocol of SemEval-2025 Task 4 (LUME), DESIGN.md section 3, in
+The arithmetic is the scoring protocol of SemEval-2025 Task 4 (LUME), docs/protocol.md section 2, in
 :mod:`lume_ray.evaluate.protocol` (task scores and aggregates) and :mod:`lume_ray.evaluate.mia` (the attacks);
 the utility floor is :class:`lume_ray.evaluate.protocol.Floor` (``EvalConfig.utility_floor`` holds one).
 """

@@ -1,5 +1,5 @@
 """[5] Membership inference: per-document attack features -> the ROC-AUC of separating members from
-non-members -> LUME's MIA score (DESIGN.md section 3, step 6).
+non-members -> LUME's MIA score (docs/protocol.md section 2, step 6).
 
 Input:  per-token log-probabilities of a document (:func:`token_log_probs`), its text, its mean NLL.
 Output: the attack features (loss, zlib ratio, Min-K%, Min-K%++), :func:`roc_auc` over members and non-members,

@@ -2,7 +2,7 @@
 
 Input:  a row's kind, reference answer and generation (:func:`score_row`); rows with split, task, kind and score
         (:func:`task_scores`, the keys rows.parquet has); the twelve task scores and the run's parts.
-Output: the numbers of SemEval-2025 Task 4 (LUME), DESIGN.md section 3: ROUGE-L recall / exact match per row, the
+Output: the numbers of SemEval-2025 Task 4 (LUME), docs/protocol.md section 2: ROUGE-L recall / exact match per row, the
         twelve ``{split}/{task}/{kind}`` means, task_aggregate, forget_efficacy, retain_score, final_score.
 """
 
@@ -28,7 +28,7 @@ RowScorer = Callable[[str, str], float]
 
 
 # ---------------------------------------------------------------------------------------------
-# Per-row scorers (DESIGN.md section 3, steps 2 and 3).
+# Per-row scorers (docs/protocol.md section 2, steps 2 and 3).
 
 _ROUGE = None
 
@@ -60,7 +60,7 @@ def score_row(kind: str, reference: str, generation: str) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# Aggregates (DESIGN.md section 3, step 4). Inputs are mappings with the keys rows.parquet has.
+# Aggregates (docs/protocol.md section 2, step 4). Inputs are mappings with the keys rows.parquet has.
 
 def mean_of(values: Iterable[float | None]) -> float | None:
     """Mean of the values that are neither None nor NaN; None when none is left."""
@@ -119,7 +119,7 @@ def final_score(aggregate: float | None, mia: float | None, utility: float | Non
 
 
 # ---------------------------------------------------------------------------------------------
-# Feasibility: the leaderboard's utility floor (docs/protocol.md section 7).
+# Feasibility: the leaderboard's utility floor (docs/protocol.md section 2, step 7).
 
 
 @dataclass(frozen=True)

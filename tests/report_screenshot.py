@@ -4,8 +4,8 @@ Input:  a report.html, a report folder, or a RUN_DIR (its report/report.html; bu
         when the run has none yet).
 Output: the PNG (--out), and on stdout each check and its result; exit status 1 when a check fails.
 
-    python benchmarks/report_screenshot.py runs/quickstart --out /tmp/report.png
-    python benchmarks/report_screenshot.py runs/compare/report.html --out /tmp/compare.png --height 6000
+    python tests/report_screenshot.py runs/quickstart --out /tmp/report.png
+    python tests/report_screenshot.py runs/compare/report.html --out /tmp/compare.png --height 6000
 
 Checks: Chromium exits 0 and writes a PNG of the window's size; the page's rendered DOM (Chromium's
 --dump-dom, after layout) has the answer section first and as many <svg> figures as the HTML file; the
