@@ -13,8 +13,9 @@ export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 DS_ACCELERATOR=cpu
 export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions}"
 ruff check lume_ray tests benchmarks
 mypy
+lint-imports  # .importlinter: imports point one way, from the command line down to data
 if [ "$fast" = 1 ]; then
-  python -m pytest -q -m "not slow and not ray" --durations=10 "$@"
+  python -m pytest -q -n 2 -m "not slow and not ray" --durations=10 "$@"
 else
   python -m pytest -q -n 2 --dist worksteal --durations=15 "$@"
 fi
