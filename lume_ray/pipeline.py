@@ -21,15 +21,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lume_ray import tracking
 from lume_ray.config import Experiment
 from lume_ray.console import STUDY, quiet, say
+from lume_ray.report import build_report
 from lume_ray.run_dir import RunDir
+from lume_ray.search.sweep import read_warm_start, run_sweep
+from lume_ray.synth import write_dataset
+from lume_ray.target.build import build_target
 
 
 @dataclass(frozen=True)
 class Study:
     """What a study left: its run directory, and its report's folder (None when ``sweep.report`` is off)."""
-
     run_dir: Path
     report_dir: Path | None
 
@@ -38,8 +42,6 @@ def prepare_data(exp: Experiment) -> str:
     """[1] The experiment's data: written by the synthetic generator when it says how and it is missing."""
     path = exp.path(exp.data.path)
     if exp.data.synth is not None and not Path(path).exists():
-        from lume_ray.synth import write_dataset
-
         say(f"[1/4] data: writing synthetic LUME data to {path}")
         write_dataset(path, docs_per_task=exp.data.synth.docs_per_task, seed=exp.data.synth.seed)
     return exp.path(exp.data.path)  # absolute now that it exists
@@ -49,8 +51,6 @@ def prepare_target(exp: Experiment, data: str) -> str:
     """[2] The model before unlearning: built (cached by its inputs) when the experiment says how."""
     path = exp.path(exp.target.model)
     if exp.target.build is not None:
-        from lume_ray.target import build_target
-
         b = exp.target.build
         say(f"[2/4] target: the embedded target at {path} (cached when unchanged)")
         build_target(path, data, preset=b.preset, seed=b.seed, epochs=b.epochs)
@@ -62,10 +62,6 @@ def run_study(exp: Experiment, *, resume: bool | None = None, address: str | Non
     """data -> target -> search (trials: unlearn -> evaluate) -> report. ``resume=None``: resume when RUN_DIR
     already holds this study. Ray's, Tune's, DeepSpeed's and Optuna's output goes to RUN_DIR/logs/ (``verbose``:
     shown as well)."""
-    from lume_ray import tracking
-    from lume_ray.report import build_report
-    from lume_ray.search.sweep import read_warm_start, run_sweep
-
     t0 = time.time()
     exp = exp.resolved()
     with quiet(RunDir(exp.output_dir).logs, verbose=verbose, passthrough=STUDY):

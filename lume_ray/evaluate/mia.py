@@ -1,4 +1,4 @@
-"""[5] Membership inference: per-document attack features -> the ROC-AUC of separating members from
+"""[3 evaluate] Membership inference: per-document attack features -> the ROC-AUC of separating members from
 non-members -> LUME's MIA score (docs/protocol.md section 2, step 6).
 
 Input:  per-token log-probabilities of a document (:func:`token_log_probs`), its text, its mean NLL.

@@ -1,4 +1,4 @@
-"""[5] Utility prompts: a four-way question -> the prompt(s) a model answers it from (docs/protocol.md section 2, step 7).
+"""[3 evaluate] Utility prompts: a four-way question -> the prompt(s) a model answers it from (docs/protocol.md section 2, step 7).
 
 Input:  a :class:`lume_ray.data.Choice` (question, four options, answer) and, for MMLU, its subject's dev examples.
 Output: the prompt text(s) and the continuations to compare; :func:`pick_option` picks the answer from their

@@ -1,4 +1,4 @@
-"""[5] The LUME scoring protocol: per-row generations -> per-row scores -> task scores -> the run's aggregates.
+"""[3 evaluate] The LUME scoring protocol: per-row generations -> per-row scores -> task scores -> the run's aggregates.
 
 Input:  a row's kind, reference answer and generation (:func:`score_row`); rows with split, task, kind and score
         (:func:`task_scores`, the keys rows.parquet has); the twelve task scores and the run's parts.

@@ -19,7 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from lume_ray.config import AlgorithmSpace
+from lume_ray.config import AlgorithmSpace, Experiment
+from lume_ray.evaluate.protocol import task_scores
 from lume_ray.run_dir import RunDir
 
 REQUIRED = ("algorithm", "trial_id", "step", "status")
@@ -29,7 +30,6 @@ ReadLog = list[tuple[str, int | None, str]]  # (path relative to RUN_DIR, rows o
 @dataclass
 class Run:
     """Everything the report reads from one RUN_DIR, plus the list of files read."""
-
     rd: RunDir
     results: pd.DataFrame
     study: dict[str, Any]
@@ -62,8 +62,6 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def read_spaces(raw: Any) -> dict[str, AlgorithmSpace]:
     """The algorithms' search spaces of an experiment.yaml, either as `lume-ray sweep` dumps it
     (``{lr: {kind, values, grid}, steps: {max, points}, params: {...}}``) or as a user writes it."""
-    from lume_ray.config import Experiment
-
     if not isinstance(raw, Mapping) or not isinstance(raw.get("algorithms"), Mapping):
         return {}
     algorithms = raw["algorithms"]
@@ -142,8 +140,6 @@ def read_rows(rd: RunDir, rel: str, read: ReadLog, note: str) -> pd.DataFrame | 
 
 def check_rows(stored: Mapping[str, Any], rows: pd.DataFrame | None) -> str:
     """A one-phrase consistency check of stored task scores against those re-derived from the rows."""
-    from lume_ray.evaluate.protocol import task_scores
-
     if rows is None or not {"split", "task", "kind", "score"} <= set(rows.columns):
         return "task scores not re-derivable"
     derived = {k: v for k, v in task_scores(rows[["split", "task", "kind", "score"]].to_dict("records")).items()

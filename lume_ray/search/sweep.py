@@ -55,7 +55,6 @@ def say(message: str) -> None:
 def max_concurrent(exp: Experiment, driver_cpus: float) -> int:
     """Trials that fit at once in the cluster's resources: Train workers plus the trial driver, next to the
     evaluation pool's actors (which live for the whole sweep)."""
-
     if exp.sweep.max_concurrent:
         return exp.sweep.max_concurrent
     res = ray.cluster_resources()
@@ -70,7 +69,6 @@ def max_concurrent(exp: Experiment, driver_cpus: float) -> int:
 
 def check_cluster(exp: Experiment) -> None:
     """What the experiment asks of the cluster, checked before anything starts."""
-
     res = ray.cluster_resources()
     need = exp.train.workers * exp.train.gpus_per_worker
     if need and res.get("GPU", 0) < need:
@@ -83,7 +81,6 @@ def check_jobs(exp: Experiment) -> None:
     """Every algorithm's job at the largest values of its space, checked against the data and the model (what a
     config cannot know before the target exists, e.g. rmu's layer beyond the model's depth): a one-line error
     before the sweep starts, never a failed trial."""
-
     for algo in exp.selected_algorithms():
         hp = {name: max(spec.concrete_values()) if spec.kind != "choice" else spec.values[0]
               for name, spec in exp.algorithms[algo].searched().items()}
@@ -96,7 +93,6 @@ def check_jobs(exp: Experiment) -> None:
 def study_record(exp: Experiment, data: str, model: str) -> dict[str, Any]:
     """study.json: what the sweep is (objectives, floor, algorithms, the data and model it runs on) and where
     it comes from (git commit, versions)."""
-
     floor = exp.eval.utility_floor
     return {
         "name": exp.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seed": exp.seed,
@@ -122,7 +118,6 @@ def run_sweep(exp: Experiment, *, resume: bool = False, address: str | None = No
               data: str | None = None, model: str | None = None) -> RunDir:
     """The whole sweep; returns its RunDir. Re-run with ``resume=True`` after an interruption. ``data`` and
     ``model``: the prepared data directory and target (default: the experiment's paths)."""
-
     exp = exp.resolved()
     data, model = data or exp.path(exp.data.path), model or exp.path(exp.target.model)
     rd, trackers = open_run_dir(exp, resume, data, model)
@@ -143,7 +138,6 @@ def run_sweep(exp: Experiment, *, resume: bool = False, address: str | None = No
 def open_run_dir(exp: Experiment, resume: bool, data: str, model: str) -> tuple[RunDir, list[MlflowTracker]]:
     """RUN_DIR checked against ``resume``, every algorithm's job checked against the data and the model, the
     trackers opened (a bad tracking URI fails before Ray starts), and study.json written for a new sweep."""
-
     rd = RunDir(exp.output_dir)
     if rd.exists() and not resume:
         raise ConfigError(f"{rd.root}: already holds a sweep; pass --resume to continue it, or set another output_dir")
@@ -160,7 +154,6 @@ def open_run_dir(exp: Experiment, resume: bool, data: str, model: str) -> tuple[
 def start_ray(exp: Experiment, address: str | None) -> Iterator[None]:
     """Ray for the ``with`` block (the connected one, ``address``, or a local one), checked against what the
     experiment asks of it."""
-
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # Train propagates it to its workers
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's configuration box and TensorBoard hint: our view says it
     # Workers' output (DeepSpeed, the step lines) reaches the driver only when a console files it in RUN_DIR/logs.
@@ -175,7 +168,6 @@ def start_ray(exp: Experiment, address: str | None) -> Iterator[None]:
 @contextlib.contextmanager
 def start_evaluation_pool(exp: Experiment, data: str, model: str, log: Callable[[str], None]) -> Iterator[Any]:
     """The sweep's pool of model actors (:mod:`lume_ray.evaluate.pool`) for the ``with`` block; yields its handle."""
-
     with evaluation_pool(data=data, settings=exp.eval, base_model=model,
                          trust_remote_code=exp.target.trust_remote_code, **eval_inputs(exp)) as pool:
         log(f"[sweep] evaluation pool: {ray.get(pool.describe.remote())}")
@@ -184,7 +176,6 @@ def start_evaluation_pool(exp: Experiment, data: str, model: str, log: Callable[
 
 def score_base_model(rd: RunDir, pool: Any, model: str, log: Callable[[str], None]) -> dict[str, Any]:
     """The target's metrics before unlearning: RUN_DIR/base's (a resumed sweep), else evaluated by the pool now."""
-
     base = rd.base_metrics()
     if base is None:
         log("[sweep] evaluating the target before unlearning")
@@ -196,7 +187,6 @@ def score_base_model(rd: RunDir, pool: Any, model: str, log: Callable[[str], Non
 
 def trial_trainable(exp: Experiment, rd: RunDir, pool: Any, base: Mapping[str, Any]) -> tuple[Any, dict[str, float]]:
     """Tune's trainable (:func:`~lume_ray.search.trial.run_trial` with its context) and a trial driver's resources."""
-
     ctx = TrialContext(exp, str(rd.root), pool, base.get("utility"))
     # Trial drivers sit on the head node when it advertises `tune_driver` (cluster.yaml); else a little CPU.
     resources: dict[str, float] = ({"cpu": 0, "tune_driver": 1} if "tune_driver" in ray.cluster_resources()
@@ -208,7 +198,6 @@ def plan_trials(exp: Experiment, rd: RunDir, resume: bool, warm_start: Iterable[
                 log: Callable[[str], None]) -> tuple[StudySearcher | None, dict[str, int]]:
     """The searcher (None: the Tune run is restored, with its searcher) and the trials planned per algorithm,
     recorded in RUN_DIR's driver file."""
-
     restoring = resume and tune.Tuner.can_restore(str(rd.tune / TUNE_NAME))
     searcher = None if restoring else StudySearcher(exp, warm_start=warm_start, log=log)
     budget = dict(searcher.budget) if searcher is not None else dict(read_driver(rd).get("planned") or {})
@@ -220,7 +209,6 @@ def build_tuner(exp: Experiment, rd: RunDir, trainable: Any, resources: Mapping[
                 searcher: StudySearcher | None, hooks: Any, log: Callable[[str], None]) -> tune.Tuner:
     """The Tune run restored from RUN_DIR/tune (``searcher`` None), else a new one over ``searcher``'s trials,
     with early stopping when the experiment asks for it and ``hooks`` (the relay) as its callback."""
-
     exp_dir = rd.tune / TUNE_NAME
     if searcher is None:
         log(f"[sweep] resuming {exp_dir}")
@@ -249,7 +237,6 @@ def build_tuner(exp: Experiment, rd: RunDir, trainable: Any, resources: Mapping[
 
 def fit(tuner: tune.Tuner, trackers: list[MlflowTracker]) -> None:
     """Run the trials; a failure or Ctrl-C that escapes Tune ends the trackers' sweep (FAILED / KILLED) first."""
-
     try:
         tuner.fit()
     except BaseException as e:
@@ -260,7 +247,6 @@ def fit(tuner: tune.Tuner, trackers: list[MlflowTracker]) -> None:
 def check_finished(rd: RunDir, budget: Mapping[str, int], trackers: list[MlflowTracker]) -> None:
     """After Ctrl-C, Tune's fit() returns normally with unfinished trials: stop the whole sweep here
     (:class:`SweepInterrupted`)."""
-
     records = rd.trial_records()
     planned = sum(budget.values()) or len(records)
     unfinished = [r["trial_id"] for r in records if r["status"] == "running"]
@@ -274,7 +260,6 @@ def collect_results(exp: Experiment, rd: RunDir, t0: float, trackers: list[Mlflo
                     log: Callable[[str], None]) -> RunDir:
     """Every trial's points -> RUN_DIR/results.parquet (with provenance), the boundary warnings, the trackers'
     sweep ended as FINISHED."""
-
     frame = rd.collect_results({"seed": exp.seed, "workers": exp.train.workers, "zero": exp.train.zero,
                                 "git_commit": git_commit(), "sampler": exp.sweep.sampler})
     rd.write_results(frame)
@@ -290,7 +275,6 @@ def collect_results(exp: Experiment, rd: RunDir, t0: float, trackers: list[Mlflo
 def boundary_warnings(rd: RunDir) -> list[str]:
     """Per algorithm, the searched parameters whose front points (those that pass the floor) sit on an edge of
     the box: the report's own analysis, so the sweep and the report warn alike."""
-
     run = load_run(rd.root)
     return [w for warnings in boundary(run, analyze(run)).values() for w in warnings]
 

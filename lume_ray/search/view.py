@@ -21,6 +21,7 @@ from typing import Any
 from ray.tune import Callback
 
 from lume_ray.console import current, say
+from lume_ray.evaluate.metrics import direction
 from lume_ray.status import fmt_metric, fmt_param
 
 _LISTENERS: list[Callback] = []
@@ -32,7 +33,6 @@ class Relay(Callback):
     Tune pickles the run config's callbacks into the experiment directory, and ``Tuner.restore`` brings back
     those pickled objects (it takes no new callbacks). This relay holds no state, so a resumed sweep gets the
     live view and the tracking of the command that resumed it, not of the one that started it."""
-
     def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
               **info: Any) -> None:
         for cb in list(_LISTENERS):
@@ -95,11 +95,8 @@ class SweepView(Callback):
     """The sweep's console: per algorithm trials done / running / failed and the best point so far on each
     objective, elapsed time and ETA (a live table on a terminal; a progress line after each trial elsewhere),
     and one line per trial that ends."""
-
     def __init__(self, exp: Any, run_dir: Any, planned: Mapping[str, int],
                  log: Callable[[str], None] = say) -> None:
-        from lume_ray.evaluate.metrics import direction
-
         self.name = exp.name
         self.objectives = list(exp.sweep.objectives)
         self.sign = {o: 1.0 if direction(o) == "max" else -1.0 for o in self.objectives}
