@@ -17,6 +17,7 @@ import pandas as pd
 import yaml
 
 from lume_ray.config import UnlearnJob
+from lume_ray.evaluate.metrics import MetricInputs
 from lume_ray.evaluate.protocol import Floor, task_score_name
 from lume_ray.files import write_json
 from lume_ray.run_dir import RunDir
@@ -322,3 +323,22 @@ NOISE_PATTERNS = re.compile(r"\bINFO\b|\bWARNING\b|worker\.py|[Oo]ptuna|A new st
                             r"TensorBoard|PYTHON worker processes|\(raylet\)|\(pid=|Ray Data|Started a local Ray|"
                             r"[Dd]eep[Ss]peed|Traceback|╭|│")
 OUR_LINE = re.compile(r"^(logs: |\[(sweep|search \w+|ga|npo|gd|unlearn|tracking)\] |\[3/4\]|lume-ray: )")
+
+
+# Metric inputs with every part present (the metric tests and the metric contract).
+FORGET = {"Task1/sc": 0.3, "Task1/qa": 0.5, "Task2/sc": 0.2, "Task2/qa": 0.0, "Task3/sc": 0.6, "Task3/qa": 0.5}
+RETAIN = {"Task1/sc": 0.9, "Task1/qa": 1.0, "Task2/sc": 0.8, "Task2/qa": 0.6, "Task3/sc": 0.5, "Task3/qa": 1.0}
+
+
+def realistic_metric_inputs() -> MetricInputs:
+    """Every split x task x kind with rows, members and non-members with every attack feature, a utility set,
+    a reference utility: the input on which no metric has a reason to be null."""
+    rows = []
+    for split, table in (("forget", FORGET), ("retain", RETAIN)):
+        for name, score in table.items():
+            task, kind = name.split("/")
+            rows.append({"split": split, "task": task, "kind": kind, "score": score, "nll": 2.0 if split == "forget" else 1.0})
+    docs = [{"nll": x, "zlib": x / 10, "mink": -x, "minkpp": -x} for x in (1.0, 2.0, 3.0)]
+    non = [{"nll": x, "zlib": x / 10, "mink": -x, "minkpp": -x} for x in (2.5, 4.0)]
+    return MetricInputs(rows=rows, members=docs, nonmembers=non, utility_correct=[True, False, True, True],
+                        reference_utility=0.9, floor=Floor(relative=0.75))

@@ -37,7 +37,7 @@ from lume_ray.config import AlgorithmSpace, ConfigError, experiment_from_dict, l
 from lume_ray.evaluate.metrics import METRICS, direction, run_metrics
 from lume_ray.model import collate
 from lume_ray.search.samplers import SAMPLERS, SamplerContext, make_sampler
-from tests.test_metrics import _realistic
+from tests.helpers import realistic_metric_inputs
 
 QUICK = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
 
@@ -333,7 +333,7 @@ def check_direction_and_objective(name: str, written: dict[str, Any]) -> None:
 def check_computed_and_written(name: str, written: dict[str, Any]) -> None:
     """run_metrics computes a value from a realistic input (numbers finite, the floor a bool), and an evaluation's
     metrics.json (``written``) carries it."""
-    value = run_metrics(_realistic())[name]
+    value = run_metrics(realistic_metric_inputs())[name]
     assert value is not None, name
     if name == "utility_floor_met":
         assert isinstance(value, bool)
