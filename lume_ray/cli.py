@@ -311,6 +311,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return int(cli_report(args))
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from lume_ray.export import cli_export
+
+    return int(cli_export(args))
+
+
 def _cluster(module: str, name: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         import importlib
@@ -422,6 +428,24 @@ def build_parser() -> argparse.ArgumentParser:
                     "utility.absolute=0.371 for an absolute floor; floors given replace the study's")
     rp.add_argument("--no-redact", action="store_true", help="show sample generations without PII redaction")
     rp.set_defaults(func=cmd_report)
+    ex = sub.add_parser("export", help="one point of a sweep as a standalone Hugging Face model with a model card")
+    ex.add_argument("run_dir", metavar="RUN_DIR")
+    which = ex.add_mutually_exclusive_group(required=True)
+    which.add_argument("--point", default=None, metavar="TRIAL_ID@STEP", help="an evaluated point, e.g. a1b2c3d4@20")
+    which.add_argument("--best", default=None, metavar="ALGORITHM",
+                       help="the algorithm's best feasible point (the report's answer: by final_score)")
+    ex.add_argument("--by", default=None, metavar="OBJECTIVE",
+                    help="with --best: rank by this metric instead, in its registered direction")
+    ex.add_argument("--floor", nargs="+", type=_kv, default=None, metavar="METRIC=FRACTION",
+                    help="with --best: feasibility floors as `lume-ray report` takes them (default: the study's)")
+    ex.add_argument("--out", required=True, metavar="DIR", help="a new (or empty) directory")
+    ex.add_argument("--tolerance", type=float, default=None,
+                    help="a deleted point is re-run to its step and must score as recorded: absolute tolerance per "
+                    "metric (default: 0 on CPU in float32, 1e-3 on GPUs or in bfloat16)")
+    ex.add_argument("--address", default=None, help="a running Ray cluster for a re-run (default: a local one)")
+    ex.add_argument("-v", "--verbose", action="store_true",
+                    help="show a re-run's Ray and DeepSpeed output live (always in RUN_DIR/logs/export/)")
+    ex.set_defaults(func=cmd_export)
 
     # -- the whole study ------------------------------------------------------------------------
     qs = sub.add_parser("quickstart", help="data -> target -> sweep -> report on the embedded default")
