@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from lume_ray.cli import main
 from lume_ray.evaluate.metrics import METRICS, TASK_SCORE_NAMES
 from lume_ray.export import Exported, export_point, select
 from lume_ray.run_dir import STEP_DIR
+from tests.test_compat import TF4_PYTHON
 
 pytestmark = [pytest.mark.ray]
 
@@ -67,9 +69,21 @@ def test_exported_model_loads_and_its_card_parses(rerun_export: Exported, finish
     done, p = rerun_export, rerun_export.point
     model = AutoModelForCausalLM.from_pretrained(done.out)
     tok = AutoTokenizer.from_pretrained(done.out)
-    ids = tok("In the town of Velmor,", return_tensors="pt")
+    ids = tok("In the town of Velmor,", return_tensors="pt")["input_ids"]
     with torch.no_grad():
-        assert model(**ids).logits.shape[-1] == model.config.vocab_size
+        logits = model(input_ids=ids).logits
+    assert logits.shape[-1] == model.config.vocab_size
+    if TF4_PYTHON.is_file():  # the challenge's pin loads it too, to the same token ids and logits
+        script = ("import json, sys, torch; from transformers import AutoModelForCausalLM, AutoTokenizer, __version__;"
+                  "m = AutoModelForCausalLM.from_pretrained(sys.argv[1]); t = AutoTokenizer.from_pretrained(sys.argv[1]);"
+                  "ids = t(sys.argv[2], return_tensors='pt')['input_ids'];"
+                  "print(json.dumps([__version__, ids.tolist(), m(input_ids=ids).logits.sum().item()]))")
+        proc = subprocess.run([str(TF4_PYTHON), "-c", script, str(done.out), "In the town of Velmor,"],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        version, ids4, total = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert version.startswith("4.45") and ids4 == ids.tolist()
+        assert total == pytest.approx(float(logits.sum()), abs=1e-4)
 
     text = (done.out / "README.md").read_text()
     meta = _front_matter(text)
@@ -168,3 +182,45 @@ def test_bad_input_is_one_line_and_writes_nothing(finished_sweep: Path, tmp_path
     assert "exists and is not empty" in _error(["export", run, "--point", f"{trial}@2", "--out", str(full)], capsys)
     assert [x.name for x in full.iterdir()] == ["keep.txt"]
     assert sorted(x.name for x in tmp_path.iterdir()) == ["full"]
+
+
+def test_compare_names_every_differing_metric() -> None:
+    from lume_ray.export.rerun import compare
+
+    recorded = {"forget/Task1/sc": 0.5, "forget_nll": 2.0, "utility": None, "utility_floor_met": True}
+    assert compare(recorded, dict(recorded), 0.0) == (3, [])
+    rerun = {**recorded, "forget/Task1/sc": 0.25, "forget_nll": 2.0005, "utility_floor_met": False}
+    assert compare(recorded, rerun, 0.0) == (0, ["forget/Task1/sc recorded 0.5, re-run 0.25",
+                                                 "forget_nll recorded 2.0, re-run 2.0005",
+                                                 "utility_floor_met recorded True, re-run False"])
+    assert compare(recorded, rerun, 1e-3)[1] == ["forget/Task1/sc recorded 0.5, re-run 0.25",
+                                                 "utility_floor_met recorded True, re-run False"]
+
+
+def test_a_rerun_that_differs_fails_in_one_line_and_writes_nothing(
+        finished_sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from contextlib import nullcontext
+
+    import lume_ray.console
+    import lume_ray.export
+    from lume_ray.export import RerunMismatch
+
+    seen: list[Path] = []
+
+    def differs(point: Any, work: Path, **kw: Any) -> Any:
+        seen.append(work)
+        assert work.is_dir() and work.parent == tmp_path
+        raise RerunMismatch(f"re-run of trial {point.trial_id} to step {point.step} differs from the recorded "
+                            "metrics (tolerance 0): forget_nll recorded 6.1, re-run 6.2")
+
+    monkeypatch.setattr(lume_ray.export, "rerun_point", differs)
+    # The quiet console repoints file descriptors 1 and 2, which pytest's capture does not survive (conftest).
+    monkeypatch.setattr(lume_ray.console, "quiet", lambda *args, **kw: nullcontext())
+    row = _points(finished_sweep).iloc[0]
+    out = tmp_path / "out"
+    argv = ["export", str(finished_sweep), "--point", f"{row['trial_id']}@{int(row['step'])}", "--out", str(out)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("lume-ray: error: re-run of trial") and "forget_nll recorded 6.1, re-run 6.2" in err, err
+    assert list(tmp_path.iterdir()) == [] and len(seen) == 1  # neither DIR nor the re-run's directory is left

@@ -87,16 +87,15 @@ def model_index(name: str, metrics: Mapping[str, Any], data: str, utility_source
                 metric = task_score_name(split, task, kind)
                 what = "rougeL_recall" if kind == "sc" else "exact_match"
                 add("text-generation", f"LUME {split} {task} {kind} ({TASK_TEXT[task]})",
-                    {"type": "lume", "name": f"LUME {split} {task} {kind}", "split": split, "config": task,
-                     "path": data}, metric, what, f"{metric} ({'lower' if split == 'forget' else 'higher'} is "
-                                                  "better)")
-    add("membership-inference", "LUME membership inference (loss attack)",
-        {"type": "lume", "name": "LUME member / non-member documents", "path": data}, "mia_score", "mia_score",
+                    {"type": "lume", "name": f"LUME {split} {task} {kind}", "split": split, "config": task},
+                    metric, what, f"{metric} ({'lower' if split == 'forget' else 'higher'} is better)")
+    add("text-generation", "LUME membership inference (loss attack)",
+        {"type": "lume", "name": "LUME member / non-member documents"}, "mia_score", "mia_score",
         "mia_score (1 - |AUC - 0.5| x 2)")
     add("multiple-choice", "utility (multiple-choice accuracy)",
         {"type": "mmlu" if "mmlu" in utility_source.lower() else "multiple-choice", "name": utility_source or "utility"},
         "utility", "accuracy", "utility")
-    add("text-generation", "LUME unlearning (SemEval-2025 Task 4)", {"type": "lume", "name": "LUME", "path": data},
+    add("text-generation", "LUME unlearning (SemEval-2025 Task 4)", {"type": "lume", "name": f"LUME ({data})"},
         "final_score", "final_score", "final_score (mean of task aggregate, MIA score, utility)")
     return [{"name": name, "results": results}]
 
