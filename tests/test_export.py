@@ -23,8 +23,6 @@ from lume_ray.export import Exported, export_point, select
 from lume_ray.run_dir import STEP_DIR
 from tests.test_compat import TF4_PYTHON
 
-pytestmark = [pytest.mark.ray]
-
 
 def _points(run: Path) -> pd.DataFrame:
     frame = pd.read_parquet(run / "results.parquet")
@@ -47,6 +45,7 @@ def rerun_export(finished_sweep: Path, tmp_path_factory: pytest.TempPathFactory)
     return export_point(finished_sweep, out, point=f"{row['trial_id']}@{int(row['step'])}")
 
 
+@pytest.mark.ray
 def test_deleted_point_is_rerun_and_scores_identically_on_cpu(rerun_export: Exported, finished_sweep: Path) -> None:
     done = rerun_export
     p = done.point
@@ -62,6 +61,7 @@ def test_deleted_point_is_rerun_and_scores_identically_on_cpu(rerun_export: Expo
     assert sorted(x.name for x in done.out.parent.iterdir()) == [done.out.name]  # no temporary left beside it
 
 
+@pytest.mark.ray
 def test_exported_model_loads_and_its_card_parses(rerun_export: Exported, finished_sweep: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -110,6 +110,7 @@ def test_exported_model_loads_and_its_card_parses(rerun_export: Exported, finish
     assert f"lume-ray unlearn --model {study['model']}" in text and f"--steps {p.step}" in text
 
 
+@pytest.mark.ray
 def test_kept_point_is_copied_bit_for_bit(rerun_export: Exported, finished_sweep: Path, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     """A run whose point model is on disk (sweep.keep_models: true): its files are copied, tensors unchanged."""
@@ -130,6 +131,7 @@ def test_kept_point_is_copied_bit_for_bit(rerun_export: Exported, finished_sweep
     assert "copied from the kept point" in (out / "README.md").read_text()
 
 
+@pytest.mark.ray
 def test_best_is_the_reports_answer(finished_sweep: Path) -> None:
     from lume_ray.report import analyze, load_run
 
@@ -153,6 +155,7 @@ def _error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     return err
 
 
+@pytest.mark.ray
 def test_bad_input_is_one_line_and_writes_nothing(finished_sweep: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     points = _points(finished_sweep)
@@ -179,7 +182,7 @@ def test_bad_input_is_one_line_and_writes_nothing(finished_sweep: Path, tmp_path
     full = tmp_path / "full"
     full.mkdir()
     (full / "keep.txt").write_text("mine")
-    assert "exists and is not empty" in _error(["export", run, "--point", f"{trial}@2", "--out", str(full)], capsys)
+    assert "exists and is not an empty directory" in _error(["export", run, "--point", f"{trial}@2", "--out", str(full)], capsys)
     assert [x.name for x in full.iterdir()] == ["keep.txt"]
     assert sorted(x.name for x in tmp_path.iterdir()) == ["full"]
 
@@ -197,6 +200,7 @@ def test_compare_names_every_differing_metric() -> None:
                                                  "utility_floor_met recorded True, re-run False"]
 
 
+@pytest.mark.ray
 def test_a_rerun_that_differs_fails_in_one_line_and_writes_nothing(
         finished_sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -224,3 +228,15 @@ def test_a_rerun_that_differs_fails_in_one_line_and_writes_nothing(
     err = capsys.readouterr().err
     assert err.startswith("lume-ray: error: re-run of trial") and "forget_nll recorded 6.1, re-run 6.2" in err, err
     assert list(tmp_path.iterdir()) == [] and len(seen) == 1  # neither DIR nor the re-run's directory is left
+
+
+def test_a_mistyped_trial_id_names_the_nearest_ones() -> None:
+    from lume_ray.config import ConfigError
+    from lume_ray.export.select import edit_distance, parse_point
+
+    assert edit_distance("kitten", "sitting") == 3 and edit_distance("", "abc") == 3 and edit_distance("ab", "ab") == 0
+    points = {f"{i:02d}aa{i:04d}": [10, 20] for i in range(12)}
+    assert parse_point("03aa0003@20", points) == ("03aa0003", 20)
+    with pytest.raises(ConfigError, match=r"no trial '03aa003' in this run \(12 trials; nearest: 03aa0003 "
+                                          r"\(steps 10, 20\), "):
+        parse_point("03aa003@20", points)

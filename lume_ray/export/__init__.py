@@ -78,6 +78,7 @@ def export_point(run_dir: str | Path, out: str | Path, *, point: str | None = No
     name = f"{study.get('name') or rd.root.name}-{chosen.algorithm}-{chosen.trial_id}-step{chosen.step}"
     command = list(command) if command is not None else ["lume-ray", "export", str(run_dir), "--point", chosen.label,
                                                          "--out", str(out)]
+    job = trial_job(rd, chosen, _experiment(rd, chosen), out)  # the trial's job, for the card
     out.parent.mkdir(parents=True, exist_ok=True)
     rerun: Rerun | None = None
     work: Path | None = None
@@ -95,7 +96,6 @@ def export_point(run_dir: str | Path, out: str | Path, *, point: str | None = No
             source = rerun.model_dir
             obtained = f"the sweep deleted the point's model; {rerun.sentence(chosen)}, and these are its weights"
             log(f"[export] {rerun.sentence(chosen)}")
-        job = trial_job(rd, chosen, _experiment(rd, chosen), Path(out))
         data_hashes = card.file_hashes(job.data)
         target_hashes = card.file_hashes(job.model, weights_only=True)
         with atomic_dir(out) as tmp:
@@ -121,9 +121,12 @@ def _experiment(rd: Any, chosen: Selected) -> Any:
 def cli_export(args: Any) -> int:
     """`lume-ray export RUN_DIR (--point TRIAL_ID@STEP | --best ALGORITHM [--by M] [--floor ...]) --out DIR`."""
     from lume_ray import console
+    from lume_ray.config import ConfigError
     from lume_ray.report import parse_floors
 
     floors = parse_floors(args.floor)
+    if args.tolerance is not None and not args.tolerance >= 0:
+        raise ConfigError(f"--tolerance {args.tolerance}: must be a number >= 0 (absolute, per metric)")
     passthrough = console.Passthrough(show=console.UNLEARN.show, progress=console.UNLEARN.progress)
 
     def quiet(log_dir: Path) -> Any:

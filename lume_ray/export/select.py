@@ -9,11 +9,10 @@ Output: a :class:`Selected` point (trial, step, algorithm, hyperparameters, its 
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,6 @@ class Selected:
     model_dir: Path  # where its model directory is, or was before the sweep deleted it
     how: str  # why this point: "--point ...", or the report's answer for --best
     floor: str = ""  # the floors it passes (--best), as the report words them
-    notes: list[str] = field(default_factory=list)
 
     @property
     def kept(self) -> bool:
@@ -58,6 +56,16 @@ def evaluated(results: Any) -> dict[str, list[int]]:
     return {t: sorted(set(s)) for t, s in sorted(out.items())}
 
 
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance: insertions, deletions and substitutions that turn ``a`` into ``b``."""
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
 def _steps(steps: Sequence[int]) -> str:
     return ", ".join(str(s) for s in steps)
 
@@ -72,7 +80,7 @@ def parse_point(text: str, points: Mapping[str, Sequence[int]]) -> tuple[str, in
         valid = [f"{t}@{s}" for t, steps in points.items() for s in steps]
         if len(points) <= LISTED:
             raise ConfigError(f"--point {text}: no trial {trial_id!r} in this run (valid: {', '.join(valid)})")
-        near = difflib.get_close_matches(trial_id, list(points), n=3, cutoff=0.0)
+        near = sorted(points, key=lambda t: (edit_distance(trial_id, t), t))[:3]
         raise ConfigError(f"--point {text}: no trial {trial_id!r} in this run ({len(points)} trials; nearest: "
                           + ", ".join(f"{t} (steps {_steps(points[t])})" for t in near) + ")")
     try:
@@ -129,8 +137,7 @@ def best_point(run: Any, algorithm: str, by: str | None, floors: Any) -> tuple[s
     else:
         i = int(np.flatnonzero(feasible)[np.argmax(sign * values[feasible])])
     r = df.loc[i]
-    how = (f"the best feasible point of {algorithm} by {metric} ({direction(metric)}imized: "
-           f"{float(r[metric]):.4g})")
+    how = f"the best feasible point of {algorithm} by {metric} ({float(r[metric]):.4g}, {direction(metric)}imized)"
     return str(r["trial_id"]), int(r["step"]), how, floor
 
 
@@ -177,5 +184,5 @@ def check_out(out: str | Path) -> Path:
     """``--out`` must not exist, or be an empty directory (nothing is ever written into a user's files)."""
     path = Path(out)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise ConfigError(f"--out {out}: exists and is not empty (give a new directory)")
+        raise ConfigError(f"--out {out}: exists and is not an empty directory (give a new directory)")
     return path
