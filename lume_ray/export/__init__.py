@@ -98,6 +98,7 @@ def export_point(run_dir: str | Path, out: str | Path, *, point: str | None = No
             log(f"[export] {rerun.sentence(chosen)}")
         data_hashes = card.file_hashes(job.data)
         target_hashes = card.file_hashes(job.model, weights_only=True)
+        check_out(out)  # still new or empty after a long re-run: atomic_dir replaces what is there
         with atomic_dir(out) as tmp:
             files = _copy_model(source, tmp)
             (tmp / README).write_text(card.render(chosen, job, study, name=name, obtained=obtained,
