@@ -433,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     which = ex.add_mutually_exclusive_group(required=True)
     which.add_argument("--point", default=None, metavar="TRIAL_ID@STEP", help="an evaluated point, e.g. a1b2c3d4@20")
     which.add_argument("--best", default=None, metavar="ALGORITHM",
-                       help="the algorithm's best feasible point (the report's answer: by final_score)")
+                       help="the algorithm's best feasible point (the report's answer: by final_score, else task_aggregate)")
     ex.add_argument("--by", default=None, metavar="OBJECTIVE",
                     help="with --best: rank by this metric instead, in its registered direction")
     ex.add_argument("--floor", nargs="+", type=_kv, default=None, metavar="METRIC=FRACTION",
