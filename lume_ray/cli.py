@@ -215,6 +215,32 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """`lume-ray export RUN_DIR (--point TRIAL_ID@STEP | --best ALGORITHM [--by M] [--floor ...]) --out DIR`."""
+    from lume_ray import console
+    from lume_ray.config import ConfigError
+    from lume_ray.export import RerunFailed, export_point
+    from lume_ray.report import parse_floors
+
+    floors = parse_floors(args.floor)
+    if args.tolerance is not None and not args.tolerance >= 0:
+        raise ConfigError(f"--tolerance {args.tolerance}: must be a number >= 0 (absolute, per metric)")
+    passthrough = console.Passthrough(show=console.UNLEARN.show, progress=console.UNLEARN.progress)
+
+    def quiet(log_dir: Path) -> Any:
+        return console.quiet(log_dir, verbose=args.verbose, passthrough=passthrough)
+
+    try:
+        done = export_point(args.run_dir, args.out, point=args.point, best=args.best, by=args.by, floors=floors,
+                            address=args.address, tolerance=args.tolerance, command=["lume-ray", *sys.argv[1:]],
+                            log=console.say, console=quiet)
+    except RerunFailed as e:  # not bad input: the re-run differs from the record (exit 1)
+        print(f"lume-ray: error: {str(e).splitlines()[0]}{console.error_hint(e)}", file=sys.stderr)
+        return 1
+    print(f"exported {done.point.label} ({done.point.algorithm}) to {done.out}: {', '.join(done.files)}")
+    return 0
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from lume_ray.cluster import jobs
 
@@ -375,6 +401,24 @@ def build_parser() -> argparse.ArgumentParser:
                     "utility.absolute=0.371 for an absolute floor; floors given replace the study's")
     rp.add_argument("--no-redact", action="store_true", help="show sample generations without PII redaction")
     rp.set_defaults(func=cmd_report)
+    ex = sub.add_parser("export", help="one point of a sweep as a standalone Hugging Face model with a model card")
+    ex.add_argument("run_dir", metavar="RUN_DIR")
+    which = ex.add_mutually_exclusive_group(required=True)
+    which.add_argument("--point", default=None, metavar="TRIAL_ID@STEP", help="an evaluated point, e.g. a1b2c3d4@20")
+    which.add_argument("--best", default=None, metavar="ALGORITHM",
+                       help="the algorithm's best feasible point (the report's answer: by final_score, else task_aggregate)")
+    ex.add_argument("--by", default=None, metavar="OBJECTIVE",
+                    help="with --best: rank by this metric instead, in its registered direction")
+    ex.add_argument("--floor", nargs="+", type=opt.key_value, default=None, metavar="METRIC=FRACTION",
+                    help="with --best: feasibility floors as `lume-ray report` takes them (default: the study's)")
+    ex.add_argument("--out", required=True, metavar="DIR", help="a new (or empty) directory")
+    ex.add_argument("--tolerance", type=float, default=None,
+                    help="a deleted point is re-run to its step and must score as recorded: absolute tolerance per "
+                    "metric (default: 0 on CPU in float32, 1e-3 on GPUs or in bfloat16)")
+    ex.add_argument("--address", default=None, help="a running Ray cluster for a re-run (default: a local one)")
+    ex.add_argument("-v", "--verbose", action="store_true",
+                    help="show a re-run's Ray and DeepSpeed output live (always in RUN_DIR/logs/export/)")
+    ex.set_defaults(func=cmd_export)
 
     # -- the whole study ------------------------------------------------------------------------
     qs = sub.add_parser("quickstart", help="data -> target -> sweep -> report on the embedded default")
