@@ -4,6 +4,9 @@ Input:  ``lume-ray submit EXPERIMENT --address http://HEAD:8265 [--set k=v ...]`
         list|status|logs|stop [JOB] --address URL``; a running Ray cluster with ``ray[default]``.
 Output: a submitted job (its id and how to follow it), job tables, logs, the job's exit status.
 
+The job's runtime environment ships the working directory and the experiment's plugin files (``py_modules``,
+wherever they live); on the cluster the experiment names them by module name (``--set plugins=[...]``).
+
 The Ray Jobs SDK (``JobSubmissionClient``) behind one-line errors. Token auth follows Ray's documented
 sources (:mod:`lume_ray.cluster.auth`); the token goes to the SDK through its public ``headers`` argument
 only: never printed, logged or stored. What ``lume-ray submit`` and ``lume-ray jobs`` print is made here
@@ -31,6 +34,8 @@ from urllib.parse import urlparse
 from lume_ray.cluster import ClusterError, first_line
 from lume_ray.cluster.auth import auth_headers
 from lume_ray.config import load_experiment
+from lume_ray.plugins import module_name
+from lume_ray.plugins import runtime_env as plugin_runtime_env
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 DEFAULT_DASHBOARD_PORT = 8265
@@ -219,10 +224,13 @@ def build_submission(experiment: str | Path, overrides: list[tuple[str, str]] | 
     sets = [shlex.quote(f"{k}={v}") for k, v in overrides]
     if output_dir != exp.output_dir:
         sets.append(f'"output_dir={output_dir}"')  # double quotes: $HOME expands on the cluster
+    shipped = plugin_runtime_env(exp.plugins)
+    if exp.plugins:  # on the cluster each plugin file is imported by module name, from the job's py_modules
+        sets.append(shlex.quote(f"plugins=[{', '.join(module_name(p) for p in exp.plugins)}]"))
     if sets:
         parts += ["--set", *sets]
     excludes = WORKING_DIR_EXCLUDES + large_files(root_dir, WORKING_DIR_EXCLUDES)
-    runtime_env = {"working_dir": str(root_dir), "excludes": excludes, "env_vars": job_env()}
+    runtime_env = {"working_dir": str(root_dir), "excludes": excludes, "env_vars": job_env(), **shipped}
     metadata = {
         "submitted_by": "lume-ray", "experiment": exp.name, "experiment_path": rel,
         "overrides": json.dumps([f"{k}={v}" for k, v in overrides]), "git_commit": _git_commit(root_dir),

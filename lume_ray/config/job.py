@@ -25,6 +25,9 @@ class UnlearnJob(Section):
 
     model: str = Field(..., min_length=1, description="the model before unlearning: a directory or a hub id")
     data: str = Field(..., min_length=1, description="LUME directory or HF dataset id")
+    plugins: tuple[str, ...] = Field(
+        (), description="the user's own modules (.py files or module names) imported before the algorithm is looked "
+        "up: their @register_algorithm functions are algorithms here (lume_ray.plugins)")
     algorithm: str = Field(..., description="a registered algorithm")
     params: dict[str, ParamValue] = Field(default_factory=dict, description="the algorithm's parameters")
     lr: float = Field(1e-5, gt=0, description="learning rate (constant: a run passes through every shorter one)")
@@ -37,6 +40,15 @@ class UnlearnJob(Section):
     seed: int = Field(0, ge=0)
     train: TrainConfig = TrainConfig()
     trust_remote_code: bool = False
+
+    @field_validator("plugins")
+    @classmethod
+    def _plugins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from lume_ray.plugins import load_plugins, resolve  # heavy: torch
+
+        value = resolve(value, ".")  # a flag's path is relative to the current directory
+        load_plugins(value)  # before `algorithm` (the next field) is validated: a plugin's names are valid
+        return value
 
     @field_validator("algorithm")
     @classmethod
