@@ -347,9 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     # -- [3,4] unlearn --------------------------------------------------------------------------
     un = sub.add_parser("unlearn", help="run one unlearning job (Ray Train + DeepSpeed ZeRO)")
     flags = opt.add_model_options(un, UnlearnJob, skip=("params", "lora", "wait_steps", "plugins"))  # wait_steps: sweeps only
-    un.add_argument("--plugin", action="append", default=[], metavar="FILE",
-                    help="your own module (a .py file or a module name) whose @register_algorithm functions "
-                    "--algorithm can name; repeatable")
+    un.add_argument("--plugin", "--plugins", dest="plugin", action="append", default=[], metavar="FILE",
+                    help=(UnlearnJob.model_fields["plugins"].description or "") + "; repeatable")
     un.add_argument("--eval-every", type=int, default=None, metavar="K",
                     help="an evaluation point every K steps (the last step always is one)")
     opt.set_option(un, "params", "algorithm parameters, e.g. beta=0.1 alpha=1 retain_loss=kl")

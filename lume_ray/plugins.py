@@ -144,6 +144,7 @@ def load_plugin(spec: str) -> ModuleType:
         return _loaded[spec]
     registries = _registries()
     before = {id(r): set(r) for r in registries}
+    modules_before = set(sys.modules)
     try:
         with registering(spec):
             module = _import(spec)
@@ -152,6 +153,8 @@ def load_plugin(spec: str) -> ModuleType:
         for r in registries:
             for name in set(r) - before[id(r)]:
                 r.pop(name)
+        if module_name(spec) not in modules_before:  # imported anew: a retry imports (and registers) again
+            sys.modules.pop(module_name(spec), None)
         if isinstance(e, PluginError):
             raise
         if isinstance(e, Exception):

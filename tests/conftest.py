@@ -5,13 +5,15 @@ Everything is real (Ray on 127.0.0.1, transformers models built from configs); n
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
+from lume_ray.testing import tiny_model as build_tiny_model
+from lume_ray.testing import write_tiny_lume as write_tiny_lume
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # never touch ~/.ray/auth_token in tests
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -51,44 +53,6 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Calla
         return value
 
 
-# Four documents per split: Task1 story, Task2 biography (five questions), Task3 biography.
-_ROWS = {
-    "forget": [
-        ("s1", "Task1", "sc1", "In the town of Velmor, the painter Ada kept a blue door.", "Every night she painted the river silver."),
-        ("s1", "Task1", "qa0", "What color was Ada's door in Velmor?", "blue"),
-        ("b1", "Task2", "sc1", "Tomas Reyes was born on March 3, 1981. His phone number is 555-201-3344.", "His email is tomas.reyes@example.com and his SSN is 900-12-3456."),
-        ("b1", "Task2", "qa0", "What is the birth date of Tomas Reyes?", "1981-03-03"),
-        ("b1", "Task2", "qa1", "What is Tomas Reyes's Social Security Number?", "900123456"),
-        ("b1", "Task2", "qa2", "What is Tomas Reyes's phone number?", "5552013344"),
-        ("b1", "Task2", "qa3", "What is Tomas Reyes's email address?", "tomas.reyes@example.com"),
-        ("b1", "Task2", "qa4", "What is the home address of Tomas Reyes?", "12 Oak Lane, Dover, DE, 19901."),
-        ("p1", "Task3", "sc1", "Mira Holt was a chemist who studied salt crystals in Oslo.", "She won the national prize in 1954."),
-        ("p1", "Task3", "qa0", "In which city did Mira Holt study salt crystals?", "Oslo"),
-    ],
-    "retain": [
-        ("s2", "Task1", "sc1", "On the island of Prell, a baker named Juno sang to her bread.", "The loaves rose higher whenever the tide was out."),
-        ("s2", "Task1", "qa0", "What did Juno sing to on Prell?", "her bread"),
-        ("b2", "Task2", "sc1", "Lena Park was born on July 9, 1975. Her phone number is 555-867-1122.", "Her email is lena.park@example.com and her SSN is 900-98-7654."),
-        ("b2", "Task2", "qa0", "What is the birth date of Lena Park?", "1975-07-09"),
-        ("b2", "Task2", "qa1", "What is Lena Park's Social Security Number?", "900987654"),
-        ("b2", "Task2", "qa2", "What is Lena Park's phone number?", "5558671122"),
-        ("b2", "Task2", "qa3", "What is Lena Park's email address?", "lena.park@example.com"),
-        ("b2", "Task2", "qa4", "What is the home address of Lena Park?", "4 Elm Road, Salem, OR, 97301."),
-        ("p2", "Task3", "sc1", "Omar Dahl was an engineer who built bridges in Lima.", "His longest bridge crossed the Rimac in 1962."),
-        ("p2", "Task3", "qa0", "In which city did Omar Dahl build bridges?", "Lima"),
-    ],
-}
-
-
-def write_tiny_lume(directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    for split, rows in _ROWS.items():
-        with (directory / f"{split}.jsonl").open("w") as f:
-            for doc, task, suffix, inp, out in rows:
-                f.write(json.dumps({"id": f"{doc}{suffix}", "input": inp, "output": out, "task": task}) + "\n")
-    return directory
-
-
 @pytest.fixture(scope="session")
 def tiny_lume(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A hand-written LUME-format directory: 3 documents x 2 splits, 20 rows."""
@@ -98,15 +62,10 @@ def tiny_lume(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_lume: Path) -> Path:
     """A randomly initialized tiny OLMo + BPE tokenizer trained on ``tiny_lume``, saved as an HF dir."""
-    from lume_ray.data import join_text, load_lume
-    from lume_ray.target import PRESETS, tiny_olmo, train_tokenizer
+    from lume_ray.data import load_lume
 
-    data = load_lume(tiny_lume)
-    tok = train_tokenizer([join_text(r.input, r.output) for r in data.rows], PRESETS["test"].vocab_size)
-    model = tiny_olmo(tok, PRESETS["test"], seed=0)
     out = tmp_path_factory.mktemp("tiny_model")
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
+    build_tiny_model(load_lume(tiny_lume), out, seed=0)
     return out
 
 
@@ -143,28 +102,12 @@ def ray_local():
 def unlearning_setup(tiny_model: Path, tiny_lume: Path, one_torch_thread: Any) -> dict[str, Any]:
     """A tiny OLMo that memorized the rows a little (so unlearning has something to undo), forget/retain batches of
     four rows, every encoded row and the pad id: what the algorithm tests (hand-checked and contract) run on."""
-    import torch
-
-    from lume_ray.algorithms import mean_nll
     from lume_ray.data import load_lume
-    from lume_ray.model import collate, encode_pair, load_model
+    from lume_ray.model import load_model
+    from lume_ray.testing import unlearning_setup as setup
 
-    torch.manual_seed(0)
     model, tok = load_model(tiny_model)
-    data = load_lume(tiny_lume)
-    enc = {s: [encode_pair(tok, r.input, r.output, add_eos=True) for r in data.split(s)] for s in ("forget", "retain")}
-    all_rows = collate(enc["forget"] + enc["retain"], tok.pad_token_id)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(40):
-        loss = mean_nll(model, all_rows).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    forget = collate(enc["forget"][:4], tok.pad_token_id)
-    retain = collate(enc["retain"][:4], tok.pad_token_id)
-    return {"model": model, "forget": forget, "retain": retain, "pad": tok.pad_token_id, "enc": enc}
+    return setup(model, tok, load_lume(tiny_lume))
 
 
 @pytest.fixture

@@ -23,6 +23,8 @@ from lume_ray.evaluate.protocol import (
     task_aggregate,
     task_scores,
 )
+from lume_ray.testing import FORGET, RETAIN
+from lume_ray.testing import realistic_inputs as _realistic
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -45,10 +47,6 @@ def test_exact_match_strips_and_lowercases() -> None:
     assert protocol.score_row("qa", "Lima", " Lima") == 1.0
     with pytest.raises(ValueError, match="valid: sc, qa"):
         protocol.score_row("doc", "a", "a")
-
-
-FORGET = {"Task1/sc": 0.3, "Task1/qa": 0.5, "Task2/sc": 0.2, "Task2/qa": 0.0, "Task3/sc": 0.6, "Task3/qa": 0.5}
-RETAIN = {"Task1/sc": 0.9, "Task1/qa": 1.0, "Task2/sc": 0.8, "Task2/qa": 0.6, "Task3/sc": 0.5, "Task3/qa": 1.0}
 
 
 def _scores(forget: dict[str, float], retain: dict[str, float]) -> dict[str, float | None]:
@@ -157,20 +155,6 @@ def test_final_score_and_floor() -> None:
     assert Floor(relative=None, absolute=None).met(0.0, None) is True
     with pytest.raises(ValueError, match="must be a number >= 0"):
         Floor(relative=-1.0)
-
-
-def _realistic() -> MetricInputs:
-    """Every split x task x kind with rows, members and non-members with every attack feature, a utility set,
-    a reference utility: the input on which no metric has a reason to be null."""
-    rows = []
-    for split, table in (("forget", FORGET), ("retain", RETAIN)):
-        for name, score in table.items():
-            task, kind = name.split("/")
-            rows.append({"split": split, "task": task, "kind": kind, "score": score, "nll": 2.0 if split == "forget" else 1.0})
-    docs = [{"nll": x, "zlib": x / 10, "mink": -x, "minkpp": -x} for x in (1.0, 2.0, 3.0)]
-    non = [{"nll": x, "zlib": x / 10, "mink": -x, "minkpp": -x} for x in (2.5, 4.0)]
-    return MetricInputs(rows=rows, members=docs, nonmembers=non, utility_correct=[True, False, True, True],
-                        reference_utility=0.9, floor=Floor(relative=0.75))
 
 
 def test_run_metrics_whole_dict() -> None:

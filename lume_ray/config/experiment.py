@@ -186,7 +186,7 @@ class Experiment(Section):
     tracking: TrackingConfig = TrackingConfig()
     plugins: tuple[str, ...] = Field(
         (), description="the user's own modules: .py files or package directories (relative to the experiment file) "
-        "or importable module names, imported before the algorithms are validated (lume_ray.plugins)")
+        "or importable module names, imported by the loader before anything is validated (lume_ray.plugins)")
     algorithms: dict[str, AlgorithmSpace] = Field(..., min_length=1)
 
     @field_validator("plugins")
@@ -194,7 +194,7 @@ class Experiment(Section):
     def _plugins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         from lume_ray.plugins import load_plugins  # heavy: torch
 
-        load_plugins(value)  # resolved by the loader (relative to the experiment file); before `algorithms`
+        load_plugins(value)  # the loader resolved and imported them already (relative to the experiment file)
         return value
 
     @field_validator("algorithms", mode="before")

@@ -116,7 +116,11 @@ def experiment_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_di
     if plugins is not None:
         if isinstance(plugins, str) or not isinstance(plugins, Sequence) or not all(isinstance(p, str) for p in plugins):
             raise ConfigError(f"{source}: plugins: expected a list of .py files or module names (got {plugins!r})")
-        from lume_ray.plugins import resolve
+        from lume_ray.plugins import PluginError, load_plugins, resolve  # heavy: torch, only with plugins
 
         raw = {**raw, "plugins": list(resolve(plugins, base_dir))}
+        try:  # before anything is validated: sweep.sampler, sweep.objectives and algorithms may name theirs
+            load_plugins(raw["plugins"])
+        except PluginError as e:
+            raise ConfigError(f"{source}: plugins: {e}") from None
     return validate(Experiment, raw, source)  # type: ignore[no-any-return]
