@@ -27,6 +27,7 @@ import math
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -478,16 +479,14 @@ def check_registered(registered: Mapping[str, Sequence[str]], progress: Callable
                 setup = unlearning_setup(model, tok, data)
                 for name in registered["algorithm"]:
                     for check in ALGORITHM_CONTRACT:
-                        record(_run("algorithm", name, _short(check),
-                                    lambda c=check, n=name: c(n, setup)))  # type: ignore[misc]
+                        record(_run("algorithm", name, _short(check), partial(check, name, setup)))
             if registered.get("metric"):
                 written = evaluated_metrics(model_dir, data_dir, Path(tmp) / "eval")
                 for name in registered["metric"]:
                     for mcheck in METRIC_CONTRACT:
-                        record(_run("metric", name, _short(mcheck),
-                                    lambda c=mcheck, n=name: c(n, written)))  # type: ignore[misc]
+                        record(_run("metric", name, _short(mcheck), partial(mcheck, name, written)))
             for name in registered.get("sampler", ()):
-                record(_run("sampler", name, "same_seed_same_suggestions", lambda n=name: check_sampler(n)))
+                record(_run("sampler", name, "same_seed_same_suggestions", partial(check_sampler, name)))
     finally:
         torch.set_num_threads(threads)
     return results
