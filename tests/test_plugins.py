@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 import textwrap
 from collections.abc import Iterator
 from dataclasses import replace
@@ -277,18 +278,48 @@ def test_a_plugin_algorithm_is_searched_in_a_sweep(tmp_path: Path, tiny_lume: Pa
 # -- shipped to a submitted job ---------------------------------------------------------------------
 
 
-def test_submission_ships_plugins_outside_the_working_dir(tmp_path: Path) -> None:
+INNER = """
+from lume_ray.algorithms import mean_nll, register_algorithm
+
+
+@register_algorithm("inner", {}, cite="a plugin inside the working directory")
+def inner(model, forget, retain, ref_model, params):
+    forget_nll = mean_nll(model, forget)
+    return -forget_nll.mean(), {"forget_nll": float(forget_nll.detach().mean()), "retain_nll": 0.0}
+"""
+
+
+def submit_layout(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """(working dir, experiment, package plugin): a package directory outside the shipped working dir and a file
+    plugin inside it, both named relative to the experiment file."""
+    package = write(tmp_path / "outside" / "ship_losses", "__init__.py", GOOD).parent
+    proj = tmp_path / "proj"
+    write(proj, "pyproject.toml", "")  # the project root `lume-ray submit` ships
+    write(proj / "plugins", "inner_losses.py", INNER)
+    exp = experiment_yaml(proj, "../outside/ship_losses", output_dir="/tmp/unused")
+    raw = yaml.safe_load(exp.read_text())
+    raw["plugins"].append("plugins/inner_losses.py")
+    raw["algorithms"]["inner"] = {"lr": 1e-3, "steps": 2}
+    exp.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return proj, exp, package
+
+
+@pytest.mark.usefixtures("unload")
+def test_submission_ships_the_plugins(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from lume_ray.cluster.jobs import build_submission
 
-    plugin = write(tmp_path / "outside", "ship_losses.py", GOOD)
-    proj = tmp_path / "proj"
-    proj.mkdir()
-    try:
-        sub = build_submission(experiment_yaml(proj, "../outside/ship_losses.py"), root=proj)
-    finally:
-        plugins.unload(str(plugin))
-    assert sub.runtime_env["py_modules"] == [str(plugin)] and sub.runtime_env["working_dir"] == str(proj)
-    assert "'plugins=[ship_losses]'" in sub.entrypoint  # on the cluster: imported by module name
+    proj, exp, package = submit_layout(tmp_path)
+    sub = build_submission(exp, root=proj)
+    assert sub.runtime_env["py_modules"] == [str(package)] and sub.runtime_env["working_dir"] == str(proj)
+    # on the cluster: the package by its name (py_modules), the file by its path in the working dir
+    assert "'plugins=[ship_losses, plugins/inner_losses.py]'" in sub.entrypoint
+    # a single file outside the working dir cannot travel (the Jobs API ships py_modules directories only)
+    write(tmp_path / "outside", "loose.py", INNER.replace('"inner"', '"loose"'))
+    assert cli.main(["submit", str(exp), "--address", "http://127.0.0.1:9", "--set",
+                     f"plugins=[{tmp_path / 'outside' / 'loose.py'}]"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"lume-ray: error: plugin {tmp_path / 'outside' / 'loose.py'}: outside the working "
+                          "directory") and "package directory" in err and len(err.splitlines()) == 1
 
 
 STAND_IN = '''
@@ -306,14 +337,15 @@ ray.init(address="auto")
 def lookup(plugins):
     from lume_ray.plugins import load_plugins
     load_plugins(plugins)  # what a trial, a Train worker and the evaluation pool do first
-    from lume_ray.algorithms import get_algorithm
+    from lume_ray.algorithms import ALGORITHMS
     import ship_losses
-    return get_algorithm("mine").name, ship_losses.__file__
+    return [ALGORITHMS.source(n) for n in ("mine", "inner")], ship_losses.__file__
 
 
-name, where = ray.get(lookup.remote(list(exp.plugins)))
+sources, where = ray.get(lookup.remote(list(exp.plugins)))
 with open(result, "w") as f:
-    json.dump({"plugins": list(exp.plugins), "algorithms": list(exp.algorithms), "name": name, "file": where}, f)
+    json.dump({"plugins": list(exp.plugins), "algorithms": list(exp.algorithms), "sources": sources,
+               "file": where}, f)
 print("stand-in wrote", result)
 '''
 
@@ -322,26 +354,25 @@ print("stand-in wrote", result)
 @pytest.mark.slow
 def test_a_submitted_job_gets_the_plugin_through_its_runtime_env(tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    """`lume-ray submit`'s submission (the working dir + the plugin as py_modules) on a real `ray start --head`:
-    the job loads the experiment as the sweep would and a remote task finds the plugin's algorithm; the plugin
-    file lives outside the shipped working dir and is not on any sys.path there, so it can only come through
-    the runtime_env."""
+    """`lume-ray submit`'s submission on a real `ray start --head`: the job loads the experiment as the sweep would
+    and a remote task finds each plugin's algorithm. Both plugins live outside the repository; the package outside
+    the shipped working dir is on no sys.path there and can only come as the runtime_env's py_modules, the file
+    inside it with the runtime_env's working_dir."""
     from lume_ray.cluster.jobs import build_submission, connect
     from tests.local_cluster import LocalRayCluster
 
-    plugin = write(tmp_path / "outside", "ship_losses.py", GOOD)
-    proj = tmp_path / "proj"
-    proj.mkdir()
-    exp = experiment_yaml(proj, "../outside/ship_losses.py", output_dir="/tmp/unused")
+    proj, exp, package = submit_layout(tmp_path)
     try:
         sub = build_submission(exp, root=proj)
     finally:
-        plugins.unload(str(plugin))
+        plugins.unload(str(package))
+        plugins.unload(str(proj / "plugins" / "inner_losses.py"))
     stand_in = write(tmp_path / "driver", "stand_in.py", STAND_IN)
     result = tmp_path / "result.json"
     prefix = "python -m lume_ray.cli sweep"
     assert sub.entrypoint.startswith(prefix)
-    sub = replace(sub, entrypoint=f"python {stand_in} {shlex.quote(str(result))}{sub.entrypoint[len(prefix):]}")
+    tail = sub.entrypoint[len(prefix):]  # the experiment and its --set, as the sweep would get them
+    sub = replace(sub, entrypoint=f"{sys.executable} {stand_in} {shlex.quote(str(result))}{tail}")
     cluster = LocalRayCluster(workers=0, cpus_per_node=2, env={"RAY_AUTH_MODE": "disabled"})
     try:
         cluster.start()
@@ -353,5 +384,10 @@ def test_a_submitted_job_gets_the_plugin_through_its_runtime_env(tmp_path: Path,
     finally:
         cluster.stop()
     got = json.loads(result.read_text())
-    assert got["plugins"] == ["ship_losses"] and got["algorithms"] == ["mine", "ga"] and got["name"] == "mine"
-    assert not got["file"].startswith(str(tmp_path))  # the runtime_env's copy, not the file on this machine
+    assert got["algorithms"] == ["mine", "ga", "inner"]  # the experiment validated on the cluster
+    # the package came as py_modules (the runtime_env's copy, not the directory on this machine); the file in the
+    # working dir, its path resolved there (not in this machine's tmp_path either)
+    assert got["plugins"][0] == "ship_losses" and not got["file"].startswith(str(tmp_path))
+    inner = got["plugins"][1]
+    assert inner.endswith("/plugins/inner_losses.py") and not inner.startswith(str(tmp_path))
+    assert got["sources"] == got["plugins"]  # a remote task registered each name from its plugin
