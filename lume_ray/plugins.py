@@ -12,10 +12,11 @@ Output: the specs resolved (:func:`resolve`: absolute paths, module names as giv
 How the code reaches every process that looks a name up: each process imports the plugins itself, from the list
 it is handed explicitly (an :class:`~lume_ray.config.Experiment`'s and an :class:`~lume_ray.config.UnlearnJob`'s
 ``plugins``, the evaluation pool's ``plugins``), before it looks a name up. On this machine (and on a shared
-filesystem) a plugin file is imported from its path. Where the path does not exist (another node, a submitted
-job), the plugin is imported by module name (the file's stem, the directory's name), which Ray's public
+filesystem) a plugin file is imported from its path. Where the path does not exist (another node), the plugin is
+imported by module name (the file's stem, the directory's name), which Ray's public
 ``runtime_env={"py_modules": [...]}`` makes importable: set when connecting to a cluster
-(:func:`lume_ray.local_ray.ray_session`) and in a submitted job's runtime environment (:mod:`lume_ray.cluster.jobs`).
+(:func:`lume_ray.local_ray.ray_session`, :func:`runtime_env`). A submitted job gets its plugins through its
+runtime environment too (the working directory, or ``py_modules``: :func:`lume_ray.cluster.jobs.ship_plugins`).
 """
 
 from __future__ import annotations

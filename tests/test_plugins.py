@@ -273,6 +273,15 @@ def test_a_plugin_algorithm_is_searched_in_a_sweep(tmp_path: Path, tiny_lume: Pa
     assert mine["nll_gap"].notna().all() and ok["nll_gap"].notna().all()  # computed by the pool's actors
     saved = yaml.safe_load((rd.root / "experiment.yaml").read_text())
     assert saved["plugins"] == [str((tmp_path / "plugins" / "sweep_losses.py").resolve())]
+    # `lume-ray report RUN_DIR` in another process: the run's plugins come back with it (its metric is a column)
+    from lume_ray.report.columns import metric_columns
+    from lume_ray.report.run import load_run
+
+    plugins.unload(saved["plugins"][0])
+    assert "nll_gap" not in METRICS
+    run = load_run(rd.root)
+    assert "nll_gap" in METRICS and "nll_gap" in metric_columns(run.results)
+    assert not [n for n in run.notes if "plugin" in n], run.notes
 
 
 # -- shipped to a submitted job ---------------------------------------------------------------------
