@@ -71,6 +71,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 
     raw = opt.nested(args, args.flags)
     raw["params"] = dict(args.params or [])
+    if args.plugin:
+        raw["plugins"] = list(args.plugin)
     if args.lora is not None:
         raw.setdefault("train", {})["lora"] = dict(args.lora)
     if args.eval_every is not None:
@@ -78,7 +80,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
             raise ConfigError(f"lume-ray unlearn: --eval-every: must be >= 1 (got {args.eval_every})")
         steps = int(raw.get("steps", UnlearnJob.model_fields["steps"].default))
         raw["eval_steps"] = list(range(args.eval_every, steps + 1, args.eval_every))
-    job = opt.validate_model(UnlearnJob, raw, "unlearn", {**args.flags, "train.lora": "--lora", "params": "--set"})
+    job = opt.validate_model(UnlearnJob, raw, "unlearn", {**args.flags, "train.lora": "--lora", "params": "--set",
+                                                          "plugins": "--plugin"})
     t = job.train
     print(f"[unlearn] {job.algorithm} {job.params} lr={job.lr} steps={job.steps} batch={t.batch_size} "
           f"workers={t.workers} zero={t.zero} precision={t.resolved_precision} -> {job.out}", flush=True)
@@ -86,8 +89,11 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     # checks of the data and the model (a bad path is a one-line error, not a Ray start-up first).
     check_job_inputs(job)
     remote = args.address or os.environ.get("RAY_ADDRESS")
+    from lume_ray.plugins import runtime_env
+
     with _quiet(args, job.out, "UNLEARN"), (
-            ray_session(address=remote, log_to_driver=True) if remote else contextlib.nullcontext()):
+            ray_session(address=remote, log_to_driver=True, runtime_env=runtime_env(job.plugins)) if remote
+            else contextlib.nullcontext()):
         res = run_unlearning(job)
     print(f"[unlearn] {res.status}{': ' + res.reason if res.reason else ''} after {res.steps_done} steps "
           f"in {res.wall_s:.1f} s (resumed from step {res.resumed_from})")
@@ -307,6 +313,25 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """The contract checks of the built-in algorithms, metrics and samplers, on what each plugin registers."""
+    from lume_ray.plugins import load_plugin, registered_by, resolve
+    from lume_ray.testing import check_registered
+
+    specs = resolve(args.plugins, ".")
+    for spec in specs:  # every plugin imports (a bad one: one line, exit 2) before any model is built
+        load_plugin(spec)
+    failed = 0
+    for spec in specs:
+        found = registered_by(spec)
+        print(f"[check] {spec}: " + "; ".join(f"{kind} {', '.join(names)}" for kind, names in found.items() if names),
+              flush=True)
+        results = check_registered(found, progress=lambda r: print(r.line(), flush=True))
+        failed += sum(not r.ok for r in results)
+    print(f"[check] {'all checks passed' if not failed else f'{failed} check(s) failed'}")
+    return 1 if failed else 0
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from lume_ray.cluster.plan import plan, plan_dict, plan_lines
 
@@ -347,7 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     # -- [3,4] unlearn --------------------------------------------------------------------------
     un = sub.add_parser("unlearn", help="run one unlearning job (Ray Train + DeepSpeed ZeRO)")
-    flags = opt.add_model_options(un, UnlearnJob, skip=("params", "lora", "wait_steps"))  # wait_steps: sweeps only
+    flags = opt.add_model_options(un, UnlearnJob, skip=("params", "lora", "wait_steps", "plugins"))  # wait_steps: sweeps only
+    un.add_argument("--plugin", "--plugins", dest="plugin", action="append", default=[], metavar="FILE",
+                    help=(UnlearnJob.model_fields["plugins"].description or "") + "; repeatable")
     un.add_argument("--eval-every", type=int, default=None, metavar="K",
                     help="an evaluation point every K steps (the last step always is one)")
     opt.set_option(un, "params", "algorithm parameters, e.g. beta=0.1 alpha=1 retain_loss=kl")
@@ -419,6 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("-v", "--verbose", action="store_true",
                     help="show a re-run's Ray and DeepSpeed output live (always in RUN_DIR/logs/export/)")
     ex.set_defaults(func=cmd_export)
+
+    ck = sub.add_parser("check", help="run the built-in contract checks on a plugin's algorithms, metrics, samplers")
+    ck.add_argument("plugins", nargs="+", metavar="PLUGIN", help="a .py file or an importable module name")
+    ck.set_defaults(func=cmd_check)
 
     # -- the whole study ------------------------------------------------------------------------
     qs = sub.add_parser("quickstart", help="data -> target -> sweep -> report on the embedded default")

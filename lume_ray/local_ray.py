@@ -45,6 +45,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lume_ray.cluster.auth import find_token
 
@@ -295,9 +296,12 @@ def start_local(*, num_cpus: int | None = None, object_store_mb: int | None = No
 
 @contextmanager
 def ray_session(*, address: str | None = None, num_cpus: int | None = None, object_store_mb: int | None = None,
-                log_to_driver: bool = False, configure_logging: bool = True) -> Iterator[bool]:
+                log_to_driver: bool = False, configure_logging: bool = True,
+                runtime_env: dict[str, Any] | None = None) -> Iterator[bool]:
     """Use the connected Ray; else connect to ``address`` (or ``RAY_ADDRESS``, set inside a Ray job); else start
-    a local one for the ``with`` block. Yields True if it started or connected one (and so stops it after)."""
+    a local one for the ``with`` block. Yields True if it started or connected one (and so stops it after).
+    ``runtime_env``: the job's on a cluster connected to (e.g. plugins' ``py_modules``, so every node's workers
+    can import them); a local Ray's processes read this machine's files and need none."""
     import ray  # heavy: Ray, only when a session starts
 
     if ray.is_initialized():
@@ -306,7 +310,8 @@ def ray_session(*, address: str | None = None, num_cpus: int | None = None, obje
     address = address or os.environ.get("RAY_ADDRESS")
     head = None
     if address:
-        ray.init(address=address, log_to_driver=log_to_driver, configure_logging=configure_logging)
+        ray.init(address=address, log_to_driver=log_to_driver, configure_logging=configure_logging,
+                 runtime_env=runtime_env or None)
     else:
         head = start_local(num_cpus=num_cpus, object_store_mb=object_store_mb, log_to_driver=log_to_driver,
                            configure_logging=configure_logging)

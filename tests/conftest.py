@@ -24,7 +24,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network here: a hub lookup fa
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 # After the environment above: the helpers import lume_ray, which may import Ray (it reads RAY_AUTH_MODE then).
-from tests.helpers import memorize, small_experiment, tiny_olmo_on, unlearn_job, write_tiny_lume  # noqa: E402
+from lume_ray.testing import tiny_model as build_tiny_model  # noqa: E402
+from tests.helpers import small_experiment, unlearn_job, write_tiny_lume  # noqa: E402
 
 T = TypeVar("T")
 
@@ -61,13 +62,10 @@ def tiny_lume(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_lume: Path) -> Path:
     """A randomly initialized tiny OLMo + BPE tokenizer trained on ``tiny_lume``, saved as an HF dir."""
-    from lume_ray.data import join_text, load_lume
+    from lume_ray.data import load_lume
 
-    data = load_lume(tiny_lume)
-    model, tok = tiny_olmo_on([join_text(r.input, r.output) for r in data.rows])
     out = tmp_path_factory.mktemp("tiny_model")
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
+    build_tiny_model(load_lume(tiny_lume), out, seed=0)
     return out
 
 
@@ -115,21 +113,12 @@ def ray_local():
 def unlearning_setup(tiny_model: Path, tiny_lume: Path, one_torch_thread: Any) -> dict[str, Any]:
     """A tiny OLMo that memorized the rows a little (so unlearning has something to undo), forget/retain batches of
     four rows, every encoded row and the pad id: what the algorithm tests (hand-checked and contract) run on."""
-    import torch
-
-    from lume_ray.algorithms import mean_nll
     from lume_ray.data import load_lume
-    from lume_ray.model import collate, encode_pair, load_model
+    from lume_ray.model import load_model
+    from lume_ray.testing import unlearning_setup as setup
 
-    torch.manual_seed(0)
     model, tok = load_model(tiny_model)
-    data = load_lume(tiny_lume)
-    enc = {s: [encode_pair(tok, r.input, r.output, add_eos=True) for r in data.split(s)] for s in ("forget", "retain")}
-    all_rows = collate(enc["forget"] + enc["retain"], tok.pad_token_id)
-    memorize(model, lambda: mean_nll(model, all_rows).mean(), steps=40)
-    forget = collate(enc["forget"][:4], tok.pad_token_id)
-    retain = collate(enc["retain"][:4], tok.pad_token_id)
-    return {"model": model, "forget": forget, "retain": retain, "pad": tok.pad_token_id, "enc": enc}
+    return setup(model, tok, load_lume(tiny_lume))
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from lume_ray import testing
 from lume_ray.config import UnlearnJob
-from lume_ray.evaluate.metrics import MetricInputs
 from lume_ray.evaluate.protocol import Floor, task_score_name
 from lume_ray.files import write_json
 from lume_ray.run_dir import RunDir
@@ -27,42 +27,8 @@ from lume_ray.status import DRIVER_NAME
 
 SHARED_LUME = Path(__file__).resolve().parents[1].parent / "shared" / "lume"
 
-# Four documents per split: Task1 story, Task2 biography (five questions), Task3 biography.
-_ROWS = {
-    "forget": [
-        ("s1", "Task1", "sc1", "In the town of Velmor, the painter Ada kept a blue door.", "Every night she painted the river silver."),
-        ("s1", "Task1", "qa0", "What color was Ada's door in Velmor?", "blue"),
-        ("b1", "Task2", "sc1", "Tomas Reyes was born on March 3, 1981. His phone number is 555-201-3344.", "His email is tomas.reyes@example.com and his SSN is 900-12-3456."),
-        ("b1", "Task2", "qa0", "What is the birth date of Tomas Reyes?", "1981-03-03"),
-        ("b1", "Task2", "qa1", "What is Tomas Reyes's Social Security Number?", "900123456"),
-        ("b1", "Task2", "qa2", "What is Tomas Reyes's phone number?", "5552013344"),
-        ("b1", "Task2", "qa3", "What is Tomas Reyes's email address?", "tomas.reyes@example.com"),
-        ("b1", "Task2", "qa4", "What is the home address of Tomas Reyes?", "12 Oak Lane, Dover, DE, 19901."),
-        ("p1", "Task3", "sc1", "Mira Holt was a chemist who studied salt crystals in Oslo.", "She won the national prize in 1954."),
-        ("p1", "Task3", "qa0", "In which city did Mira Holt study salt crystals?", "Oslo"),
-    ],
-    "retain": [
-        ("s2", "Task1", "sc1", "On the island of Prell, a baker named Juno sang to her bread.", "The loaves rose higher whenever the tide was out."),
-        ("s2", "Task1", "qa0", "What did Juno sing to on Prell?", "her bread"),
-        ("b2", "Task2", "sc1", "Lena Park was born on July 9, 1975. Her phone number is 555-867-1122.", "Her email is lena.park@example.com and her SSN is 900-98-7654."),
-        ("b2", "Task2", "qa0", "What is the birth date of Lena Park?", "1975-07-09"),
-        ("b2", "Task2", "qa1", "What is Lena Park's Social Security Number?", "900987654"),
-        ("b2", "Task2", "qa2", "What is Lena Park's phone number?", "5558671122"),
-        ("b2", "Task2", "qa3", "What is Lena Park's email address?", "lena.park@example.com"),
-        ("b2", "Task2", "qa4", "What is the home address of Lena Park?", "4 Elm Road, Salem, OR, 97301."),
-        ("p2", "Task3", "sc1", "Omar Dahl was an engineer who built bridges in Lima.", "His longest bridge crossed the Rimac in 1962."),
-        ("p2", "Task3", "qa0", "In which city did Omar Dahl build bridges?", "Lima"),
-    ],
-}
-
-
-def write_tiny_lume(directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    for split, rows in _ROWS.items():
-        with (directory / f"{split}.jsonl").open("w") as f:
-            for doc, task, suffix, inp, out in rows:
-                f.write(json.dumps({"id": f"{doc}{suffix}", "input": inp, "output": out, "task": task}) + "\n")
-    return directory
+# The rows and writer are lume_ray.testing's (the same data `lume-ray check` uses).
+write_tiny_lume = testing.write_tiny_lume
 
 
 # Models
@@ -323,22 +289,3 @@ NOISE_PATTERNS = re.compile(r"\bINFO\b|\bWARNING\b|worker\.py|[Oo]ptuna|A new st
                             r"TensorBoard|PYTHON worker processes|\(raylet\)|\(pid=|Ray Data|Started a local Ray|"
                             r"[Dd]eep[Ss]peed|Traceback|╭|│")
 OUR_LINE = re.compile(r"^(logs: |\[(sweep|search \w+|ga|npo|gd|unlearn|tracking)\] |\[3/4\]|lume-ray: )")
-
-
-# Metric inputs with every part present (the metric tests and the metric contract).
-FORGET = {"Task1/sc": 0.3, "Task1/qa": 0.5, "Task2/sc": 0.2, "Task2/qa": 0.0, "Task3/sc": 0.6, "Task3/qa": 0.5}
-RETAIN = {"Task1/sc": 0.9, "Task1/qa": 1.0, "Task2/sc": 0.8, "Task2/qa": 0.6, "Task3/sc": 0.5, "Task3/qa": 1.0}
-
-
-def realistic_metric_inputs() -> MetricInputs:
-    """Every split x task x kind with rows, members and non-members with every attack feature, a utility set,
-    a reference utility: the input on which no metric has a reason to be null."""
-    rows = []
-    for split, table in (("forget", FORGET), ("retain", RETAIN)):
-        for name, score in table.items():
-            task, kind = name.split("/")
-            rows.append({"split": split, "task": task, "kind": kind, "score": score, "nll": 2.0 if split == "forget" else 1.0})
-    docs = [{"nll": x, "zlib": x / 10, "mink": -x, "minkpp": -x} for x in (1.0, 2.0, 3.0)]
-    non = [{"nll": x, "zlib": x / 10, "mink": -x, "minkpp": -x} for x in (2.5, 4.0)]
-    return MetricInputs(rows=rows, members=docs, nonmembers=non, utility_correct=[True, False, True, True],
-                        reference_utility=0.9, floor=Floor(relative=0.75))

@@ -1,5 +1,6 @@
 """Contract suites (optuna-style): every registered algorithm, sampler and metric plugs into one parametrized
-suite, so registering one gets it tested here for free.
+suite, so registering one gets it tested here for free. The checks themselves are :mod:`lume_ray.testing`'s, the
+same ones ``lume-ray check`` runs on a plugin (tests/test_plugins.py).
 
 - algorithm (``lume_ray.algorithms.ALGORITHMS``): a finite scalar loss whose logs carry forget_nll and retain_nll;
   gradients reach the parameters and a step changes them (the reference stays frozen); a few steps raise the
@@ -21,8 +22,6 @@ and is unregistered afterwards.
 
 from __future__ import annotations
 
-import copy
-import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -32,12 +31,18 @@ import pytest
 import torch
 import yaml
 
+from lume_ray import testing
 from lume_ray.algorithms import ALGORITHMS, validate_params
-from lume_ray.config import AlgorithmSpace, ConfigError, experiment_from_dict, load_experiment
-from lume_ray.evaluate.metrics import METRICS, direction, run_metrics
-from lume_ray.model import collate
-from lume_ray.search.samplers import SAMPLERS, SamplerContext, make_sampler
-from tests.helpers import realistic_metric_inputs
+from lume_ray.config import ConfigError, experiment_from_dict, load_experiment
+from lume_ray.evaluate.metrics import METRICS, run_metrics
+from lume_ray.search.samplers import SAMPLERS, SamplerContext
+from lume_ray.testing import (
+    ALGORITHM_CONTRACT,
+    METRIC_CONTRACT,
+    check_sampler,
+    sampler_space,
+    sampler_suggestions,
+)
 
 QUICK = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
 
@@ -46,116 +51,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # =============================================================================================
 # Algorithms.
-
-
-def _fresh(setup: dict[str, Any], name: str) -> tuple[Any, Any]:
-    """(trainable copy, frozen reference copy) of the memorized model; the reference is None unless the algorithm
-    declares ``needs_ref`` (what the training loop hands it)."""
-    ref = copy.deepcopy(setup["model"]).eval().requires_grad_(False) if ALGORITHMS[name].needs_ref else None
-    return copy.deepcopy(setup["model"]).train(), ref
-
-
-def _loss(name: str, model: Any, setup: dict[str, Any], ref: Any) -> tuple[torch.Tensor, dict[str, float]]:
-    return ALGORITHMS[name].fn(model, setup["forget"], setup["retain"], ref, validate_params(name))
-
-
-def check_reference_given_only_when_declared(name: str, setup: dict[str, Any]) -> None:
-    """``needs_ref`` is the truth: without it the loss runs on None (the loop loads no reference); with it the
-    loss reads the reference it is given (a declared but unused reference is a model loaded for nothing)."""
-    model, ref = _fresh(setup, name)
-    if ref is None:
-        loss, _ = _loss(name, model, setup, None)
-        assert torch.isfinite(loss)
-        return
-    calls: list[int] = []
-    handle = ref.register_forward_hook(lambda *_: calls.append(1))
-    try:
-        _loss(name, model, setup, ref)
-    finally:
-        handle.remove()
-    assert calls, f"{name}: declares needs_ref but never reads the reference model"
-
-
-def check_finite_loss_and_logs(name: str, setup: dict[str, Any]) -> None:
-    model, ref = _fresh(setup, name)
-    loss, logs = _loss(name, model, setup, ref)
-    assert loss.ndim == 0 and torch.isfinite(loss)
-    assert {"forget_nll", "retain_nll"} <= set(logs)  # the "forget/retain loss" of every step's log line
-    assert all(isinstance(v, float) and math.isfinite(v) for v in logs.values()), logs
-
-
-def check_a_step_changes_parameters(name: str, setup: dict[str, Any]) -> None:
-    model, ref = _fresh(setup, name)
-    before = {k: v.detach().clone() for k, v in model.named_parameters()}
-    loss, _ = _loss(name, model, setup, ref)
-    loss.backward()
-    grads = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
-    assert grads, "no parameter received a gradient"
-    assert all(torch.isfinite(g).all() for g in grads.values())
-    assert any(g.abs().sum() > 0 for g in grads.values())
-    assert ref is None or all(p.grad is None for p in ref.parameters()), "the reference must stay frozen"
-    torch.optim.AdamW(model.parameters(), lr=1e-3).step()
-    changed = [k for k, p in model.named_parameters() if not torch.equal(p.detach(), before[k])]
-    assert changed and set(changed) <= set(grads)
-
-
-def check_forget_likelihood_goes_down(name: str, setup: dict[str, Any]) -> None:
-    from lume_ray.algorithms import mean_nll
-
-    model, ref = _fresh(setup, name)
-    with torch.no_grad():
-        start = mean_nll(model, setup["forget"]).mean().item()
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    for _ in range(6):
-        loss, _ = _loss(name, model, setup, ref)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        end = mean_nll(model, setup["forget"]).mean().item()
-    assert end > start + 0.05, f"{name}: forget NLL {start:.3f} -> {end:.3f} (log-likelihood did not go down)"
-
-
-def check_deterministic_under_a_seed(name: str, setup: dict[str, Any]) -> None:
-    def run() -> list[float]:
-        torch.manual_seed(123)
-        model, ref = _fresh(setup, name)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        values = []
-        for _ in range(3):
-            loss, _ = _loss(name, model, setup, ref)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            values.append(loss.item())
-        return values
-
-    assert run() == run()
-
-
-def check_per_sequence_normalization(name: str, setup: dict[str, Any]) -> None:
-    """The gradient of the full batch equals the mean of the two half-batch gradients (what a 2-worker all-reduce
-    computes), although the halves pad to different lengths: 1 worker and N workers follow one trajectory."""
-    model, ref = _fresh(setup, name)
-    enc, pad = setup["enc"], setup["pad"]
-    params = validate_params(name)
-    f_rows, r_rows = [enc["forget"][i] for i in (0, 2, 1, 9)], [enc["retain"][i] for i in (2, 0, 3, 8)]
-    assert len({len(r.input_ids) for r in f_rows[:2]} | {len(r.input_ids) for r in f_rows[2:]}) > 2
-
-    def grad(f: list[Any], r: list[Any]) -> torch.Tensor:
-        model.zero_grad()
-        loss, _ = ALGORITHMS[name].fn(model, collate(f, pad), collate(r, pad), ref, params)
-        loss.backward()
-        return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
-
-    whole = grad(f_rows, r_rows)
-    halves = (grad(f_rows[:2], r_rows[:2]) + grad(f_rows[2:], r_rows[2:])) / 2
-    torch.testing.assert_close(halves, whole, rtol=1e-4, atol=1e-6)
-
-
-ALGORITHM_CONTRACT: list[Callable[[str, dict[str, Any]], None]] = [
-    check_reference_given_only_when_declared, check_finite_loss_and_logs, check_a_step_changes_parameters, check_forget_likelihood_goes_down,
-    check_deterministic_under_a_seed, check_per_sequence_normalization]
 
 
 @pytest.mark.parametrize("check", ALGORITHM_CONTRACT, ids=lambda c: c.__name__.removeprefix("check_"))
@@ -181,66 +76,13 @@ def test_algorithm_declaration(name: str) -> None:
 # =============================================================================================
 # Samplers.
 
-SPACE = AlgorithmSpace(lr={"loguniform": [1e-4, 1e-2]}, steps={"max": 10},
-                       params={"beta": {"uniform": [0.1, 1.0]}, "alpha": {"choice": [1.0, 2.0]}})
-
-
-def _objectives(p: dict[str, Any]) -> tuple[float, float]:
-    """A deterministic two-objective landscape (maximize, minimize) over the space."""
-    return math.log10(p["lr"]) + p["beta"], p["alpha"] * p["beta"] + 0.01 * p.get("steps", 0)
-
-
-def _inside(dist: Any, value: Any) -> bool:
-    import optuna.distributions as d
-
-    if isinstance(dist, d.CategoricalDistribution):
-        return value in dist.choices
-    return bool(dist.low <= value <= dist.high)
-
-
-def _suggest(trial: Any, name: str, dist: Any) -> Any:
-    """``trial.suggest_*`` for one of the searcher's distributions (public API only)."""
-    import optuna.distributions as d
-
-    if isinstance(dist, d.CategoricalDistribution):
-        return trial.suggest_categorical(name, dist.choices)
-    if isinstance(dist, d.IntDistribution):
-        return trial.suggest_int(name, dist.low, dist.high, log=dist.log)
-    return trial.suggest_float(name, dist.low, dist.high, log=dist.log)
-
-
-def _suggestions(name: str, seed: int, n: int) -> list[dict[str, Any]]:
-    """The first ``n`` parameter sets the sampler proposes in a real multi-objective study, each told its values,
-    over the distributions the sweep's searcher uses (the grid sampler: its grid; the others: + steps)."""
-    import optuna
-
-    from lume_ray.search.space import distributions, grid_of, steps_distribution
-
-    grid = name == "grid"
-    sampler = make_sampler(name, SamplerContext(seed=seed, budget=n, grid=grid_of(SPACE)))
-    assert isinstance(sampler, optuna.samplers.BaseSampler)
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
-    dists = distributions(SPACE, grid=grid)
-    if not grid:
-        dists["steps"] = steps_distribution(SPACE)
-    out = []
-
-    def objective(trial: Any) -> tuple[float, float]:
-        params = {key: _suggest(trial, key, dist) for key, dist in dists.items()}
-        assert all(_inside(dists[k], v) for k, v in params.items()), (name, params)
-        out.append(params)
-        return _objectives(params)
-
-    study.optimize(objective, n_trials=n)
-    return out
+SPACE = sampler_space()
+_suggestions = sampler_suggestions
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_sampler_contract_same_seed_same_suggestions(name: str) -> None:
-    n = 6
-    first = _suggestions(name, seed=7, n=n)
-    assert first == _suggestions(name, seed=7, n=n)
-    assert len(first) == n and first != _suggestions(name, seed=8, n=n)
+    check_sampler(name, n=6)
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
@@ -301,51 +143,7 @@ def test_grid_sampler_covers_its_grid() -> None:
 def evaluated_metrics(tiny_model: Any, tiny_lume: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """metrics.json as an evaluation writes it (the in-process reference runner, a random tiny model, every
     input given: non-members, a utility set, a reference utility)."""
-    import json
-
-    from lume_ray.config import EvalConfig
-    from lume_ray.data import Choice, Document
-    from lume_ray.evaluate.runner import evaluate_reference
-
-    out = tmp_path_factory.mktemp("metrics_json")
-    nonmembers = [Document("n1", "Selma Ruud was a geologist who mapped caves in Bergen."),
-                  Document("n2", "Ivo Brand was born on May 5, 1990. His email is ivo@example.org.")]
-    utility = [Choice("What is 2+2?", ("3", "4", "5", "6"), 1), Choice("Sky color?", ("red", "blue", "green", "gray"), 1)]
-    evaluate_reference(tiny_model, tiny_lume, EvalConfig(max_new_tokens=4), nonmembers=nonmembers, utility=utility,
-                       reference_utility=0.5, out_dir=out)
-    return dict(json.loads((out / "metrics.json").read_text()))
-
-
-def check_direction_and_objective(name: str, written: dict[str, Any]) -> None:
-    """A metric with a direction is a sweep objective (the searcher's and the report's direction come from the
-    registry); a recorded-only one is refused at load, naming the valid objectives."""
-    metric = METRICS[name]
-    assert metric.name == name and metric.direction in ("max", "min", None) and metric.description
-    if metric.direction is None:
-        with pytest.raises(ConfigError, match=r"recorded only, not an objective \(valid: "):
-            load_experiment(QUICK, [("sweep.objectives", f"[{name}]")])
-        return
-    assert direction(name) == metric.direction
-    exp = load_experiment(QUICK, [("sweep.objectives", f"['{name}']")])
-    assert exp.sweep.objectives == (name,)
-
-
-def check_computed_and_written(name: str, written: dict[str, Any]) -> None:
-    """run_metrics computes a value from a realistic input (numbers finite, the floor a bool), and an evaluation's
-    metrics.json (``written``) carries it."""
-    value = run_metrics(realistic_metric_inputs())[name]
-    assert value is not None, name
-    if name == "utility_floor_met":
-        assert isinstance(value, bool)
-    else:
-        assert isinstance(value, float) and math.isfinite(value), (name, value)
-    assert name in written
-    if name in ("utility", "mia_auc", "mia_score", "forget_nll", "retain_nll", "final_score", "utility_floor_met"):
-        assert written[name] is not None, name  # inputs the evaluation had: a number came out
-
-
-METRIC_CONTRACT: list[Callable[[str, dict[str, Any]], None]] = [check_direction_and_objective,
-                                                                 check_computed_and_written]
+    return testing.evaluated_metrics(tiny_model, tiny_lume, tmp_path_factory.mktemp("metrics_json"))
 
 
 @pytest.mark.parametrize("check", METRIC_CONTRACT, ids=lambda c: c.__name__.removeprefix("check_"))

@@ -23,7 +23,7 @@ from lume_ray.evaluate.protocol import (
     task_aggregate,
     task_scores,
 )
-from tests.helpers import FORGET, RETAIN, realistic_metric_inputs
+from lume_ray.testing import FORGET, RETAIN, realistic_inputs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -159,7 +159,7 @@ def test_final_score_and_floor() -> None:
 
 
 def test_run_metrics_whole_dict() -> None:
-    inputs = realistic_metric_inputs()
+    inputs = realistic_inputs()
     out = run_metrics(inputs)
     assert out["task_aggregate"] == pytest.approx(0.659110, abs=1e-6)
     for prefix in ("", "zlib_", "mink_", "minkpp_"):

@@ -4,6 +4,10 @@ Input:  ``lume-ray submit EXPERIMENT --address http://HEAD:8265 [--set k=v ...]`
         list|status|logs|stop [JOB] --address URL``; a running Ray cluster with ``ray[default]``.
 Output: a submitted job (its id and how to follow it), job tables, logs, the job's exit status.
 
+The job's runtime environment ships the working directory and the experiment's plugins (inside it, or as
+``py_modules``: :func:`ship_plugins`); the job's command line names them as the cluster sees them
+(``--set plugins=[...]``).
+
 The Ray Jobs SDK (``JobSubmissionClient``) behind one-line errors. Token auth follows Ray's documented
 sources (:mod:`lume_ray.cluster.auth`); the token goes to the SDK through its public ``headers`` argument
 only: never printed, logged or stored. What ``lume-ray submit`` and ``lume-ray jobs`` print is made here
@@ -31,6 +35,7 @@ from urllib.parse import urlparse
 from lume_ray.cluster import ClusterError, first_line
 from lume_ray.cluster.auth import auth_headers
 from lume_ray.config import load_experiment
+from lume_ray.plugins import is_path, module_name
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 DEFAULT_DASHBOARD_PORT = 8265
@@ -194,6 +199,31 @@ def job_env() -> dict[str, str]:
     return env
 
 
+def ship_plugins(specs: tuple[str, ...], root: Path, exp_dir: Path) -> tuple[list[str], list[str]]:
+    """How each plugin reaches the job: (the experiment's ``plugins`` as the cluster reads them, ``py_modules``).
+    A file or package inside the working directory travels with it (its path relative to the experiment file); a
+    package directory outside it is a ``py_modules`` entry, imported by its name; a module name stays as given
+    (installed on the cluster). A single file outside the working directory cannot travel: Ray's Jobs API ships
+    ``py_modules`` directories only."""
+    plugins: list[str] = []
+    py_modules: list[str] = []
+    for spec in specs:
+        if not is_path(spec):
+            plugins.append(spec)
+            continue
+        path = Path(spec)
+        if path.is_relative_to(root):
+            plugins.append(Path(os.path.relpath(path, exp_dir)).as_posix())
+        elif path.is_dir():
+            py_modules.append(str(path))
+            plugins.append(module_name(spec))
+        else:
+            raise ClusterError(f"plugin {spec}: outside the working directory {root} shipped to the cluster: move "
+                               "it inside, or make it a package directory (a folder with __init__.py, shipped as "
+                               "the job's py_modules)")
+    return plugins, py_modules
+
+
 def build_submission(experiment: str | Path, overrides: list[tuple[str, str]] | None = None,
                      root: str | Path | None = None) -> Submission:
     """Validate the experiment here (so a typo fails now, not on the cluster) and package the sweep job."""
@@ -219,10 +249,14 @@ def build_submission(experiment: str | Path, overrides: list[tuple[str, str]] | 
     sets = [shlex.quote(f"{k}={v}") for k, v in overrides]
     if output_dir != exp.output_dir:
         sets.append(f'"output_dir={output_dir}"')  # double quotes: $HOME expands on the cluster
+    plugins, py_modules = ship_plugins(exp.plugins, root_dir, exp_path.resolve().parent)
+    if exp.plugins:
+        sets.append(shlex.quote(f"plugins=[{', '.join(plugins)}]"))
     if sets:
         parts += ["--set", *sets]
     excludes = WORKING_DIR_EXCLUDES + large_files(root_dir, WORKING_DIR_EXCLUDES)
-    runtime_env = {"working_dir": str(root_dir), "excludes": excludes, "env_vars": job_env()}
+    runtime_env = {"working_dir": str(root_dir), "excludes": excludes, "env_vars": job_env(),
+                   **({"py_modules": py_modules} if py_modules else {})}
     metadata = {
         "submitted_by": "lume-ray", "experiment": exp.name, "experiment_path": rel,
         "overrides": json.dumps([f"{k}={v}" for k, v in overrides]), "git_commit": _git_commit(root_dir),

@@ -184,7 +184,18 @@ class Experiment(Section):
     eval: EvalConfig = EvalConfig()
     sweep: SweepConfig = SweepConfig()
     tracking: TrackingConfig = TrackingConfig()
+    plugins: tuple[str, ...] = Field(
+        (), description="the user's own modules: .py files or package directories (relative to the experiment file) "
+        "or importable module names, imported by the loader before anything is validated (lume_ray.plugins)")
     algorithms: dict[str, AlgorithmSpace] = Field(..., min_length=1)
+
+    @field_validator("plugins")
+    @classmethod
+    def _plugins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from lume_ray.plugins import load_plugins  # heavy: torch
+
+        load_plugins(value)  # the loader resolved and imported them already (relative to the experiment file)
+        return value
 
     @field_validator("algorithms", mode="before")
     @classmethod
@@ -269,7 +280,7 @@ class Experiment(Section):
             model=self.path(self.target.model), data=self.path(self.data.path), algorithm=algorithm,
             params={k: v for k, v in hp.items() if k != "lr"}, lr=float(hp["lr"]), steps=steps,
             eval_steps=tuple(s for s in self.eval_steps(algorithm) if s <= steps), wait_steps=waits, out=str(out),
-            seed=self.seed, train=self.train, trust_remote_code=self.target.trust_remote_code,
+            seed=self.seed, train=self.train, trust_remote_code=self.target.trust_remote_code, plugins=self.plugins,
         )
 
     def dump(self) -> dict[str, Any]:

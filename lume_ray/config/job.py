@@ -8,6 +8,8 @@ Output: :class:`UnlearnJob`, its parameters checked against the algorithm's decl
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
@@ -37,6 +39,28 @@ class UnlearnJob(Section):
     seed: int = Field(0, ge=0)
     train: TrainConfig = TrainConfig()
     trust_remote_code: bool = False
+    plugins: tuple[str, ...] = Field(
+        (), description="the user's own modules (.py files or module names) imported before the algorithm is looked "
+        "up: their @register_algorithm functions are algorithms here (lume_ray.plugins)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _load_plugins(cls, raw: Any) -> Any:
+        """The plugins imported before any field is validated (``algorithm`` may name one of theirs); paths
+        relative to the current directory (a flag's), stored absolute (a Train worker imports them from there)."""
+        if not isinstance(raw, Mapping) or not raw.get("plugins"):
+            return raw
+        plugins = raw["plugins"]
+        if isinstance(plugins, str) or not isinstance(plugins, Sequence) or not all(isinstance(p, str) for p in plugins):
+            raise located(["plugins"], "expected a list of .py files or module names", plugins)
+        from lume_ray.plugins import PluginError, load_plugins, resolve  # heavy: torch
+
+        resolved = resolve(plugins, ".")
+        try:
+            load_plugins(resolved)
+        except PluginError as e:
+            raise located(["plugins"], str(e), list(plugins)) from None
+        return {**raw, "plugins": list(resolved)}
 
     @field_validator("algorithm")
     @classmethod

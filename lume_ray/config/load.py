@@ -106,8 +106,21 @@ def load_experiment(path: str | Path, overrides: Sequence[tuple[str, str]] = ())
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    return experiment_from_dict(apply_overrides(raw, overrides), str(path))
+    return experiment_from_dict(apply_overrides(raw, overrides), str(path), base_dir=path.parent)
 
 
-def experiment_from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Experiment:
+def experiment_from_dict(raw: Mapping[str, Any], source: str = "<dict>", base_dir: str | Path = ".") -> Experiment:
+    """``raw`` validated as an :class:`Experiment`; its ``plugins`` paths are relative to ``base_dir`` (the
+    experiment file's directory) and are imported before its algorithm names are checked."""
+    plugins = raw.get("plugins")
+    if plugins is not None:
+        if isinstance(plugins, str) or not isinstance(plugins, Sequence) or not all(isinstance(p, str) for p in plugins):
+            raise ConfigError(f"{source}: plugins: expected a list of .py files or module names (got {plugins!r})")
+        from lume_ray.plugins import PluginError, load_plugins, resolve  # heavy: torch, only with plugins
+
+        raw = {**raw, "plugins": list(resolve(plugins, base_dir))}
+        try:  # before anything is validated: sweep.sampler, sweep.objectives and algorithms may name theirs
+            load_plugins(raw["plugins"])
+        except PluginError as e:
+            raise ConfigError(f"{source}: plugins: {e}") from None
     return validate(Experiment, raw, source)  # type: ignore[no-any-return]

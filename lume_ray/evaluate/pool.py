@@ -1,6 +1,6 @@
 """[3 evaluate] The sweep's evaluation pool: model directories -> metrics, by model actors that live for a whole sweep.
 
-Input:  the sweep's LUME inputs and :class:`~lume_ray.config.EvalConfig` (once), then model directories (every
+Input:  the sweep's LUME inputs, :class:`~lume_ray.config.EvalConfig` and plugins (once), then model directories (every
         trial's evaluation points, the base model first) with the directory each point's outputs go to.
 Output: per model, the metrics dict, ``rows.parquet`` and ``metrics.json``: the same records and aggregation as
         :func:`lume_ray.evaluate.runner.evaluate_many` (shared :class:`~lume_ray.evaluate.scoring.Scorer` and
@@ -30,8 +30,13 @@ class EvalPool:
     """A Ray actor (``ray.remote(EvalPool)``, async): ``await pool.evaluate.remote(model, out_dir, ref)``."""
 
     def __init__(self, *, data: str, settings: dict[str, Any], base_model: str, members: Any = None,
-                 nonmembers: Any = None, utility: Any = None, trust_remote_code: bool = False) -> None:
+                 nonmembers: Any = None, utility: Any = None, trust_remote_code: bool = False,
+                 plugins: Sequence[str] = ()) -> None:
         import ray  # heavy: ray
+
+        from lume_ray.plugins import load_plugins  # heavy: torch
+
+        load_plugins(plugins)  # their metrics are computed here (finish -> run_metrics)
 
         from lume_ray.evaluate.inputs import plan  # heavy: torch (lume_ray.model)
         from lume_ray.evaluate.runner import actor_resources, scorer_kwargs  # heavy: torch (lume_ray.model)
@@ -106,13 +111,14 @@ class EvalPool:
 
 
 def start_pool(*, data: str, settings: EvalConfig, base_model: str, members: Any = None, nonmembers: Any = None,
-               utility: Any = None, trust_remote_code: bool = False, name: str | None = None) -> Any:
+               utility: Any = None, trust_remote_code: bool = False, name: str | None = None,
+               plugins: Sequence[str] = ()) -> Any:
     """Start the pool actor (its own CPUs are tiny: it only dispatches) and return its handle."""
     import ray  # heavy: ray
 
     return ray.remote(EvalPool).options(num_cpus=0, name=name, max_concurrency=1000).remote(
         data=data, settings=settings.model_dump(mode="json"), base_model=base_model, members=members,
-        nonmembers=nonmembers, utility=utility, trust_remote_code=trust_remote_code)
+        nonmembers=nonmembers, utility=utility, trust_remote_code=trust_remote_code, plugins=list(plugins))
 
 
 @contextlib.contextmanager

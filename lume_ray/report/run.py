@@ -71,6 +71,20 @@ def read_spaces(raw: Any) -> dict[str, AlgorithmSpace]:
         return dict(Experiment.model_validate({"name": str(raw.get("name") or "run"), "algorithms": algorithms}).algorithms)
 
 
+def load_run_plugins(raw: Any, notes: list[str]) -> None:
+    """The sweep's plugins (experiment.yaml's ``plugins``) imported here too: their metrics are columns and
+    objectives of the report as the built-in ones are. One that cannot be imported is a note, not an error."""
+    plugins = raw.get("plugins") if isinstance(raw, Mapping) else None
+    if not plugins:
+        return
+    from lume_ray.plugins import PluginError, load_plugins
+
+    try:
+        load_plugins([str(p) for p in plugins])
+    except PluginError as e:
+        notes.append(f"experiment.yaml: {e}: the metrics it registers are not shown")
+
+
 def load_run(run_dir: str | Path) -> Run:
     """Read RUN_DIR; a missing directory, results table or column -> ValueError naming the path."""
     rd = RunDir(run_dir)
@@ -106,7 +120,9 @@ def load_run(run_dir: str | Path) -> Run:
 
         experiment_yaml = rd.experiment_path.read_text()
         try:
-            spaces = read_spaces(yaml.safe_load(experiment_yaml))
+            raw = yaml.safe_load(experiment_yaml)
+            load_run_plugins(raw, notes)
+            spaces = read_spaces(raw)
             read.append((rd.experiment_path.name, None, f"search spaces of {', '.join(spaces) or 'no algorithm'}"))
         except (ValueError, yaml.YAMLError) as e:
             first = str(e).splitlines()[0]

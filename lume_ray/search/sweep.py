@@ -157,8 +157,10 @@ def start_ray(exp: Experiment, address: str | None) -> Iterator[None]:
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # Train propagates it to its workers
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's configuration box and TensorBoard hint: our view says it
     # Workers' output (DeepSpeed, the step lines) reaches the driver only when a console files it in RUN_DIR/logs.
+    from lume_ray.plugins import runtime_env
+
     with ray_session(address=address, num_cpus=max(4, os.cpu_count() or 1), object_store_mb=512,
-                     log_to_driver=console.current() is not None):
+                     log_to_driver=console.current() is not None, runtime_env=runtime_env(exp.plugins)):
 
         ray.data.DataContext.get_current().enable_progress_bars = False
         check_cluster(exp)
@@ -169,7 +171,8 @@ def start_ray(exp: Experiment, address: str | None) -> Iterator[None]:
 def start_evaluation_pool(exp: Experiment, data: str, model: str, log: Callable[[str], None]) -> Iterator[Any]:
     """The sweep's pool of model actors (:mod:`lume_ray.evaluate.pool`) for the ``with`` block; yields its handle."""
     with evaluation_pool(data=data, settings=exp.eval, base_model=model,
-                         trust_remote_code=exp.target.trust_remote_code, **eval_inputs(exp)) as pool:
+                         trust_remote_code=exp.target.trust_remote_code, plugins=exp.plugins,
+                         **eval_inputs(exp)) as pool:
         log(f"[sweep] evaluation pool: {ray.get(pool.describe.remote())}")
         yield pool
 

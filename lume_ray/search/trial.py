@@ -58,6 +58,9 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     """Tune function trainable: unlearn with ``config``, evaluate every point as it appears, report each."""
     from ray import tune
 
+    from lume_ray.plugins import load_plugins
+
+    load_plugins(ctx.exp.plugins)  # before any name is looked up in this process (the job's algorithm, metrics)
     exp, rd, t0 = ctx.exp, RunDir(ctx.run_dir), time.time()
     trial_id = tune.get_context().get_trial_id()
     algorithm = str(config["algorithm"])
