@@ -64,7 +64,9 @@ def say(message: str) -> None:
     if con is not None:
         con.say(message)
     else:
-        print(message, flush=True)
+        from lume_ray.redact import redact_secrets  # a password or token in a URL is never shown
+
+        print(redact_secrets(message), flush=True)
 
 
 def error_hint(error: BaseException | None = None) -> str:
@@ -128,6 +130,9 @@ class Console:
 
     def say(self, message: str) -> None:
         """One of lume-ray's lines: terminal and log."""
+        from lume_ray.redact import redact_secrets  # a password or token in a URL is never shown or filed
+
+        message = redact_secrets(message)
         self._to_log(message)
         self._to_terminal(message)
 
