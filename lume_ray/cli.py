@@ -220,16 +220,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from lume_ray.cluster import jobs
 
     sub = jobs.build_submission(args.experiment, list(args.overrides), root=args.working_dir)
+    if sub.upload is not None:
+        print(f"[submit] working directory: {sub.upload.summary()}")
+    if big := jobs.skipped_files(sub):
+        print(f"[submit] not shipping {len(big)} large file(s): {', '.join(big[:3])}{' ...' if len(big) > 3 else ''}")
     try:
         client = jobs.connect(args.address)
     except BaseException:
         sub.cleanup()
         raise
     address = client.get_address()
-    if big := jobs.skipped_files(sub):
-        print(f"[submit] not shipping {len(big)} large file(s): {', '.join(big[:3])}{' ...' if len(big) > 3 else ''}")
-    if sub.upload is not None:
-        print(f"[submit] uploading {sub.upload.summary()}")
     print(f"[submit] uploading {sub.runtime_env['working_dir']} and submitting {sub.metadata['experiment_path']}")
     job_id = jobs.submit(client, sub)
     print(f"[submit] job {job_id} submitted to {address}; RUN_DIR on the cluster: {sub.output_dir}")
@@ -434,6 +434,11 @@ def _log_hint(error: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if (args.func in (cmd_sweep, cmd_quickstart, cmd_eval, cmd_unlearn) and not getattr(args, "address", None)
+            and not os.environ.get("RAY_ADDRESS")):  # may start a local Ray head: token auth, set before Ray's import
+        from lume_ray.local_ray import prepare_auth
+
+        prepare_auth()
     try:
         result = args.func(args)
     except KeyboardInterrupt as e:
