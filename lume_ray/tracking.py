@@ -135,7 +135,7 @@ class MlflowTracker(Callback):
     def _params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param  # heavy: mlflow, as in open()
 
-        self.client.log_batch(run_id, params=[Param(str(k), str(v)) for k, v in params.items()])
+        self.client.log_batch(run_id, params=[Param(str(k), redact_secrets(str(v))) for k, v in params.items()])
 
     def _trial_run(self, trial_id: str, algorithm: str, hp: Mapping[str, Any], origin: str = "") -> dict[str, Any]:
         """The trial's child run, created (with its parameters) the first time the trial is seen."""
