@@ -76,7 +76,9 @@ def error_hint(error: BaseException | None = None) -> str:
         return ""
     if error is not None and id(error) not in _LOGGED:
         with _LAST_LOG[-1].open("a") as f:
-            f.write("".join(traceback.format_exception(type(error), error, error.__traceback__)))
+            from lume_ray.redact import redact_secrets  # a password or token in a URL is never filed
+
+            f.write(redact_secrets("".join(traceback.format_exception(type(error), error, error.__traceback__))))
     return f" (details: {_LAST_LOG[-1]})"
 
 
