@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lume_ray import cli_options as opt
+from lume_ray.redact import redact_secrets
 from lume_ray.search.samplers import SAMPLERS
 
 DEFAULT_EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
@@ -250,11 +251,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     from lume_ray.cluster import jobs
 
-    sub = jobs.build_submission(args.experiment, list(args.overrides))
-    client = jobs.connect(args.address)
-    address = client.get_address()
+    sub = jobs.build_submission(args.experiment, list(args.overrides), root=args.working_dir)
+    if sub.upload is not None:
+        print(f"[submit] working directory: {sub.upload.summary()}")
     if big := jobs.skipped_files(sub):
         print(f"[submit] not shipping {len(big)} large file(s): {', '.join(big[:3])}{' ...' if len(big) > 3 else ''}")
+    try:
+        client = jobs.connect(args.address)
+    except BaseException:
+        sub.cleanup()
+        raise
+    address = client.get_address()
     print(f"[submit] uploading {sub.runtime_env['working_dir']} and submitting {sub.metadata['experiment_path']}")
     job_id = jobs.submit(client, sub)
     print(f"[submit] job {job_id} submitted to {address}; RUN_DIR on the cluster: {sub.output_dir}")
@@ -463,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     sm = sub.add_parser("submit", help="submit a sweep to a Ray cluster as a Ray job")
     sm.add_argument("experiment")
     sm.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://HEAD:8265")
+    sm.add_argument("--working-dir", default=None, metavar="DIR",
+                    help="upload DIR as the job's working directory (default: the lume-ray checkout holding the "
+                    "experiment, else the experiment and the files it names; secrets never, see README Security)")
     opt.set_option(sm)
     sm.add_argument("--no-wait", action="store_true")
     sm.set_defaults(func=cmd_submit)
@@ -499,6 +509,11 @@ def _log_hint(error: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if (args.func in (cmd_sweep, cmd_quickstart, cmd_eval, cmd_unlearn) and not getattr(args, "address", None)
+            and not os.environ.get("RAY_ADDRESS")):  # may start a local Ray head: token auth, set before Ray's import
+        from lume_ray.local_ray import prepare_auth
+
+        prepare_auth()
     try:
         result = args.func(args)
     except KeyboardInterrupt as e:
@@ -508,14 +523,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("LUME_RAY_DEBUG"):
             _unsuppress(e)  # one-line errors are raised `from None`; the debug traceback shows their causes
             raise
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = redact_secrets(str(e).splitlines()[0]) if str(e) else type(e).__name__
         print(f"lume-ray: error: {msg}{_log_hint(e)}", file=sys.stderr)
         return 2
     except Exception as e:  # unexpected (Ray, Tune): one line here when a log holds the traceback
         hint = _log_hint(e)
         if not hint or os.environ.get("LUME_RAY_DEBUG"):
             raise
-        print(f"lume-ray: error: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}{hint}", file=sys.stderr)
+        first = redact_secrets((str(e).splitlines() or [''])[0][:300])
+        print(f"lume-ray: error: {type(e).__name__}: {first}{hint}", file=sys.stderr)
         return 1
     return int(result) if isinstance(result, int) else 0
 

@@ -64,7 +64,9 @@ def say(message: str) -> None:
     if con is not None:
         con.say(message)
     else:
-        print(message, flush=True)
+        from lume_ray.redact import redact_secrets  # a password or token in a URL is never shown
+
+        print(redact_secrets(message), flush=True)
 
 
 def error_hint(error: BaseException | None = None) -> str:
@@ -74,7 +76,9 @@ def error_hint(error: BaseException | None = None) -> str:
         return ""
     if error is not None and id(error) not in _LOGGED:
         with _LAST_LOG[-1].open("a") as f:
-            f.write("".join(traceback.format_exception(type(error), error, error.__traceback__)))
+            from lume_ray.redact import redact_secrets  # a password or token in a URL is never filed
+
+            f.write(redact_secrets("".join(traceback.format_exception(type(error), error, error.__traceback__))))
     return f" (details: {_LAST_LOG[-1]})"
 
 
@@ -128,6 +132,9 @@ class Console:
 
     def say(self, message: str) -> None:
         """One of lume-ray's lines: terminal and log."""
+        from lume_ray.redact import redact_secrets  # a password or token in a URL is never shown or filed
+
+        message = redact_secrets(message)
         self._to_log(message)
         self._to_terminal(message)
 

@@ -22,10 +22,14 @@ How, with Ray's public interfaces only:
    at once (:func:`stop_local`, called by :func:`ray_session` and at interpreter exit).
 Measured: every listening socket of every Ray process on the loopback (tests/test_local_ray.py).
 
-Token auth: the head runs in the mode this process's Ray runs in, which Ray reads from ``RAY_AUTH_MODE`` once, at
-import. ``token``: the head too, with a token generated (``ray get-auth-token --generate``) when none exists.
-Unset or ``disabled``: no token (an in-process ``ray.init()`` turns tokens on by default through a private call;
-a driver that connects cannot), so export ``RAY_AUTH_MODE=token`` to keep other local users off the loopback.
+Token auth, on by default: before Ray is first imported in this process (Ray reads ``RAY_AUTH_MODE`` once, at
+import), :func:`prepare_auth` generates a random token, writes it to a file only this user can read (0600, in a
+0700 temporary directory removed at exit) and sets ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN_PATH`` to it: the
+head, its workers and this driver all use it, and any other local user's client is refused (no token) on the GCS
+and the dashboard alike. ``lume-ray`` calls it for the commands that may start a local head; :func:`ray_session`
+and :func:`start_local` call it too. It leaves the mode alone when the user set ``RAY_AUTH_MODE`` (``token``: their
+own token, ``ray get-auth-token --generate`` makes one when none exists; ``disabled``: no auth) or
+``LUME_RAY_AUTH=off``, and when Ray is already imported here (then the head runs in this process's mode).
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ from typing import Any
 from lume_ray.cluster.auth import find_token
 
 SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+AUTH_SWITCH = "LUME_RAY_AUTH"  # "off": a local head without token auth (as RAY_AUTH_MODE=disabled)
+_OFF = ("off", "0", "false", "no", "disabled")
 LOOPBACK = "127.0.0.1"
 MAPPED_LOOPBACK = "::ffff:127.0.0.1"  # the same address, in a form Ray does not rewrite (see the docstring)
 START_TIMEOUT_S = 180.0  # a head on a loaded 2-core machine was measured to need 20-30 s
@@ -168,6 +174,35 @@ def ray_cli(*, stop_with_parent: bool = False) -> list[str]:
     return [sys.executable, "-c", _BOOT, "watch" if stop_with_parent else "plain"]
 
 
+def prepare_auth() -> Path | None:
+    """Token auth for the local heads of this process: a fresh token in a private file, ``RAY_AUTH_MODE=token`` and
+    ``RAY_AUTH_TOKEN_PATH`` set here (so the head and this driver use it). Returns the token file, or None when the
+    user chose the mode (``RAY_AUTH_MODE`` set, ``LUME_RAY_AUTH=off``) or Ray is already imported (too late: Ray
+    read its mode at import). Call before anything imports Ray; a second call returns the same file."""
+    if os.environ.get(AUTH_SWITCH, "").strip().lower() in _OFF:
+        return None
+    if os.environ.get("RAY_AUTH_MODE", "").strip():
+        named = os.environ.get("RAY_AUTH_TOKEN_PATH", "")
+        return Path(named) if _prepared and named == str(_prepared[0]) else None
+    if "ray" in sys.modules:
+        return None
+    import secrets
+
+    private = Path(tempfile.mkdtemp(prefix="lume-ray-auth-"))  # 0700
+    atexit.register(shutil.rmtree, private, True)
+    path = private / "auth_token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(path)
+    _prepared.append(path)
+    return path
+
+
+_prepared: list[Path] = []  # the token file prepare_auth wrote in this process
+
+
 def _ensure_token() -> None:
     """Token auth needs a token before ``ray start``; ``ray get-auth-token --generate`` makes one (~/.ray/auth_token)
     when none of Ray's sources has one, as a local ``ray.init()`` would."""
@@ -278,6 +313,7 @@ def start_local(*, num_cpus: int | None = None, object_store_mb: int | None = No
     """Start a local Ray on 127.0.0.1 only (its dashboard too), ``num_cpus`` logical CPUs (default:
     what Ray detects, container limits included), and connect this process to it. Stop it with
     ``ray.shutdown()`` then :func:`stop_local` (or use :func:`ray_session`)."""
+    prepare_auth()  # before Ray's import: token auth for the head and this driver
     import ray  # heavy: Ray, only when a session starts
 
     head = start_head(num_cpus=num_cpus, object_store_mb=object_store_mb)
@@ -302,6 +338,8 @@ def ray_session(*, address: str | None = None, num_cpus: int | None = None, obje
     a local one for the ``with`` block. Yields True if it started or connected one (and so stops it after).
     ``runtime_env``: the job's on a cluster connected to (e.g. plugins' ``py_modules``, so every node's workers
     can import them); a local Ray's processes read this machine's files and need none."""
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        prepare_auth()  # before Ray's import: token auth for a local head and this driver
     import ray  # heavy: Ray, only when a session starts
 
     if ray.is_initialized():

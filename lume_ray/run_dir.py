@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from lume_ray.files import atomic_file, write_json
+from lume_ray.redact import redact_data
 
 STEP_DIR = "step_{:06d}"  # an evaluation point's directory, in a trial and in an unlearning job's points/
 TRIAL_STATES = ("running", "completed", "stopped", "diverged", "failed")
@@ -112,13 +113,20 @@ class RunDir:
     def read_study(self) -> dict[str, Any]:
         return json.loads(self.study_path.read_text()) if self.exists() else {}
 
+    def create(self) -> None:
+        """The directory, private to its owner (0700): a resume loads checkpoints from it (DeepSpeed's with
+        ``torch.load(weights_only=False)``), so whoever can write here could run code as the user who resumes."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o700)
+
     def write_study(self, study: Mapping[str, Any], experiment: Mapping[str, Any]) -> None:
+        """study.json and experiment.yaml, credentials redacted (a tracking URI's password, a token in a URL)."""
         import yaml
 
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.create()
         with atomic_file(self.experiment_path) as tmp:
-            tmp.write_text(yaml.safe_dump(dict(experiment), sort_keys=False))
-        write_json(self.study_path, dict(study))
+            tmp.write_text(yaml.safe_dump(redact_data(dict(experiment)), sort_keys=False))
+        write_json(self.study_path, redact_data(dict(study)))
 
     def base_metrics(self) -> dict[str, Any] | None:
         path = self.base / "metrics.json"

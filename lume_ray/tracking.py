@@ -16,6 +16,9 @@ The tracker is a ``ray.tune.Callback`` (registered through :class:`lume_ray.cons
 when the trial reports it; at the start and the end of a sweep it also syncs from RUN_DIR, which holds every
 point whatever happened to the driver in between. MLflow's client API only (``MlflowClient``). Tracking never
 stops a sweep: an MLflow error is one console line, and the next sync catches up.
+
+A URI's credentials (``user:password@``, ``?token=``...) are used to connect and never written or shown:
+tracking.json, the console lines and the error messages hold the URI redacted (:mod:`lume_ray.redact`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from lume_ray import console
 from lume_ray.config import ConfigError, Experiment
 from lume_ray.evaluate.metrics import METRICS
 from lume_ray.files import write_json
+from lume_ray.redact import redact_secrets, redact_url
 from lume_ray.run_dir import RunDir, git_commit
 
 STATE_NAME = "tracking.json"
@@ -64,7 +68,8 @@ class MlflowTracker(Callback):
         self.exp = exp
         self.rd = RunDir(run_dir)
         self.local = not cfg.uri
-        self.uri = cfg.uri or local_uri(self.rd.root)
+        self.uri = cfg.uri or local_uri(self.rd.root)  # the real URI: only MlflowClient sees it
+        self.shown_uri = str(redact_url(self.uri))  # what tracking.json and the console hold
         self.experiment_name = cfg.experiment or exp.name
         self.log = log
         self.state_path = self.rd.root / STATE_NAME
@@ -76,9 +81,9 @@ class MlflowTracker(Callback):
     def _load_state(self) -> dict[str, Any]:
         if self.state_path.is_file():
             saved = json.loads(self.state_path.read_text()).get("mlflow", {})
-            if saved.get("tracking_uri") == self.uri:
-                return dict(saved)
-        return {"tracking_uri": self.uri, "runs": {}}
+            if saved.get("tracking_uri") in (self.shown_uri, self.uri):
+                return {**saved, "tracking_uri": self.shown_uri}
+        return {"tracking_uri": self.shown_uri, "runs": {}}
 
     def _save(self) -> None:
         write_json(self.state_path, {"mlflow": self.state})
@@ -123,14 +128,14 @@ class MlflowTracker(Callback):
                     "model": self.exp.target.model, "data": self.exp.data.path, "workers": self.exp.train.workers,
                     "zero": self.exp.train.zero})
         except MlflowException as e:
-            raise ConfigError(f"tracking.mlflow: {self.uri}: {str(e).splitlines()[0]}") from None
+            raise ConfigError(redact_secrets(f"tracking.mlflow: {self.uri}: {str(e).splitlines()[0]}")) from None
         self._save()
         return self
 
     def _params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param  # heavy: mlflow, as in open()
 
-        self.client.log_batch(run_id, params=[Param(str(k), str(v)) for k, v in params.items()])
+        self.client.log_batch(run_id, params=[Param(str(k), redact_secrets(str(v))) for k, v in params.items()])
 
     def _trial_run(self, trial_id: str, algorithm: str, hp: Mapping[str, Any], origin: str = "") -> dict[str, Any]:
         """The trial's child run, created (with its parameters) the first time the trial is seen."""
@@ -213,14 +218,15 @@ class MlflowTracker(Callback):
         except Exception as e:  # noqa: BLE001
             if not self._warned:
                 self._warned = True
-                self.log(f"[tracking] MLflow {what} failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                         "the sweep goes on and the runs are synced at its end")
+                self.log(redact_secrets(f"[tracking] MLflow {what} failed ({type(e).__name__}: "
+                                        f"{str(e).splitlines()[0][:200]}); the sweep goes on and the runs are "
+                                        "synced at its end"))
 
     def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
               **info: Any) -> None:
         self.open()
         self._guard("sync", self.sync)
-        self.log(f"[tracking] MLflow {self.uri}, experiment {self.experiment_name!r}, parent run "
+        self.log(f"[tracking] MLflow {self.shown_uri}, experiment {self.experiment_name!r}, parent run "
                  f"{self.parent_run_id}")
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:

@@ -11,6 +11,7 @@ Output: :class:`Experiment` (+ :class:`SweepConfig`, :class:`EarlyStopConfig`, :
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +26,8 @@ from lume_ray.evaluate.metrics import direction
 from lume_ray.search.samplers import SAMPLERS
 
 MAX_RUNGS = 16  # an ASHA ladder longer than this is a typo (a factor near 1), not a plan
+# An experiment's name is a directory name (runs/<name>) and part of ids: one path component, no leading dot.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
 class EarlyStopConfig(Section):
@@ -175,7 +178,8 @@ class TrackingConfig(Section):
 class Experiment(Section):
     """A study: data -> target -> one sweep over every algorithm's space -> report."""
 
-    name: str = Field(..., min_length=1)
+    name: str = Field(..., min_length=1, description="letters, digits, '.', '_', '-' (not starting with '.'); "
+                      "the default RUN_DIR is runs/<name>")
     seed: int = Field(0, ge=0)
     output_dir: str = Field("", description="RUN_DIR (default: runs/<name>); paths may use {output_dir}")
     data: DataConfig = DataConfig()
@@ -195,6 +199,14 @@ class Experiment(Section):
         from lume_ray.plugins import load_plugins  # heavy: torch
 
         load_plugins(value)  # the loader resolved and imported them already (relative to the experiment file)
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_PATTERN.fullmatch(value):
+            raise ValueError(f"{value!r}: use letters, digits, '.', '_' and '-' only, not starting with '.' (the name "
+                             "is a directory under runs/)")
         return value
 
     @field_validator("algorithms", mode="before")

@@ -18,14 +18,20 @@ a setting already trained (or training) is moved to the nearest setting not yet 
 
 Only public extension points: ``ray.tune.search.Searcher`` (suggest / on_trial_result / on_trial_complete /
 save / restore) and Optuna's ask/tell, ``enqueue_trial``, ``add_trial``, ``create_trial``.
+
+Its saved state (Tune's ``searcher-state-*.pkl``, whatever the name says) is JSON, never a pickle: the counters,
+the trials handed out, and each study's trials as data (state, parameters with their distributions in Optuna's
+JSON form, values, attributes). :meth:`StudySearcher.restore` builds every study again from the experiment (the
+same seeded sampler) and adds those trials back in their order, so a restored study holds the same trials under
+the same numbers. (Tune's own experiment state is pickled by Tune: see README, Security.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
-import pickle
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -38,6 +44,7 @@ from lume_ray.search import space as sp
 from lume_ray.search.samplers import SamplerContext, make_sampler
 
 ROLE_PROPOSAL, ROLE_POINT = "proposal", "point"
+STATE_FORMAT = "lume-ray searcher state 1"  # the JSON's "format": what restore() reads
 logger = logging.getLogger(__name__)
 
 
@@ -243,17 +250,71 @@ class StudySearcher(Searcher):
 
     # -- resume -------------------------------------------------------------------------------------
 
+    def state(self) -> dict[str, Any]:
+        """Everything a resumed sweep needs, as JSON-ready data (no pickle: see the module docstring)."""
+        from optuna.distributions import distribution_to_json  # heavy: optuna
+
+        return {
+            "format": STATE_FORMAT, "budget": self.budget, "design": self.design, "started": self.started,
+            "warm": self.warm,
+            "assigned": {tid: {"algorithm": a.algorithm, "number": a.number, "params": _plain_dict(a.params),
+                               "origin": a.origin, "told_steps": sorted(a.told_steps)}
+                         for tid, a in self.assigned.items()},
+            "studies": {algo: [{
+                "number": t.number, "state": t.state.name, "params": _plain_dict(t.params),
+                "distributions": {k: distribution_to_json(d) for k, d in t.distributions.items()},
+                "values": t.values, "user_attrs": t.user_attrs, "system_attrs": t.system_attrs,
+            } for t in study.trials] for algo, study in self.studies.items()},
+        }
+
     def save(self, checkpoint_path: str) -> None:
-        state = {"studies": self.studies, "budget": self.budget, "design": self.design, "started": self.started,
-                 "assigned": self.assigned, "warm": self.warm}
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(state, f)
+        with open(checkpoint_path, "w") as f:
+            json.dump(self.state(), f, allow_nan=False)
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            state = pickle.load(f)
-        self.studies, self.budget, self.design = state["studies"], state["budget"], state["design"]
-        self.started, self.assigned, self.warm = state["started"], state["assigned"], state["warm"]
+        with open(checkpoint_path) as f:
+            try:
+                state = json.load(f)
+            except (UnicodeDecodeError, ValueError):
+                raise ValueError(f"{checkpoint_path}: not a lume-ray searcher state (JSON); a run directory from an "
+                                 "older lume-ray cannot be resumed: start the sweep again, or --warm-start from it") \
+                    from None
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ValueError(f"{checkpoint_path}: not a lume-ray searcher state ({STATE_FORMAT!r})")
+        self.load_state(state)
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """The searcher as :meth:`state` describes it: fresh studies (the experiment's seeded samplers) given the
+        saved trials again, in their order and under their numbers."""
+        import optuna  # heavy: optuna
+        from optuna.distributions import json_to_distribution
+
+        known = {algo: study for algo, study in self.studies.items()}
+        self.studies = {}
+        for algo, trials in state["studies"].items():
+            if algo not in known:
+                raise ValueError(f"the saved searcher has algorithm {algo!r}, the experiment does not "
+                                 f"(valid: {', '.join(known)})")
+            old = known[algo]
+            study = optuna.create_study(study_name=old.study_name, directions=old.directions, sampler=old.sampler)
+            for t in trials:
+                trial = optuna.trial.create_trial(
+                    state=optuna.trial.TrialState[t["state"]], params=t["params"],
+                    distributions={k: json_to_distribution(d) for k, d in t["distributions"].items()},
+                    values=t["values"], user_attrs=t["user_attrs"], system_attrs=t["system_attrs"])
+                study.add_trial(trial)
+                if study.trials[-1].number != t["number"]:
+                    raise ValueError(f"searcher state: trial {t['number']} of {algo} restored as "
+                                     f"{study.trials[-1].number}")
+            self.studies[algo] = study
+        self.budget, self.design = dict(state["budget"]), dict(state["design"])
+        self.started, self.warm = dict(state["started"]), dict(state["warm"])
+        self.assigned = {tid: _Assigned(a["algorithm"], int(a["number"]), dict(a["params"]), a["origin"],
+                                        set(a["told_steps"])) for tid, a in state["assigned"].items()}
+
+
+def _plain_dict(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _plain(v) for k, v in values.items()}
 
 
 def _plain(value: Any) -> Any:
