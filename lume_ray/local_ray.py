@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -293,11 +293,27 @@ def start_local(*, num_cpus: int | None = None, object_store_mb: int | None = No
     return head
 
 
-@contextmanager
 def ray_session(*, address: str | None = None, num_cpus: int | None = None, object_store_mb: int | None = None,
-                log_to_driver: bool = False, configure_logging: bool = True) -> Iterator[bool]:
+                log_to_driver: bool = False, configure_logging: bool = True) -> AbstractContextManager[bool]:
     """Use the connected Ray; else connect to ``address`` (or ``RAY_ADDRESS``, set inside a Ray job); else start
-    a local one for the ``with`` block. Yields True if it started or connected one (and so stops it after)."""
+    a local one for the ``with`` block. Yields True if it started or connected one (and so stops it after).
+
+    An address is probed here, at the call, before the ``with`` block and before ``ray.init`` (which waits on an
+    address where nothing answers): nothing answering within a few seconds is a one-line ConfigError naming it
+    (``--address`` when given here, else ``RAY_ADDRESS``)."""
+    import ray  # heavy: Ray, only when a session starts
+
+    if not ray.is_initialized():
+        from lume_ray.preflight import check_address
+
+        check_address(address or os.environ.get("RAY_ADDRESS"), "--address" if address else "RAY_ADDRESS", "")
+    return _session(address=address, num_cpus=num_cpus, object_store_mb=object_store_mb,
+                    log_to_driver=log_to_driver, configure_logging=configure_logging)
+
+
+@contextmanager
+def _session(*, address: str | None, num_cpus: int | None, object_store_mb: int | None, log_to_driver: bool,
+             configure_logging: bool) -> Iterator[bool]:
     import ray  # heavy: Ray, only when a session starts
 
     if ray.is_initialized():

@@ -24,6 +24,7 @@ or at ``sweep.eval_steps``), or a list of steps (trained to the largest, evaluat
     space.py       ParamSpec, StepsSpec, AlgorithmSpace: the search spaces
     experiment.py  EarlyStopConfig, SweepConfig, TrackingConfig, Experiment: the study
     load.py        YAML + overrides -> a model; one-line errors
+    reader.py      a user's YAML file or text -> data (a key given twice, a bad byte: errors with file and line)
 """
 
 from lume_ray.config.base import ConfigError, ParamValue, Section, located
@@ -38,6 +39,7 @@ from lume_ray.config.experiment import (
 from lume_ray.config.floor import Floor
 from lume_ray.config.job import UnlearnJob
 from lume_ray.config.load import apply_overrides, experiment_from_dict, load_experiment, one_line, validate
+from lume_ray.config.reader import StrictLoader, parse_yaml, read_yaml
 from lume_ray.config.sections import (
     BuildConfig,
     DataConfig,
@@ -52,6 +54,7 @@ from lume_ray.config.space import DISTRIBUTIONS, TRAINER_PARAMS, AlgorithmSpace,
 __all__ = [
     "DISTRIBUTIONS", "MAX_RUNGS", "TRAINER_PARAMS", "AlgorithmSpace", "BuildConfig", "ConfigError", "DataConfig",
     "EarlyStopConfig", "EvalConfig", "Experiment", "Floor", "LoraConfig", "MlflowConfig", "ParamSpec", "ParamValue",
-    "Section", "StepsSpec", "SweepConfig", "SynthConfig", "TargetConfig", "TrackingConfig", "TrainConfig",
-    "UnlearnJob", "apply_overrides", "experiment_from_dict", "load_experiment", "located", "one_line", "validate",
+    "Section", "StepsSpec", "StrictLoader", "SweepConfig", "SynthConfig", "TargetConfig", "TrackingConfig",
+    "TrainConfig", "UnlearnJob", "apply_overrides", "experiment_from_dict", "load_experiment", "located", "one_line", "parse_yaml", "read_yaml",
+    "validate",
 ]

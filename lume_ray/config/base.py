@@ -27,9 +27,10 @@ def located(loc: Sequence[str | int], message: str, value: Any = None) -> Valida
 
 
 class Section(BaseModel):
-    """Every config section: unknown keys are errors, values are frozen once validated."""
+    """Every config section: unknown keys are errors, values are frozen once validated, and no number is infinite or
+    NaN (``cpus_per_worker: .inf`` is an error, not a job that waits forever)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 ParamValue = float | int | str

@@ -64,12 +64,9 @@ def check_cluster(exp: Experiment) -> None:
     """What the experiment asks of the cluster, checked before anything starts."""
     import ray
 
-    res = ray.cluster_resources()
-    need = exp.train.workers * exp.train.gpus_per_worker
-    if need and res.get("GPU", 0) < need:
-        raise ConfigError(f"train.gpus_per_worker: {exp.train.gpus_per_worker} x {exp.train.workers} workers needs "
-                          f"{need} GPU(s); the cluster has {res.get('GPU', 0):g} (set train.gpus_per_worker: 0 to "
-                          "train on CPUs)")
+    from lume_ray.preflight import check_resources
+
+    check_resources(ray.cluster_resources(), "the cluster", "experiment", train=exp.train, evaluation=exp.eval)
 
 
 def check_jobs(exp: Experiment) -> None:
