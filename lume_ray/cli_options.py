@@ -111,8 +111,12 @@ def add_model_options(parser: argparse.ArgumentParser, model: Any, *, path: str 
 def _yaml_value(text: str) -> Any:
     import yaml  # heavy: ~10 ms, only when a flag is given (`import lume_ray.cli` stays fast)
 
+    from lume_ray.config.reader import DuplicateKey, StrictLoader
+
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506  # a SafeLoader that refuses repeated keys
+    except DuplicateKey as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: {str(e).removeprefix('line 1: ')}") from None
     except yaml.YAMLError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a valid value") from None
 

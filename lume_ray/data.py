@@ -152,7 +152,8 @@ def _field(where: str, rec: Any, name: str, kind: type = str) -> Any:
     if not isinstance(rec, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
     if name not in rec or rec[name] is None:
-        raise DataError(f"{where}: missing field {name!r} (required: {', '.join(ROW_FIELDS)})")
+        required = f" (required: {', '.join(ROW_FIELDS)})" if name in ROW_FIELDS else ""
+        raise DataError(f"{where}: missing field {name!r}{required}")
     value = rec[name]
     if not isinstance(value, kind):
         raise DataError(f"{where}: field {name!r} must be {kind.__name__}, got {type(value).__name__}")

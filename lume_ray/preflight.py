@@ -40,6 +40,7 @@ HUB_TIMEOUT_S = 10.0
 ADDRESS_TIMEOUT_S = 5.0
 CHARS_PER_TOKEN = 64  # a row longer than context x this many characters is too long without tokenizing it
 RAY_GCS_PORT = 6379
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
 TRIAL_DRIVER_CPUS = 0.25  # a sweep trial's driver (search.sweep.trial_trainable)
 
 
@@ -64,9 +65,7 @@ def looks_local(text: str) -> bool:
     if text.startswith((".", "/", "~", os.sep)) or Path(text).exists():
         return True
     path = Path(text).expanduser()
-    if len(path.parts) > 1 and (path.parent.is_dir() or Path(path.parts[0]).exists()):
-        return True
-    return False
+    return len(path.parts) > 1 and (path.parent.is_dir() or Path(path.parts[0]).exists())
 
 
 def _offline() -> bool:
@@ -140,6 +139,8 @@ def _local_model(path: Path, value: str, key: str, source: str, trust_remote_cod
         raise _fail(source, key, value, f"{config_path} is not a JSON object")
     from transformers import AutoConfig, AutoTokenizer  # heavy: transformers
 
+    if not cached_id and not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise _fail(source, key, value, f"no tokenizer in the model directory (none of {', '.join(TOKENIZER_FILES)})")
     where = value if cached_id else str(path)
     try:
         config = AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code, local_files_only=True)
@@ -150,6 +151,10 @@ def _local_model(path: Path, value: str, key: str, source: str, trust_remote_cod
         tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code, local_files_only=True)
     except Exception as e:
         raise _fail(source, key, value, f"the tokenizer does not load ({type(e).__name__}: {_first(e)})") from None
+    vocab = getattr(config, "vocab_size", None)
+    if isinstance(vocab, int) and len(tokenizer) > vocab:
+        raise _fail(source, key, value, f"the tokenizer has {len(tokenizer)} tokens but the model embeds only {vocab}; "
+                    "model and tokenizer do not match")
     context = getattr(config, "max_position_embeddings", None)
     return Checked(config, tokenizer, int(context) if isinstance(context, int) and context > 0 else None)
 

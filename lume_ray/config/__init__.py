@@ -55,6 +55,6 @@ __all__ = [
     "DISTRIBUTIONS", "MAX_RUNGS", "TRAINER_PARAMS", "AlgorithmSpace", "BuildConfig", "ConfigError", "DataConfig",
     "EarlyStopConfig", "EvalConfig", "Experiment", "Floor", "LoraConfig", "MlflowConfig", "ParamSpec", "ParamValue",
     "Section", "StepsSpec", "StrictLoader", "SweepConfig", "SynthConfig", "TargetConfig", "TrackingConfig",
-    "TrainConfig", "UnlearnJob", "apply_overrides", "experiment_from_dict", "load_experiment", "located", "one_line", "parse_yaml", "read_yaml",
-    "validate",
+    "TrainConfig", "UnlearnJob", "apply_overrides", "experiment_from_dict", "load_experiment", "located", "one_line",
+    "parse_yaml", "read_yaml", "validate",
 ]
