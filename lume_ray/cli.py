@@ -56,11 +56,10 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 def cmd_target_build(args: argparse.Namespace) -> int:
     from lume_ray.config import BuildConfig
+    from lume_ray.preflight import check_data
     from lume_ray.target import build_target, summary_lines
 
     cfg = opt.validate_model(BuildConfig, opt.nested(args, args.flags), "target build", args.flags)
-    from lume_ray.preflight import check_data
-
     check_data(args.data, "--data", "lume-ray target build")
     manifest = build_target(args.out_dir, args.data, preset=cfg.preset, seed=cfg.seed, epochs=cfg.epochs,
                             force=args.force)
@@ -119,11 +118,15 @@ def check_job_inputs(job: Any, *, address: str | None = None) -> None:
     context, this machine's GPUs; then the algorithm's own check against the model), before anything is written or
     started. ``address``: the cluster it will run on (its resources are checked once connected)."""
     from lume_ray import preflight
+    from lume_ray.config import ConfigError
     from lume_ray.train.job import absolute
     from lume_ray.train.job import preflight as job_preflight
 
     preflight.check_job(job, "lume-ray unlearn", address=address)
-    job_preflight(absolute(job))
+    try:
+        job_preflight(absolute(job))
+    except ValueError as e:  # the algorithm's own check of its parameters against the model
+        raise ConfigError(f"lume-ray unlearn: --set: {str(e).splitlines()[0]}") from None
 
 
 def check_cluster_resources(job: Any, remote: str | None) -> None:
@@ -144,16 +147,13 @@ def check_eval_inputs(model: str, data: str, utility: Any, *, args: argparse.Nam
     cannot be loaded offline fails here, not after Ray's start-up). Returns the utility set, loaded (given to the
     evaluation, so it is read once), or ``utility`` itself when it names none (the data's default)."""
     from lume_ray import preflight
-    from lume_ray.config import ConfigError
     from lume_ray.evaluate.inputs import resolve_utility
 
     preflight.check_eval(model, data, settings, "lume-ray eval", address=getattr(args, "address", None),
                          member=getattr(args, "member", None), nonmember=getattr(args, "nonmember", None),
-                         utility=utility, trust_remote_code=bool(getattr(args, "trust_remote_code", False)))
-    try:
-        return utility if utility is None else resolve_utility(utility, None)
-    except ValueError as e:
-        raise ConfigError(f"lume-ray eval: --utility: {str(e).splitlines()[0]}") from None
+                         utility=utility, trust_remote_code=bool(getattr(args, "trust_remote_code", False)),
+                         out=getattr(args, "out", None))
+    return utility if utility is None else resolve_utility(utility, None)  # its errors name the utility given
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -70,7 +70,7 @@ def run_study(exp: Experiment, *, resume: bool | None = None, address: str | Non
     from lume_ray.search.sweep import read_warm_start, run_sweep
 
     t0 = time.time()
-    check_experiment(exp, source, address=address)
+    check_experiment(exp, source, address=address, resume=resume)
     exp = exp.resolved()
     with quiet(RunDir(exp.output_dir).logs, verbose=verbose, passthrough=STUDY):
         data = prepare_data(exp)

@@ -356,10 +356,34 @@ def check_address(address: str | None, flag: str, source: str, timeout_s: float 
 # Commands.
 
 
-def check_experiment(exp: Any, source: str, *, address: str | None = None) -> Checked:
-    """A study's inputs (``sweep``, ``quickstart``): data (unless ``data.synth`` writes it), the target (unless
-    ``target.build`` builds it), the MIA and utility files, the rows against the model's context, the resources
-    (this machine's, when no cluster is given), the cluster's address."""
+def check_output(value: str, key: str, source: str) -> None:
+    """An output directory that can be made: it is a directory, or its nearest existing ancestor is a writable one."""
+    path = Path(value).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise _fail(source, key, value, "exists and is not a directory")
+    ancestor = path
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise _fail(source, key, value, f"cannot be made: {ancestor} is a file")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise _fail(source, key, value, f"cannot be written: {ancestor} is not writable")
+
+
+def check_experiment(exp: Any, source: str, *, address: str | None = None, resume: bool | None = None) -> Checked:
+    """A study's inputs (``sweep``, ``quickstart``): RUN_DIR against ``resume`` (None: either), the data (unless
+    ``data.synth`` writes it), the target (unless ``target.build`` builds it), the MIA and utility files, the rows
+    against the model's context, each algorithm's own check against the model, the resources (this machine's, when
+    no cluster is given), the cluster's address."""
+    from lume_ray.run_dir import RunDir
+
+    check_output(exp.output_dir, "output_dir", source)
+    rd = RunDir(exp.output_dir)
+    if resume and not rd.exists():
+        raise ConfigError(f"{source}: --resume: {rd.root}: no sweep to resume (no study.json); run without --resume")
+    if resume is False and rd.exists():
+        raise ConfigError(f"{source}: output_dir: {rd.root}: already holds a sweep; pass --resume to continue it, or "
+                          "set another output_dir")
     remote = address or os.environ.get("RAY_ADDRESS")
     check_address(remote, "--address" if address else "RAY_ADDRESS", source)
     d, t = exp.data, exp.target
@@ -378,12 +402,18 @@ def check_experiment(exp: Any, source: str, *, address: str | None = None) -> Ch
         checked = Checked(model.model_config, model.tokenizer, model.context, data)
         if data is not None:
             check_rows_fit(data_path, checked, "data.path", source)
+            from lume_ray.search.sweep import check_jobs  # each algorithm's own check against the model
+
+            try:
+                check_jobs(exp)
+            except ConfigError as e:
+                raise ConfigError(f"{source}: {e}") from None
     if not remote:
         check_resources(local_resources(min_cpus=4), "this machine", source, train=exp.train, evaluation=exp.eval)
     return checked
 
 
-FLAGS = {"model": "--model", "data": "--data", "train.gpus_per_worker": "--gpus-per-worker",
+FLAGS = {"model": "--model", "data": "--data", "out": "--out", "train.gpus_per_worker": "--gpus-per-worker",
          "train.cpus_per_worker": "--cpus-per-worker", "eval.gpus_per_actor": "--gpus-per-actor",
          "eval.cpus_per_actor": "--cpus-per-actor"}
 
@@ -391,6 +421,7 @@ FLAGS = {"model": "--model", "data": "--data", "train.gpus_per_worker": "--gpus-
 def check_job(job: Any, source: str, *, address: str | None = None, keys: Mapping[str, str] = FLAGS) -> Checked:
     """One unlearning job's inputs (``unlearn``): model, data, rows against the context, GPUs of this machine (a
     local Ray gets the CPUs the job asks for), the cluster's address."""
+    check_output(job.out, keys.get("out", "out"), source)
     remote = address or os.environ.get("RAY_ADDRESS")
     check_address(remote, "--address" if address else "RAY_ADDRESS", source)
     data = check_data(job.data, keys.get("data", "data"), source)
@@ -408,10 +439,12 @@ def check_job(job: Any, source: str, *, address: str | None = None, keys: Mappin
 
 def check_eval(model: str, data: str, settings: Any, source: str, *, address: str | None = None,
                member: str | None = None, nonmember: str | None = None, utility: str | None = None,
-               trust_remote_code: bool = False) -> Checked:
+               trust_remote_code: bool = False, out: str | None = None) -> Checked:
     """An evaluation's inputs (``eval``): model, data, the MIA and utility files, rows against the context, this
     machine's resources, the cluster's address."""
     check_address(address, "--address", source)
+    if out is not None:
+        check_output(out, "--out", source)
     lume = check_data(data, "--data", source)
     m = check_model(model, "--model", source, trust_remote_code=trust_remote_code)
     checked = Checked(m.model_config, m.tokenizer, m.context, lume)

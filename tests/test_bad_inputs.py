@@ -73,8 +73,9 @@ def sweep(w: World, *extra: str, **values: Any) -> list[str]:
     return ["sweep", exp(w, **values), *extra]
 
 
-def unlearn(w: World, *extra: str, model: str | None = None, data: str | None = None) -> list[str]:
-    return ["unlearn", "--model", model or str(w.model), "--data", data or str(w.lume), "--algorithm", "ga",
+def unlearn(w: World, *extra: str, model: str | None = None, data: str | None = None,
+            algorithm: str = "ga") -> list[str]:
+    return ["unlearn", "--model", model or str(w.model), "--data", data or str(w.lume), "--algorithm", algorithm,
             "--out", "out", *extra]
 
 
@@ -155,6 +156,10 @@ PREFLIGHT = [
     Case("sweep-utility-malformed", lambda w: sweep(w, data__utility=write(w, "u.jsonl", '{"question": "q"}\n')),
          ("data.utility", "u.jsonl:1")),
     Case("sweep-set-model-missing", lambda w: ["sweep", exp(w), "--set", "target.model=./gone"], ("target.model", "./gone")),
+    Case("sweep-resume-nothing", lambda w: sweep(w, "--resume"), ("--resume", "no sweep to resume")),
+    Case("sweep-output-under-a-file", lambda w: sweep(w, output_dir=write(w, "f", "x") + "/run"), ("output_dir", "f/run")),
+    Case("unlearn-out-under-a-file", lambda w: unlearn(w, "--out", write(w, "f", "x") + "/o"), ("--out", "f/o")),
+    Case("eval-out-is-a-file", lambda w: evaluate(w, "--out", write(w, "f", "x")), ("--out", "f")),
     Case("quickstart-model-missing", lambda w: ["quickstart", "--experiment", exp(w, target__model="nomodel")],
          ("target.model", "nomodel")),
     Case("unlearn-model-missing", lambda w: unlearn(w, model="nomodel"), ("--model", "nomodel")),
@@ -209,6 +214,8 @@ VALUES = [
          ("--epochs",)),
     Case("target-build-preset-typo", lambda w: ["target", "build", "tgt", "--data", str(w.lume), "--preset", "huge"],
          ("--preset", "huge")),
+    Case("sweep-algorithm-check-against-the-model",
+         lambda w: sweep(w, algorithms__rmu={"lr": 1e-3, "steps": {"max": 2}, "layer": 7}), ("algorithms.rmu", "layer")),
     Case("sweep-sampler-typo", lambda w: sweep(w, "--sampler", "gpp"), ("sampler", "gpp")),
 ]
 
@@ -252,6 +259,8 @@ MESSAGES = [
     Case("report-on-an-empty-dir", lambda w: ["report", str(w.tmp)], ("results.parquet",)),
     Case("unlearn-steps-not-a-number", lambda w: unlearn(w, "--steps", "abc"), ("--steps", "abc")),
     Case("unlearn-eval-every-zero", lambda w: unlearn(w, "--eval-every", "0"), ("--eval-every",)),
+    Case("unlearn-param-beyond-the-model", lambda w: unlearn(w, "--set", "layer=9", algorithm="rmu"),
+         ("--set", "layer=9")),
     Case("unlearn-unknown-param", lambda w: unlearn(w, "--set", "gamma=1"), ("--set", "gamma")),
     Case("data-synth-onto-a-file", lambda w: ["data", "synth", write(w, "taken", "x")], ("taken",)),
     Case("plan-model-missing", lambda w: ["plan", "--model", "nope", "--gpus", "8"], ("--model", "nope")),
