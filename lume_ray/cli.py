@@ -367,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "DATA/member.jsonl, else the forget documents)")
     ev.add_argument("--nonmember", default=None, help="non-member documents ({id, document} jsonl)")
     ev.add_argument("--utility", default=None, help="multiple-choice jsonl, an MMLU directory, or 'mmlu'")
-    ev.add_argument("--reference-utility", type=float, default=None,
+    ev.add_argument("--reference-utility", type=opt.finite_float, default=None,
                     help="utility of the model before unlearning (for a relative floor)")
     ev.add_argument("--out", required=True)
     ev.add_argument("--json", action="store_true", help="print metrics.json")
@@ -429,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--model", required=True, help="1b, 7b, or a model directory / config")
     plan.add_argument("--gpus", type=int, required=True, help="GPUs in total")
     plan.add_argument("--gpus-per-node", type=int, default=8)
-    plan.add_argument("--gpu-mem", type=float, default=80.0, help="GiB per GPU")
+    plan.add_argument("--gpu-mem", type=opt.finite_float, default=80.0, help="GiB per GPU")
     plan.add_argument("--lora", action="store_true")
     plan.add_argument("--json", action="store_true")
     plan.set_defaults(func=cmd_plan)

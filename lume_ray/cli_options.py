@@ -5,7 +5,7 @@ Input:  a pydantic model (:class:`~lume_ray.config.UnlearnJob`, :class:`~lume_ra
 Output: the flags (:func:`add_model_options`: nested models flattened, ``train.workers`` -> ``--workers``, with
         each field's description as help), the given values as a nested mapping (:func:`nested`), the validated
         model or a one-line error that names the flag (:func:`validate_model`). Shared by the commands:
-        :class:`Parser` (one-line errors), ``KEY=VALUE`` values (:func:`key_value`), repeatable ``--set``
+        :class:`Parser` (one-line errors), ``KEY=VALUE`` values (:func:`key_value`), finite numbers (:func:`finite_float`), repeatable ``--set``
         (:func:`set_option`), ``-v`` / ``--mlflow`` (:func:`console_options`).
 
 A field added to a config model is a flag of its command, with no change here. Flags default to "not given",
@@ -36,6 +36,19 @@ def key_value(text: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
     return key.strip(), value.strip()
+
+
+def finite_float(text: str) -> float:
+    """A flag's number: finite (``nan``, ``inf`` are refused, as everywhere in the config)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number")
+    return value
 
 
 def set_option(parser: argparse.ArgumentParser, dest: str = "overrides",
@@ -147,4 +160,5 @@ def validate_model(model: Any, raw: dict[str, Any], command: str, flags: dict[st
         raise ConfigError(message) from None
 
 
-__all__ = ["Parser", "add_model_options", "console_options", "key_value", "nested", "set_option", "validate_model"]
+__all__ = ["Parser", "add_model_options", "console_options", "finite_float", "key_value", "nested", "set_option",
+           "validate_model"]

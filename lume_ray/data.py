@@ -209,7 +209,7 @@ def load_lume(source: str | Path) -> LumeData:
         return LumeData(forget, retain, str(path))
     if path.exists():
         raise DataError(f"{path}: expected a directory holding forget.jsonl and retain.jsonl")
-    if "/" in str(source) and not str(source).startswith((".", "/")):
+    if "/" in str(source) and not str(source).startswith((".", "/", "~")):
         return _load_hub(str(source))
     raise DataError(f"{source}: no such directory (and not a Hugging Face dataset id 'owner/name')")
 

@@ -208,6 +208,7 @@ VALUES = [
     Case("eval-row-longer-than-context", lambda w: evaluate(w, data=data_copy(w, TOKENS_ROW, split="retain")),
          ("--data", "retain.jsonl:11")),
     Case("plan-gpu-mem-nan", lambda w: ["plan", "--model", "7b", "--gpus", "8", "--gpu-mem", "nan"], ("--gpu-mem",)),
+    Case("eval-reference-utility-nan", lambda w: evaluate(w, "--reference-utility", "nan"), ("--reference-utility",)),
     Case("plan-gpus-zero", lambda w: ["plan", "--model", "7b", "--gpus", "0"], ("--gpus",)),
     Case("synth-docs-too-few", lambda w: ["data", "synth", "ds", "--docs-per-task", "1"], ("--docs-per-task",)),
     Case("target-build-epochs-zero", lambda w: ["target", "build", "tgt", "--data", str(w.lume), "--epochs", "0"],
