@@ -5,8 +5,9 @@ Input:  a pydantic model (:class:`~lume_ray.config.UnlearnJob`, :class:`~lume_ra
 Output: the flags (:func:`add_model_options`: nested models flattened, ``train.workers`` -> ``--workers``, with
         each field's description as help), the given values as a nested mapping (:func:`nested`), the validated
         model or a one-line error that names the flag (:func:`validate_model`). Shared by the commands:
-        :class:`Parser` (one-line errors), ``KEY=VALUE`` values (:func:`key_value`), finite numbers (:func:`finite_float`), repeatable ``--set``
-        (:func:`set_option`), ``-v`` / ``--mlflow`` (:func:`console_options`).
+        :class:`Parser` (one-line errors), ``KEY=VALUE`` values (:func:`key_value`), finite numbers
+        (:func:`finite_float`), repeatable ``--set`` (:func:`set_option`), ``-v`` / ``--mlflow``
+        (:func:`console_options`).
 
 A field added to a config model is a flag of its command, with no change here. Flags default to "not given",
 so only what the user typed overrides the model's defaults. The command tree itself is :mod:`lume_ray.cli`'s.
