@@ -34,9 +34,10 @@ DEFAULT_EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "quic
 
 
 def cmd_data_inspect(args: argparse.Namespace) -> int:
-    from lume_ray.data import load_lume, summarize, summary_lines
+    from lume_ray.data import summarize, summary_lines
+    from lume_ray.preflight import check_data
 
-    data = load_lume(args.path)
+    data = check_data(args.path, "PATH", "lume-ray data inspect")
     table = summarize(data)
     if args.json:
         print(json.dumps({"source": data.source, "fingerprint": data.fingerprint(), "counts": table}, indent=2))
@@ -56,9 +57,11 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 def cmd_target_build(args: argparse.Namespace) -> int:
     from lume_ray.config import BuildConfig
+    from lume_ray.preflight import check_data
     from lume_ray.target import build_target, summary_lines
 
     cfg = opt.validate_model(BuildConfig, opt.nested(args, args.flags), "target build", args.flags)
+    check_data(args.data, "--data", "lume-ray target build")
     manifest = build_target(args.out_dir, args.data, preset=cfg.preset, seed=cfg.seed, epochs=cfg.epochs,
                             force=args.force)
     print("\n".join([f"{args.out_dir}:", *("  " + line for line in summary_lines(manifest))]))
@@ -83,18 +86,19 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         raw["eval_steps"] = list(range(args.eval_every, steps + 1, args.eval_every))
     job = opt.validate_model(UnlearnJob, raw, "unlearn", {**args.flags, "train.lora": "--lora", "params": "--set",
                                                           "plugins": "--plugin"})
+    # A cluster to connect to is connected here (its address probed first, before anything is written); a local
+    # Ray is started by run_unlearning itself, after its checks of the data and the model.
+    check_job_inputs(job, address=args.address)
     t = job.train
     print(f"[unlearn] {job.algorithm} {job.params} lr={job.lr} steps={job.steps} batch={t.batch_size} "
           f"workers={t.workers} zero={t.zero} precision={t.resolved_precision} -> {job.out}", flush=True)
-    # A cluster to connect to is connected here; a local Ray is started by run_unlearning itself, after its
-    # checks of the data and the model (a bad path is a one-line error, not a Ray start-up first).
-    check_job_inputs(job)
     remote = args.address or os.environ.get("RAY_ADDRESS")
     from lume_ray.plugins import runtime_env
 
-    with _quiet(args, job.out, "UNLEARN"), (
-            ray_session(address=remote, log_to_driver=True, runtime_env=runtime_env(job.plugins)) if remote
-            else contextlib.nullcontext()):
+    plugin_env: dict[str, Any] = {"runtime_env": env} if (env := runtime_env(job.plugins)) else {}
+    session = ray_session(address=remote, log_to_driver=True, **plugin_env) if remote else contextlib.nullcontext()
+    with _quiet(args, job.out, "UNLEARN"), session:
+        check_cluster_resources(job, remote)
         res = run_unlearning(job)
     print(f"[unlearn] {res.status}{': ' + res.reason if res.reason else ''} after {res.steps_done} steps "
           f"in {res.wall_s:.1f} s (resumed from step {res.resumed_from})")
@@ -116,24 +120,47 @@ def _quiet(args: argparse.Namespace, out: str | Path, command: str) -> Any:
                          to_stderr=bool(getattr(args, "json", False)))
 
 
-def check_job_inputs(job: Any) -> None:
-    """An unlearning job's data and model, checked before anything is written or started (a one-line error)."""
-    from lume_ray.train.job import absolute, preflight
+def check_job_inputs(job: Any, *, address: str | None = None) -> None:
+    """An unlearning job's inputs (:func:`lume_ray.preflight.check_job`: data, model, rows against the model's
+    context, this machine's GPUs; then the algorithm's own check against the model), before anything is written or
+    started. ``address``: the cluster it will run on (its resources are checked once connected)."""
+    from lume_ray import preflight
+    from lume_ray.config import ConfigError
+    from lume_ray.train.job import absolute
+    from lume_ray.train.job import preflight as job_preflight
 
-    preflight(absolute(job))
+    preflight.check_job(job, "lume-ray unlearn", address=address)
+    try:
+        job_preflight(absolute(job))
+    except ValueError as e:  # the algorithm's own check of its parameters against the model
+        raise ConfigError(f"lume-ray unlearn: --set: {str(e).splitlines()[0]}") from None
 
 
-def check_eval_inputs(model: str, data: str, utility: Any) -> Any:
-    """An evaluation's model, data and utility set, checked before anything is written or started (a one-line
-    error: MMLU that cannot be loaded offline fails here, not after Ray's start-up). Returns the utility set, loaded
-    (given to the evaluation, so it is read once), or ``utility`` itself when it names none (the data's default)."""
-    from lume_ray.data import load_lume
+def check_cluster_resources(job: Any, remote: str | None) -> None:
+    """A connected cluster's CPUs and GPUs against what the job asks for (``ray.cluster_resources()``)."""
+    import ray  # heavy: Ray, already imported by the session
+
+    if remote and ray.is_initialized():
+        from lume_ray.preflight import FLAGS, check_resources
+
+        check_resources(ray.cluster_resources(), f"the cluster at {remote}", "lume-ray unlearn", train=job.train,
+                        keys=FLAGS)
+
+
+def check_eval_inputs(model: str, data: str, utility: Any, *, args: argparse.Namespace | None = None,
+                      settings: Any = None) -> Any:
+    """An evaluation's inputs (:func:`lume_ray.preflight.check_eval`: model, data, MIA files, rows, this machine's
+    resources) and its utility set, checked before anything is written or started (a one-line error: MMLU that
+    cannot be loaded offline fails here, not after Ray's start-up). Returns the utility set, loaded (given to the
+    evaluation, so it is read once), or ``utility`` itself when it names none (the data's default)."""
+    from lume_ray import preflight
     from lume_ray.evaluate.inputs import resolve_utility
-    from lume_ray.model import check_source
 
-    check_source(model)
-    load_lume(data)
-    return utility if utility is None else resolve_utility(utility, None)
+    preflight.check_eval(model, data, settings, "lume-ray eval", address=getattr(args, "address", None),
+                         member=getattr(args, "member", None), nonmember=getattr(args, "nonmember", None),
+                         utility=utility, trust_remote_code=bool(getattr(args, "trust_remote_code", False)),
+                         out=getattr(args, "out", None))
+    return utility if utility is None else resolve_utility(utility, None)  # its errors name the utility given
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -142,8 +169,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from lume_ray.local_ray import ray_session
 
     settings = opt.validate_model(EvalConfig, opt.nested(args, args.flags), "eval", args.flags)
-    utility = check_eval_inputs(args.model, args.data, args.utility)
-    with _quiet(args, args.out, "EVAL"), ray_session(address=args.address, configure_logging=False):
+    utility = check_eval_inputs(args.model, args.data, args.utility, args=args, settings=settings)
+    session = ray_session(address=args.address, configure_logging=False)  # an address is probed here
+    with _quiet(args, args.out, "EVAL"), session:
         result = evaluate(args.model, args.data, settings, members=args.member, nonmembers=args.nonmember,
                           utility=utility, reference_utility=args.reference_utility, out_dir=args.out,
                           trust_remote_code=args.trust_remote_code, progress=not args.json)
@@ -180,7 +208,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.warm_start:
         read_warm_start(args.warm_start)  # a wrong directory is a one-line error now, not after the target build
     pipeline.run_study(exp, resume=args.resume, address=args.address, warm_start=args.warm_start,
-                       verbose=args.verbose)
+                       verbose=args.verbose, source=str(args.experiment))
     return 0
 
 
@@ -189,7 +217,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
     path = Path(args.experiment) if args.experiment else DEFAULT_EXPERIMENT
     exp = _experiment(args, path)
-    pipeline.run_study(exp, resume=None, address=None, verbose=args.verbose)
+    pipeline.run_study(exp, resume=None, address=None, verbose=args.verbose, source=str(path))
     return 0
 
 
@@ -399,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "DATA/member.jsonl, else the forget documents)")
     ev.add_argument("--nonmember", default=None, help="non-member documents ({id, document} jsonl)")
     ev.add_argument("--utility", default=None, help="multiple-choice jsonl, an MMLU directory, or 'mmlu'")
-    ev.add_argument("--reference-utility", type=float, default=None,
+    ev.add_argument("--reference-utility", type=opt.finite_float, default=None,
                     help="utility of the model before unlearning (for a relative floor)")
     ev.add_argument("--out", required=True)
     ev.add_argument("--json", action="store_true", help="print metrics.json")
@@ -486,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--model", required=True, help="1b, 7b, or a model directory / config")
     plan.add_argument("--gpus", type=int, required=True, help="GPUs in total")
     plan.add_argument("--gpus-per-node", type=int, default=8)
-    plan.add_argument("--gpu-mem", type=float, default=80.0, help="GiB per GPU")
+    plan.add_argument("--gpu-mem", type=opt.finite_float, default=80.0, help="GiB per GPU")
     plan.add_argument("--lora", action="store_true")
     plan.add_argument("--json", action="store_true")
     plan.set_defaults(func=cmd_plan)
@@ -519,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         print(f"lume-ray: interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, NotADirectoryError, FileExistsError, PermissionError) as e:
+    except (ValueError, OSError) as e:  # every expected error (ConfigError, DataError, ...; a file): one line
         if os.environ.get("LUME_RAY_DEBUG"):
             _unsuppress(e)  # one-line errors are raised `from None`; the debug traceback shows their causes
             raise

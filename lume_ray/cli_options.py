@@ -5,8 +5,9 @@ Input:  a pydantic model (:class:`~lume_ray.config.UnlearnJob`, :class:`~lume_ra
 Output: the flags (:func:`add_model_options`: nested models flattened, ``train.workers`` -> ``--workers``, with
         each field's description as help), the given values as a nested mapping (:func:`nested`), the validated
         model or a one-line error that names the flag (:func:`validate_model`). Shared by the commands:
-        :class:`Parser` (one-line errors), ``KEY=VALUE`` values (:func:`key_value`), repeatable ``--set``
-        (:func:`set_option`), ``-v`` / ``--mlflow`` (:func:`console_options`).
+        :class:`Parser` (one-line errors), ``KEY=VALUE`` values (:func:`key_value`), finite numbers
+        (:func:`finite_float`), repeatable ``--set`` (:func:`set_option`), ``-v`` / ``--mlflow``
+        (:func:`console_options`).
 
 A field added to a config model is a flag of its command, with no change here. Flags default to "not given",
 so only what the user typed overrides the model's defaults. The command tree itself is :mod:`lume_ray.cli`'s.
@@ -36,6 +37,19 @@ def key_value(text: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
     return key.strip(), value.strip()
+
+
+def finite_float(text: str) -> float:
+    """A flag's number: finite (``nan``, ``inf`` are refused, as everywhere in the config)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number")
+    return value
 
 
 def set_option(parser: argparse.ArgumentParser, dest: str = "overrides",
@@ -111,8 +125,12 @@ def add_model_options(parser: argparse.ArgumentParser, model: Any, *, path: str 
 def _yaml_value(text: str) -> Any:
     import yaml  # heavy: ~10 ms, only when a flag is given (`import lume_ray.cli` stays fast)
 
+    from lume_ray.config.reader import DuplicateKey, StrictLoader
+
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506  # a SafeLoader that refuses repeated keys
+    except DuplicateKey as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: {str(e).removeprefix('line 1: ')}") from None
     except yaml.YAMLError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a valid value") from None
 
@@ -143,4 +161,5 @@ def validate_model(model: Any, raw: dict[str, Any], command: str, flags: dict[st
         raise ConfigError(message) from None
 
 
-__all__ = ["Parser", "add_model_options", "console_options", "key_value", "nested", "set_option", "validate_model"]
+__all__ = ["Parser", "add_model_options", "console_options", "finite_float", "key_value", "nested", "set_option",
+           "validate_model"]

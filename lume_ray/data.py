@@ -110,15 +110,21 @@ def _parse_id(row_id: str) -> tuple[str, str, int]:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{where}: not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1})") from None
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 yield where, json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+            except RecursionError:
+                raise DataError(f"{where}: malformed JSON (nested too deeply)") from None
 
 
 def _read_parquet(path: Path) -> Iterator[tuple[str, Any]]:
@@ -136,7 +142,7 @@ def read_records(path: str | Path) -> Iterator[tuple[str, Any]]:
     """Records of a .jsonl / .json-lines or .parquet file, with their location."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: file not found")
+        raise DataError(f"{path}: {'a directory, not a file' if path.is_dir() else 'file not found'}")
     if path.suffix == ".parquet":
         return _read_parquet(path)
     return _read_jsonl(path)
@@ -146,7 +152,8 @@ def _field(where: str, rec: Any, name: str, kind: type = str) -> Any:
     if not isinstance(rec, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
     if name not in rec or rec[name] is None:
-        raise DataError(f"{where}: missing field {name!r} (required: {', '.join(ROW_FIELDS)})")
+        required = f" (required: {', '.join(ROW_FIELDS)})" if name in ROW_FIELDS else ""
+        raise DataError(f"{where}: missing field {name!r}{required}")
     value = rec[name]
     if not isinstance(value, kind):
         raise DataError(f"{where}: field {name!r} must be {kind.__name__}, got {type(value).__name__}")
@@ -202,7 +209,7 @@ def load_lume(source: str | Path) -> LumeData:
         return LumeData(forget, retain, str(path))
     if path.exists():
         raise DataError(f"{path}: expected a directory holding forget.jsonl and retain.jsonl")
-    if "/" in str(source) and not str(source).startswith((".", "/")):
+    if "/" in str(source) and not str(source).startswith((".", "/", "~")):
         return _load_hub(str(source))
     raise DataError(f"{source}: no such directory (and not a Hugging Face dataset id 'owner/name')")
 

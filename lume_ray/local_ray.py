@@ -46,12 +46,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from lume_ray.cluster.auth import find_token
+from lume_ray.errors import ConfigError
 
 SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 AUTH_SWITCH = "LUME_RAY_AUTH"  # "off": a local head without token auth (as RAY_AUTH_MODE=disabled)
@@ -330,16 +332,30 @@ def start_local(*, num_cpus: int | None = None, object_store_mb: int | None = No
     return head
 
 
-@contextmanager
 def ray_session(*, address: str | None = None, num_cpus: int | None = None, object_store_mb: int | None = None,
                 log_to_driver: bool = False, configure_logging: bool = True,
-                runtime_env: dict[str, Any] | None = None) -> Iterator[bool]:
+                runtime_env: dict[str, Any] | None = None) -> AbstractContextManager[bool]:
     """Use the connected Ray; else connect to ``address`` (or ``RAY_ADDRESS``, set inside a Ray job); else start
     a local one for the ``with`` block. Yields True if it started or connected one (and so stops it after).
     ``runtime_env``: the job's on a cluster connected to (e.g. plugins' ``py_modules``, so every node's workers
-    can import them); a local Ray's processes read this machine's files and need none."""
+    can import them); a local Ray's processes read this machine's files and need none.
+
+    An address is probed here, at the call, before the ``with`` block and before ``ray.init`` (which waits on an
+    address where nothing answers): nothing answering within a few seconds is a one-line ConfigError naming it
+    (``--address`` when given here, else ``RAY_ADDRESS``)."""
     if not (address or os.environ.get("RAY_ADDRESS")):
         prepare_auth()  # before Ray's import: token auth for a local head and this driver
+    import ray  # heavy: Ray, only when a session starts
+
+    if not ray.is_initialized():
+        check_address(address or os.environ.get("RAY_ADDRESS"), "--address" if address else "RAY_ADDRESS", "")
+    return _session(address=address, num_cpus=num_cpus, object_store_mb=object_store_mb,
+                    log_to_driver=log_to_driver, configure_logging=configure_logging, runtime_env=runtime_env)
+
+
+@contextmanager
+def _session(*, address: str | None, num_cpus: int | None, object_store_mb: int | None, log_to_driver: bool,
+             configure_logging: bool, runtime_env: dict[str, Any] | None) -> Iterator[bool]:
     import ray  # heavy: Ray, only when a session starts
 
     if ray.is_initialized():
@@ -359,3 +375,67 @@ def ray_session(*, address: str | None = None, num_cpus: int | None = None, obje
         ray.shutdown()
         if head is not None:
             stop_local(head)
+
+
+# ---------------------------------------------------------------------------------------------
+# A cluster address, probed before ray.init (which waits on an address where nothing answers).
+
+ADDRESS_TIMEOUT_S = 5.0
+RAY_GCS_PORT = 6379
+
+
+def address_endpoint(address: str) -> tuple[str, int] | None:
+    """(host, port) a Ray address connects to first (GCS ``host:port``, ``ray://host:port``, a dashboard
+    ``http(s)://host:port``); None for ``auto``/``local`` (Ray finds its own)."""
+    text = address.strip()
+    if text in ("auto", "local", ""):
+        return None
+    parsed = urlparse(text if "://" in text else f"tcp://{text}")
+    try:
+        port = parsed.port
+    except ValueError:
+        raise ValueError(f"{address!r}: not an address (HOST:PORT)") from None
+    if not parsed.hostname:
+        raise ValueError(f"{address!r}: not an address (HOST:PORT)")
+    default = {"http": 80, "https": 443, "ray": 10001}.get(parsed.scheme, RAY_GCS_PORT)
+    return parsed.hostname, port or default
+
+
+def check_address(address: str | None, flag: str, source: str, timeout_s: float = ADDRESS_TIMEOUT_S) -> None:
+    """A cluster address where a Ray cluster answers within ``timeout_s``, or ConfigError naming ``flag``.
+
+    A GCS address (``HOST:PORT``) is asked for its cluster id over gRPC (the first call ``ray.init`` makes; an
+    authentication error still means a Ray cluster answered): a TCP connect alone is not enough where a proxy
+    accepts every connection. ``ray://`` and ``http(s)://`` addresses get a TCP connect."""
+    if not address:
+        return
+    prefix = f"{source}: " if source else ""
+    try:
+        endpoint = address_endpoint(address)
+    except ValueError as e:
+        raise ConfigError(f"{prefix}{flag}: {e}") from None
+    if endpoint is None:
+        return
+    host, port = endpoint
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as e:
+        why = "no answer" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)
+        raise ConfigError(f"{prefix}{flag}: {address!r}: nothing answers at {host}:{port} ({why} within "
+                          f"{timeout_s:g} s); is the cluster up?") from None
+    if "://" in address:
+        return
+    import grpc  # heavy: grpcio (Ray's own dependency)
+
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary("/ray.rpc.NodeInfoGcsService/GetClusterId")
+        try:
+            call(b"", timeout=timeout_s)
+        except grpc.RpcError as e:
+            code = e.code() if hasattr(e, "code") else None
+            if code not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                name = code.name if code is not None else type(e).__name__
+                raise ConfigError(f"{prefix}{flag}: {address!r}: no Ray cluster answers at {host}:{port} ({name} "
+                                  f"within {timeout_s:g} s); is the cluster up, and is this its GCS port?") from None

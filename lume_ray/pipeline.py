@@ -3,6 +3,7 @@
 Input:  an :class:`~lume_ray.config.Experiment` (validated once, at load).
 Output: RUN_DIR with the sweep's results and the Pareto report: a :class:`Study` naming both.
 
+    [0] preflight preflight.check_experiment  every input checked (paths, model, data, resources, address)
     [1] data      synth.write_dataset         LUME-format forget/retain + MIA documents + utility set
     [2] target    target.build_target         tiny OLMo that memorized it (cached by input hash)
     [3] search    search.sweep.run_sweep      one Ray Tune run over every algorithm; each trial:
@@ -24,6 +25,7 @@ from pathlib import Path
 from lume_ray import tracking
 from lume_ray.config import Experiment
 from lume_ray.console import STUDY, quiet, say
+from lume_ray.preflight import check_experiment
 from lume_ray.report import build_report
 from lume_ray.run_dir import RunDir
 from lume_ray.search.sweep import read_warm_start, run_sweep
@@ -58,11 +60,13 @@ def prepare_target(exp: Experiment, data: str) -> str:
 
 
 def run_study(exp: Experiment, *, resume: bool | None = None, address: str | None = None,
-              warm_start: str | None = None, verbose: bool = False) -> Study:
-    """data -> target -> search (trials: unlearn -> evaluate) -> report. ``resume=None``: resume when RUN_DIR
-    already holds this study. Ray's, Tune's, DeepSpeed's and Optuna's output goes to RUN_DIR/logs/ (``verbose``:
-    shown as well)."""
+              warm_start: str | None = None, verbose: bool = False, source: str = "experiment") -> Study:
+    """[0] preflight -> data -> target -> search (trials: unlearn -> evaluate) -> report. The preflight
+    (:func:`lume_ray.preflight.check_experiment`) checks every input before anything is written; its errors name
+    ``source`` (the experiment's file). ``resume=None``: resume when RUN_DIR already holds this study. Ray's, Tune's,
+    DeepSpeed's and Optuna's output goes to RUN_DIR/logs/ (``verbose``: shown as well)."""
     t0 = time.time()
+    check_experiment(exp, source, address=address, resume=resume)
     exp = exp.resolved()
     with quiet(RunDir(exp.output_dir).logs, verbose=verbose, passthrough=STUDY):
         data = prepare_data(exp)

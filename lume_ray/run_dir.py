@@ -36,6 +36,17 @@ STEP_DIR = "step_{:06d}"  # an evaluation point's directory, in a trial and in a
 TRIAL_STATES = ("running", "completed", "stopped", "diverged", "failed")
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file of RUN_DIR; a file that is not UTF-8 or not JSON -> one-line ValueError naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                         "the file is damaged") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
+                         "the file is damaged") from None
+
 def git_commit() -> str:
     if os.environ.get("LUME_RAY_GIT_COMMIT"):
         return os.environ["LUME_RAY_GIT_COMMIT"]
@@ -111,7 +122,13 @@ class RunDir:
         return self.study_path.is_file()
 
     def read_study(self) -> dict[str, Any]:
-        return json.loads(self.study_path.read_text()) if self.exists() else {}
+        if not self.exists():
+            return {}
+        study = read_json(self.study_path)
+        if not isinstance(study, dict):
+            raise ValueError(f"{self.study_path}: expected a JSON object, got {type(study).__name__}; "
+                             "the file is damaged")
+        return study
 
     def create(self) -> None:
         """The directory, private to its owner (0700): a resume loads checkpoints from it (DeepSpeed's with
@@ -140,16 +157,16 @@ class RunDir:
 
     def read_trial(self, trial_id: str) -> dict[str, Any] | None:
         path = self.trial(trial_id) / "trial.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        return read_json(path) if path.is_file() else None
 
     def trial_records(self) -> list[dict[str, Any]]:
-        return [json.loads(p.read_text()) for p in sorted(self.trials.glob("*/trial.json"))]
+        return [read_json(p) for p in sorted(self.trials.glob("*/trial.json"))]
 
     def point_metrics(self, trial_id: str) -> dict[int, dict[str, Any]]:
         """Evaluated step -> metrics.json of a trial's points."""
         out = {}
         for path in sorted(self.trial(trial_id).glob("step_*/metrics.json")):
-            out[int(path.parent.name.split("_")[1])] = json.loads(path.read_text())
+            out[int(path.parent.name.split("_")[1])] = read_json(path)
         return out
 
     # -- results --------------------------------------------------------------------------------

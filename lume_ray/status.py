@@ -145,7 +145,7 @@ def run_status(run_dir: str | os.PathLike[str]) -> RunStatus:
     """Everything ``lume-ray status`` says, from the files of ``run_dir``."""
     rd = RunDir(run_dir)
     if not rd.root.is_dir():
-        raise NotARunDir(f"{rd.root}: no such directory")
+        raise NotARunDir(f"{rd.root}: {'a file, not a run directory' if rd.root.exists() else 'no such directory'}")
     if not rd.exists():
         raise NotARunDir(f"{rd.root}: not a run directory (no study.json; a sweep writes one when it starts)")
     study = rd.read_study()

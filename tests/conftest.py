@@ -139,8 +139,8 @@ def no_input_checks(monkeypatch: pytest.MonkeyPatch) -> None:
     up-front data/model checks (tested on their own in test_config.py and test_train.py)."""
     import lume_ray.cli
 
-    monkeypatch.setattr(lume_ray.cli, "check_job_inputs", lambda job: None)
-    monkeypatch.setattr(lume_ray.cli, "check_eval_inputs", lambda model, data, utility: utility)
+    monkeypatch.setattr(lume_ray.cli, "check_job_inputs", lambda job, **kw: None)
+    monkeypatch.setattr(lume_ray.cli, "check_eval_inputs", lambda model, data, utility, **kw: utility)
 
 
 @pytest.fixture(scope="session")

@@ -77,7 +77,8 @@ def model_size(model: str, lora_rank: int = LORA_RANK) -> ModelSize:
         try:
             config = transformers.AutoConfig.from_pretrained(str(cfg_dir), local_files_only=True)
         except (ValueError, OSError, KeyError) as e:
-            raise ClusterError(f"{cfg_dir / 'config.json'}: cannot read the model config ({first_line(e)})") from None
+            raise ClusterError(f"--model {model!r}: {cfg_dir / 'config.json'}: cannot read the model config "
+                               f"({first_line(e)})") from None
         name = str(cfg_dir)
     try:
         with torch.device("meta"):  # shapes only: a 7B model costs no memory and under a second
@@ -180,8 +181,8 @@ def estimate_option(size: ModelSize, zero: int, offload_optimizer: bool, offload
 def plan(model: str, gpus: int, gpus_per_node: int = 8, gpu_mem_gib: float = 80.0, lora: bool = False,
          headroom: float = HEADROOM, cpu_mem_gib: float | None = None) -> Plan:
     """Every ZeRO option's per-GPU memory and the cheapest one that fits in ``(1 - headroom) * gpu_mem``."""
-    if gpu_mem_gib <= 0:
-        raise ClusterError(f"--gpu-mem {gpu_mem_gib}: must be positive (GiB per GPU)")
+    if not gpu_mem_gib > 0 or gpu_mem_gib == float("inf"):  # NaN fails the first test
+        raise ClusterError(f"--gpu-mem {gpu_mem_gib}: must be a positive, finite number (GiB per GPU)")
     per_node, nodes = _topology(gpus, gpus_per_node)
     size = model_size(model)
     budget = (1 - headroom) * gpu_mem_gib * GIB

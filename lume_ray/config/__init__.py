@@ -24,9 +24,10 @@ or at ``sweep.eval_steps``), or a list of steps (trained to the largest, evaluat
     space.py       ParamSpec, StepsSpec, AlgorithmSpace: the search spaces
     experiment.py  EarlyStopConfig, SweepConfig, TrackingConfig, Experiment: the study
     load.py        YAML + overrides -> a model; one-line errors
+    reader.py      a user's YAML file or text -> data (a key given twice, a bad byte: errors with file and line)
 """
 
-from lume_ray.config.base import ConfigError, ParamValue, Section, located
+from lume_ray.config.base import ParamValue, Section, located
 from lume_ray.config.experiment import (
     MAX_RUNGS,
     EarlyStopConfig,
@@ -37,6 +38,7 @@ from lume_ray.config.experiment import (
 )
 from lume_ray.config.job import UnlearnJob
 from lume_ray.config.load import apply_overrides, experiment_from_dict, load_experiment, one_line, validate
+from lume_ray.config.reader import StrictLoader, parse_yaml, read_yaml
 from lume_ray.config.sections import (
     BuildConfig,
     DataConfig,
@@ -47,11 +49,13 @@ from lume_ray.config.sections import (
     TrainConfig,
 )
 from lume_ray.config.space import DISTRIBUTIONS, TRAINER_PARAMS, AlgorithmSpace, ParamSpec, StepsSpec
+from lume_ray.errors import ConfigError
 from lume_ray.evaluate.protocol import Floor
 
 __all__ = [
     "DISTRIBUTIONS", "MAX_RUNGS", "TRAINER_PARAMS", "AlgorithmSpace", "BuildConfig", "ConfigError", "DataConfig",
     "EarlyStopConfig", "EvalConfig", "Experiment", "Floor", "LoraConfig", "MlflowConfig", "ParamSpec", "ParamValue",
-    "Section", "StepsSpec", "SweepConfig", "SynthConfig", "TargetConfig", "TrackingConfig", "TrainConfig",
-    "UnlearnJob", "apply_overrides", "experiment_from_dict", "load_experiment", "located", "one_line", "validate",
+    "Section", "StepsSpec", "StrictLoader", "SweepConfig", "SynthConfig", "TargetConfig", "TrackingConfig",
+    "TrainConfig", "UnlearnJob", "apply_overrides", "experiment_from_dict", "load_experiment", "located", "one_line",
+    "parse_yaml", "read_yaml", "validate",
 ]

@@ -14,10 +14,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 
-class ConfigError(ValueError):
-    """An invalid configuration value; one line naming the file or flag, the key, the value and the valid choices."""
-
-
 def located(loc: Sequence[str | int], message: str, value: Any = None) -> ValidationError:
     """A validation error at ``loc`` (relative to the model being validated). Raised inside a validator, pydantic
     prefixes the enclosing field's path, so the one-line error names the full key (``train.offload``,
@@ -27,9 +23,10 @@ def located(loc: Sequence[str | int], message: str, value: Any = None) -> Valida
 
 
 class Section(BaseModel):
-    """Every config section: unknown keys are errors, values are frozen once validated."""
+    """Every config section: unknown keys are errors, values are frozen once validated, and no number is infinite or
+    NaN (``cpus_per_worker: .inf`` is an error, not a job that waits forever)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 ParamValue = float | int | str

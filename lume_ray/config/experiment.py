@@ -71,7 +71,10 @@ class EarlyStopConfig(Section):
     def _fraction(cls, value: Any) -> Any:
         if isinstance(value, str) and "/" in value:
             num, _, den = value.partition("/")
-            return float(num) / float(den)
+            try:
+                return float(num) / float(den)
+            except (ValueError, ZeroDivisionError):
+                raise ValueError(f"expected a fraction in (0, 1] such as 1/3, got {value!r}") from None
         return value
 
     @field_validator("rungs")

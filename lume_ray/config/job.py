@@ -29,7 +29,8 @@ class UnlearnJob(Section):
     data: str = Field(..., min_length=1, description="LUME directory or HF dataset id")
     algorithm: str = Field(..., description="a registered algorithm")
     params: dict[str, ParamValue] = Field(default_factory=dict, description="the algorithm's parameters")
-    lr: float = Field(1e-5, gt=0, description="learning rate (constant: a run passes through every shorter one)")
+    lr: float = Field(1e-5, gt=0, allow_inf_nan=True,  # refused by _finite, with a message of its own
+                      description="learning rate (constant: a run passes through every shorter one)")
     steps: int = Field(60, ge=1, description="steps to train")
     eval_steps: tuple[int, ...] = Field((), description="steps that save an evaluation point (the last always does)")
     wait_steps: tuple[int, ...] = Field(

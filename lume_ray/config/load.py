@@ -18,8 +18,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from lume_ray.config.base import ConfigError, Section
+from lume_ray.config.base import Section
 from lume_ray.config.experiment import Experiment
+from lume_ray.config.reader import DuplicateKey, StrictLoader, read_yaml
+from lume_ray.errors import ConfigError
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[tuple[str, str]], source: str = "--set") -> dict[str, Any]:
@@ -27,7 +29,9 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[tuple[str, str]], s
     out = copy.deepcopy(raw)
     for key, text in overrides:
         try:
-            value = yaml.safe_load(text) if text != "" else None
+            value = yaml.load(text, Loader=StrictLoader) if text != "" else None  # noqa: S506  # a SafeLoader
+        except DuplicateKey as e:
+            raise ConfigError(f"{source} {key}={text}: {str(e).removeprefix('line 1: ')}") from None
         except yaml.YAMLError:
             raise ConfigError(f"{source} {key}={text}: value is not valid YAML") from None
         node = out
@@ -93,17 +97,16 @@ def validate(model: type[Section], raw: Mapping[str, Any], source: str) -> Any:
         return model.model_validate(raw)
     except ValidationError as e:
         raise one_line(e, model, source) from None
+    except (ArithmeticError, TypeError, LookupError) as e:  # a validator's arithmetic on a value it cannot use
+        raise ConfigError(f"{source}: a value cannot be used ({type(e).__name__}: {str(e).splitlines()[0]})") from None
 
 
 def load_experiment(path: str | Path, overrides: Sequence[tuple[str, str]] = ()) -> Experiment:
     """Read, override and validate an experiment YAML: the only place an experiment is checked."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: experiment file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: experiment file not found" + (" (a directory)" if path.is_dir() else ""))
+    raw = read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return experiment_from_dict(apply_overrides(raw, overrides), str(path), base_dir=path.parent)

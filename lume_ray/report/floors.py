@@ -112,7 +112,10 @@ def parse_floors(pairs: Sequence[tuple[str, str]] | None) -> Floors | None:
             raise ValueError(f"--floor {key}: only utility has relative/absolute parts; use {name}=FRACTION")
         else:
             relative[name] = _fraction(name, value)
-    utility = Floor(relative=parts.get("relative"), absolute=parts.get("absolute")) if parts else None
+    try:
+        utility = Floor(relative=parts.get("relative"), absolute=parts.get("absolute")) if parts else None
+    except ValueError as e:
+        raise ValueError(f"--floor: {e}") from None
     return Floors(utility, relative)
 
 

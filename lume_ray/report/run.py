@@ -89,7 +89,8 @@ def load_run(run_dir: str | Path) -> Run:
     """Read RUN_DIR; a missing directory, results table or column -> ValueError naming the path."""
     rd = RunDir(run_dir)
     if not rd.root.is_dir():
-        raise ValueError(f"run directory {rd.root} does not exist (expected the output folder of `lume-ray sweep`)")
+        what = "is a file, not a directory" if rd.root.exists() else "does not exist"
+        raise ValueError(f"run directory {rd.root} {what} (expected the output folder of `lume-ray sweep`)")
     path = rd.results_path
     if not path.is_file():
         raise ValueError(f"{path} not found: {rd.root} is not a finished sweep's run directory")
@@ -116,15 +117,15 @@ def load_run(run_dir: str | Path) -> Run:
 
     experiment_yaml, spaces = "", {}
     if rd.experiment_path.is_file():
-        import yaml
+        from lume_ray.config import parse_yaml
 
-        experiment_yaml = rd.experiment_path.read_text()
+        experiment_yaml = rd.experiment_path.read_text(encoding="utf-8", errors="replace")
         try:
-            raw = yaml.safe_load(experiment_yaml)
+            raw = parse_yaml(experiment_yaml, str(rd.experiment_path))
             load_run_plugins(raw, notes)
             spaces = read_spaces(raw)
             read.append((rd.experiment_path.name, None, f"search spaces of {', '.join(spaces) or 'no algorithm'}"))
-        except (ValueError, yaml.YAMLError) as e:
+        except ValueError as e:
             first = str(e).splitlines()[0]
             read.append((rd.experiment_path.name, None, f"search spaces unreadable ({first})"))
             notes.append(f"experiment.yaml: search spaces unreadable ({first}): no grid budget, no boundary check")

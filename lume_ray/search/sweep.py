@@ -29,6 +29,7 @@ from lume_ray.config import ConfigError, Experiment
 from lume_ray.evaluate.metrics import direction
 from lume_ray.evaluate.pool import evaluation_pool
 from lume_ray.local_ray import ray_session
+from lume_ray.preflight import check_jobs, check_resources
 from lume_ray.report.analysis import analyze
 from lume_ray.report.answer import boundary
 from lume_ray.report.run import load_run
@@ -39,7 +40,6 @@ from lume_ray.search.trial import TrialContext, run_trial
 from lume_ray.search.view import SweepView, relay
 from lume_ray.status import read_driver, write_driver
 from lume_ray.tracking import MlflowTracker
-from lume_ray.train.job import absolute, preflight
 
 TUNE_NAME = "sweep"
 
@@ -69,25 +69,7 @@ def max_concurrent(exp: Experiment, driver_cpus: float) -> int:
 
 def check_cluster(exp: Experiment) -> None:
     """What the experiment asks of the cluster, checked before anything starts."""
-    res = ray.cluster_resources()
-    need = exp.train.workers * exp.train.gpus_per_worker
-    if need and res.get("GPU", 0) < need:
-        raise ConfigError(f"train.gpus_per_worker: {exp.train.gpus_per_worker} x {exp.train.workers} workers needs "
-                          f"{need} GPU(s); the cluster has {res.get('GPU', 0):g} (set train.gpus_per_worker: 0 to "
-                          "train on CPUs)")
-
-
-def check_jobs(exp: Experiment) -> None:
-    """Every algorithm's job at the largest values of its space, checked against the data and the model (what a
-    config cannot know before the target exists, e.g. rmu's layer beyond the model's depth): a one-line error
-    before the sweep starts, never a failed trial."""
-    for algo in exp.selected_algorithms():
-        hp = {name: max(spec.concrete_values()) if spec.kind != "choice" else spec.values[0]
-              for name, spec in exp.algorithms[algo].searched().items()}
-        try:
-            preflight(absolute(exp.unlearn_job(algo, hp, Path(exp.output_dir) / "check")))
-        except ValueError as e:
-            raise ConfigError(f"algorithms.{algo}: {str(e).splitlines()[0]}") from None
+    check_resources(ray.cluster_resources(), "the cluster", "experiment", train=exp.train, evaluation=exp.eval)
 
 
 def study_record(exp: Experiment, data: str, model: str) -> dict[str, Any]:
