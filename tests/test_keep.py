@@ -170,3 +170,48 @@ def test_the_session_sweep_keeps_exactly_each_algorithms_front(finished_sweep: P
     removed = {(r["trial_id"], r["step"]) for r in rd.removals() if r["what"] == "model"}
     everything = set(zip(pd.read_parquet(rd.results_path)["trial_id"], pd.read_parquet(rd.results_path)["step"]))
     assert removed == everything - front
+
+
+def test_status_and_report_say_which_models_are_on_disk(tmp_path: Path) -> None:
+    from lume_ray.report.analysis import analyze
+    from lume_ray.report.run import load_run
+    from lume_ray.report.samples import provenance
+    from lume_ray.status import run_status, status_lines
+    from tests.test_report import make_run_dir
+
+    rd = RunDir(make_run_dir(tmp_path))
+    for tid, step in (("gd-1", 30), ("npo-2", 20)):
+        _point(rd, tid, step, 0.5, 0.5, 0.5, scored=False)  # make_run_dir wrote the metrics; the models here
+    st = run_status(rd.root)
+    assert st.models == [("gd-1", 30), ("npo-2", 20)] and st.disk_bytes > 2 * 8192
+    line = next(x for x in status_lines(st) if x.startswith("models on disk"))
+    assert line.startswith("models on disk: 2 (gd-1@30, npo-2@20); the run directory holds ")
+    run = load_run(rd.root)
+    rows = dict(provenance(run, analyze(run), True))
+    assert rows["models on disk"] == "2 (gd-1@30, npo-2@20) (trial@step; keep_models: unknown)"
+    assert rows["run directory size"].endswith(" on disk")
+
+
+def test_plan_gives_the_peak_disk_of_an_experiment_per_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    """`lume-ray plan EXPERIMENT`: model bytes x models held at peak + two checkpoints per running trial."""
+    from lume_ray import cli
+
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    assert cli.main(["plan", str(root / "lume-7b.yaml"), "--gpus", "32", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    disk = got["disk"]
+    assert disk["total_params"] == 6_888_095_744 and disk["model_bytes"] == 2 * 6_888_095_744  # bf16
+    assert disk["concurrency"] == 4  # 32 GPUs / 8 per trial
+    assert disk["checkpoint_bytes"] == 14 * 6_888_095_744  # bf16 weights + fp32 master + Adam's 2 moments
+    assert disk["points"] == sum(12 * n for n in disk["points_per_trial"].values())
+    modes = disk["keep_models"]
+    assert modes["all"]["models_held"] == disk["points"]
+    assert modes["none"]["models_held"] == 4 * max(disk["points_per_trial"].values())
+    assert modes["none"]["models_held"] < modes["front"]["models_held"] < modes["all"]["models_held"]
+    for m in modes.values():
+        assert m["peak_bytes"] == m["models_held"] * disk["model_bytes"] + 2 * 4 * disk["checkpoint_bytes"]
+    assert got["zero"]["recommended"] == "zero2"
+    assert cli.main(["plan", str(root / "quickstart.yaml")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "(fp32) = " in lines[1] and lines[4].split()[:2] == ["keep_models", "models"]
+    assert [ln.split()[0] for ln in lines[5:8]] == ["all", "front", "none"]
