@@ -250,7 +250,10 @@ KNOWN_TARGETS = {
     "llmunlearningsemeval2025organization/olmo-finetuned-semeval25-unlearning": "7b",
     "llmunlearningsemeval2025organization/olmo-1B-model-semeval25-unlearning": "1b",
 }
-FRONT_SHARE = 0.25  # assumed share of an algorithm's points on its front (lume-ray status shows the real count)
+# Assumed share of an algorithm's points on its front: with three objectives most points of one trajectory are
+# mutually non-dominated (benchmarks/bench_disk.py: 13 of 16 in a 4-trial sweep); more trials dominate more of them.
+# `lume-ray status RUN_DIR` shows the real count.
+FRONT_SHARE = 0.5
 ADAM_BYTES = 12  # per trained parameter in a DeepSpeed checkpoint: fp32 master copy + Adam's two moments
 
 

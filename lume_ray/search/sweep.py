@@ -2,7 +2,8 @@
 
 Input:  an :class:`~lume_ray.config.Experiment` whose data and target exist; a Ray cluster (local or ``address``).
 Output: RUN_DIR (:mod:`lume_ray.run_dir`): study.json, the base model's evaluation, one directory per trial,
-        ``results.parquet`` (one row per trial and evaluated step, with hyperparameters, metrics, provenance).
+        ``results.parquet`` (one row per trial and evaluated step, with hyperparameters, metrics, provenance); the
+        points' models that ``sweep.keep_models`` keeps (:mod:`lume_ray.search.keep`, in this driver).
 
 One Tune run holds every algorithm's trials: :class:`~lume_ray.search.searcher.StudySearcher` hands them out
 across the algorithms' Optuna studies, so the cluster never idles at the tail of one algorithm's search.
