@@ -80,7 +80,7 @@ def test_front_keeps_the_front_and_removes_a_dominated_point_while_its_trial_run
            ("t3", "ga", 2, 0.99, 0.99, 0.10),  # infeasible (0.10 < 0.30): never on the front, dominates nothing
            ("n1", "npo", 2, 0.10, 0.10, 0.39)]  # dominated by ga's points, but on npo's own front
     metrics = {}
-    for tid, alg, step, fe, rs, ut in seq:
+    for tid, _, step, fe, rs, ut in seq:
         metrics[(tid, step)] = _point(rd, tid, step, fe, rs, ut)
     _report(keeper, "t1", "ga", 2, metrics[("t1", 2)])
     _report(keeper, "t1", "ga", 4, metrics[("t1", 4)])
@@ -168,7 +168,8 @@ def test_the_session_sweep_keeps_exactly_each_algorithms_front(finished_sweep: P
     assert front and set(rd.models_on_disk()) == front
     assert not list(rd.trials.glob("*/ray/*/checkpoint_*"))
     removed = {(r["trial_id"], r["step"]) for r in rd.removals() if r["what"] == "model"}
-    everything = set(zip(pd.read_parquet(rd.results_path)["trial_id"], pd.read_parquet(rd.results_path)["step"]))
+    results = pd.read_parquet(rd.results_path)
+    everything = {(r.trial_id, int(r.step)) for r in results.itertuples()}
     assert removed == everything - front
 
 
