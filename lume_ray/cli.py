@@ -368,8 +368,24 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from lume_ray.cluster.plan import plan, plan_dict, plan_lines
+    from lume_ray.cluster.plan import disk_dict, disk_lines, disk_plan, plan, plan_dict, plan_lines
 
+    if args.experiment:  # the disk a sweep of it holds at peak; the ZeRO table too when --gpus is given
+        exp = _experiment(args, args.experiment)
+        d = disk_plan(exp, args.model, args.gpus)
+        if args.gpus is None:
+            print(json.dumps(disk_dict(d), indent=2) if args.json else "\n".join(disk_lines(d)))
+            return 0
+        if d.model_key is None:
+            raise ValueError(f"plan {args.experiment} --gpus: the ZeRO table needs the target's config; "
+                             f"{d.source}: build it first, or give --model 1b|7b|DIR")
+        p = plan(d.model_key, args.gpus, args.gpus_per_node, args.gpu_mem, exp.train.lora is not None)
+        print(json.dumps({"disk": disk_dict(d), "zero": plan_dict(p)}, indent=2) if args.json
+              else "\n".join([*disk_lines(d), "", *plan_lines(p)]))
+        return 0 if p.recommended else 1
+    if args.model is None or args.gpus is None:
+        raise ValueError("plan: give an experiment file (lume-ray plan experiments/lume-7b.yaml), or --model and "
+                         f"--gpus (got --model {args.model}, --gpus {args.gpus})")
     p = plan(args.model, args.gpus, args.gpus_per_node, args.gpu_mem, args.lora)
     print(json.dumps(plan_dict(p), indent=2) if args.json else "\n".join(plan_lines(p)))
     return 0 if p.recommended else 1
@@ -510,13 +526,19 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--address", default=os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS"))
     jobs.add_argument("--follow", action="store_true")
     jobs.set_defaults(func=cmd_jobs)
-    plan = sub.add_parser("plan", help="per-GPU memory of each ZeRO stage for a model; recommend one")
-    plan.add_argument("--model", required=True, help="1b, 7b, or a model directory / config")
-    plan.add_argument("--gpus", type=int, required=True, help="GPUs in total")
+    plan = sub.add_parser("plan", help="per-GPU memory of each ZeRO stage for a model; recommend one. With an "
+                          "experiment: the disk its sweep holds at peak per sweep.keep_models")
+    plan.add_argument("experiment", nargs="?", default=None,
+                      help="experiment YAML: print its run directory's peak disk (models + checkpoints)")
+    plan.add_argument("--model", default=None, help="1b, 7b, or a model directory / config (with an experiment: "
+                      "default its target)")
+    plan.add_argument("--gpus", type=int, default=None, help="GPUs in total (with an experiment: trials at once, "
+                      "when sweep.max_concurrent is not set, and the ZeRO table)")
     plan.add_argument("--gpus-per-node", type=int, default=8)
     plan.add_argument("--gpu-mem", type=opt.finite_float, default=80.0, help="GiB per GPU")
     plan.add_argument("--lora", action="store_true")
     plan.add_argument("--json", action="store_true")
+    opt.set_option(plan)
     plan.set_defaults(func=cmd_plan)
     return p
 

@@ -10,10 +10,13 @@ RUN_DIR/
   trials/<trial_id>/trial.json   algorithm, hyperparameters, status, error, trained steps, times
   trials/<trial_id>/step_XXXXXX/ metrics.json + rows.parquet: one evaluation point
   trials/<trial_id>/train/       the unlearning job (train_log.jsonl, points.jsonl, result.json, ...)
+  trials/<trial_id>/train/points/step_XXXXXX/  a point's model (kept per sweep.keep_models)
+  trials/<trial_id>/ray/         the job's Ray Train storage: its DeepSpeed checkpoint (removed when the trial ends)
   trials/<trial_id>/rungs.json   early stopping's decision at each rung
   trials/<trial_id>/train/go/    early stopping, not pipelined: the go-ahead past each rung once judged
   tune/                          the Ray Tune run (what --resume restores)
   results.parquet                one row per (trial, evaluated step)
+  models.jsonl                   one line per model directory or checkpoint the sweep removed: when and why
   logs/lume-ray.log              Ray, Tune, Ray Data, DeepSpeed, Optuna output kept off the console
   logs/driver.json               the running driver's host and pid (lume-ray status)
   tracking.json, mlruns/         MLflow tracking state and its local store
@@ -56,6 +59,33 @@ def git_commit() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def disk_bytes(path: str | os.PathLike[str]) -> int:
+    """Bytes a directory tree holds on disk, as ``du`` counts them (allocated blocks; hard links once); files
+    that vanish while it walks (a sweep deleting a model) are skipped."""
+    total, seen = 0, set()
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            if st.st_nlink > 1:
+                if (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+    return total
+
+
+def fmt_bytes(n: float) -> str:
+    """1536 -> "1.5 KiB"."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
 
 def versions() -> dict[str, str]:
@@ -117,6 +147,22 @@ class RunDir:
     def point(self, trial_id: str, step: int) -> Path:
         return self.trial(trial_id) / STEP_DIR.format(step)
 
+    def job(self, trial_id: str) -> Path:
+        """The trial's unlearning job (its ``out``)."""
+        return self.trial(trial_id) / "train"
+
+    def point_model(self, trial_id: str, step: int) -> Path:
+        """Where the trial's job saves the model of its point at ``step`` (train/loop.py: ``out/points/...``)."""
+        return self.job(trial_id) / "points" / STEP_DIR.format(step)
+
+    def checkpoints(self, trial_id: str) -> Path:
+        """The trial's Ray Train storage: the job's DeepSpeed checkpoint, what a retried trial resumes from."""
+        return self.trial(trial_id) / "ray"
+
+    @property
+    def models_log(self) -> Path:
+        return self.root / "models.jsonl"
+
     # -- study ----------------------------------------------------------------------------------
     def exists(self) -> bool:
         return self.study_path.is_file()
@@ -168,6 +214,47 @@ class RunDir:
         for path in sorted(self.trial(trial_id).glob("step_*/metrics.json")):
             out[int(path.parent.name.split("_")[1])] = read_json(path)
         return out
+
+    # -- models on disk -------------------------------------------------------------------------
+    def models_on_disk(self) -> list[tuple[str, int]]:
+        """(trial id, step) of every point whose model directory is on disk, in trial and step order."""
+        found = []
+        for path in sorted(self.trials.glob("*/train/points/step_*")):
+            if path.is_dir() and path.name.split("_")[1].isdigit():
+                found.append((path.parents[2].name, int(path.name.split("_")[1])))
+        return found
+
+    def models_text(self, limit: int = 12) -> str:
+        """"3 (ga-1@20, ga-2@10, npo-1@20)": the points whose model is on disk, as trial@step."""
+        on_disk = self.models_on_disk()
+        shown = ", ".join(f"{t}@{s}" for t, s in on_disk[:limit])
+        more = f", ... {len(on_disk) - limit} more" if len(on_disk) > limit else ""
+        return f"{len(on_disk)}" + (f" ({shown}{more})" if on_disk else "")
+
+    def keep_models(self) -> str | None:
+        """experiment.yaml's sweep.keep_models (None when it cannot be read)."""
+        import yaml
+
+        try:
+            sweep = (yaml.safe_load(self.experiment_path.read_text()) or {}).get("sweep") or {}
+        except (OSError, yaml.YAMLError, AttributeError):
+            return None
+        value = sweep.get("keep_models")
+        if isinstance(value, bool):  # the older form
+            return "all" if value else "none"
+        return value if isinstance(value, str) else None
+
+    def record_removal(self, record: Mapping[str, Any]) -> None:
+        """One line of models.jsonl (written by the sweep's driver alone: one writer, appends)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self.models_log.open("a") as f:
+            f.write(json.dumps(dict(record), default=str) + "\n")
+
+    def removals(self) -> list[dict[str, Any]]:
+        """models.jsonl's records, oldest first."""
+        if not self.models_log.is_file():
+            return []
+        return [json.loads(line) for line in self.models_log.read_text().splitlines() if line.strip()]
 
     # -- results --------------------------------------------------------------------------------
     def collect_results(self, provenance: Mapping[str, Any]) -> Any:

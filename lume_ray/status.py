@@ -2,7 +2,8 @@
 
 Input:  RUN_DIR of a finished sweep, a running one, an interrupted one, or one a submitted Ray job writes.
 Output: the study; per algorithm its trials (done, running, failed with the reason) and its best points (the
-        non-dominated ones on the experiment's objectives); whether the sweep is finished, running, or can be
+        non-dominated ones on the experiment's objectives); the points whose model is on disk (trial@step) and the
+        bytes the run directory holds; whether the sweep is finished, running, or can be
         resumed, with the command that resumes it (:func:`run_status`; :func:`status_lines` are the lines
         ``lume-ray status`` prints, ``--json`` the same as one JSON object).
 
@@ -23,11 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lume_ray.files import write_json
-from lume_ray.run_dir import RunDir
+from lume_ray.run_dir import RunDir, disk_bytes, fmt_bytes
 
 DRIVER_NAME = "driver.json"  # RUN_DIR/logs/driver.json
 TUNE_NAME = "sweep"  # RUN_DIR/tune/<name>: the Tune experiment (search.sweep.TUNE_NAME)
 MAX_BEST = 8  # best points shown per algorithm
+MAX_MODELS = 12  # points whose model is on disk, shown by name
 DONE_STATES = ("completed", "stopped", "diverged")
 
 
@@ -99,6 +101,9 @@ class RunStatus:
     algorithms: dict[str, AlgorithmStatus]
     resume: str | None = None
     driver: dict[str, Any] = field(default_factory=dict)
+    models: list[tuple[str, int]] = field(default_factory=list)  # (trial id, step) of the models on disk
+    keep_models: str | None = None  # the sweep's keep_models (experiment.yaml)
+    disk_bytes: int = 0  # what RUN_DIR holds on disk (du)
 
 
 def _last_write(rd: RunDir) -> float:
@@ -182,7 +187,8 @@ def run_status(run_dir: str | os.PathLike[str]) -> RunStatus:
     resume_cmd = f"lume-ray sweep {rd.experiment_path} --resume --out {rd.root}"
     here = driver.get("host") == socket.gethostname()
     alive = bool(driver) and here and _alive(int(driver.get("pid", 0)))
-    st = RunStatus(str(rd.root), str(study.get("name", "")), objectives, "finished", "", algos, driver=driver)
+    st = RunStatus(str(rd.root), str(study.get("name", "")), objectives, "finished", "", algos, driver=driver,
+                   models=rd.models_on_disk(), keep_models=rd.keep_models(), disk_bytes=disk_bytes(rd.root))
     if alive and not finished:
         st.state = "running"
         st.detail = f"driver pid {driver['pid']} on this host, last write {_ago(_last_write(rd))}"
@@ -251,6 +257,11 @@ def status_lines(st: RunStatus) -> list[str]:
                 out.append(f"  [{name}] {p.trial_id} step {p.step}: {values}  ({hp})")
             if len(a.best) > MAX_BEST:
                 out.append(f"  [{name}] ... {len(a.best) - MAX_BEST} more (lume-ray report {st.run_dir})")
+    mode = f" (keep_models: {st.keep_models})" if st.keep_models else ""
+    models = ", ".join(f"{t}@{s}" for t, s in st.models[:MAX_MODELS])
+    more = f", ... {len(st.models) - MAX_MODELS} more" if len(st.models) > MAX_MODELS else ""
+    out.append(f"models on disk{mode}: {len(st.models)}" + (f" ({models}{more})" if st.models else "")
+               + f"; the run directory holds {fmt_bytes(st.disk_bytes)}")
     if st.resume:
         out.append(f"resume with: {st.resume}")
     return out

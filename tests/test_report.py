@@ -131,6 +131,36 @@ def test_boundary_warning_fires_at_the_edge_and_not_inside(built, tmp_path):
     assert "(3 lr = 3 settings × 30 steps = 90 steps)" in answer
 
 
+@pytest.mark.parametrize("edge_origin", ["design", "sampler"])
+def test_boundary_warning_needs_trials_beyond_the_initial_design(tmp_path, edge_origin):
+    """ga's front (ga-1@10, ga-1@20) sits at lr's lower bound. Every ga trial from the initial design: the
+    budget cannot tell (the corner was only tried), so no warning and the one line saying so, in the sweep's
+    closing lines and in ga's paragraph; ga's edge point from the sampler: the warning."""
+    from lume_ray.report.analysis import analyze
+    from lume_ray.report.answer import answer, boundary
+    from lume_ray.report.run import load_run
+    from lume_ray.run_dir import RunDir
+    from lume_ray.search.sweep import boundary_warnings
+
+    run_dir = make_run_dir(tmp_path)
+    frame = pd.read_parquet(run_dir / "results.parquet")
+    frame.loc[frame["algorithm"] == "ga", "origin"] = "design"  # both ga trials: the design's corner and centre
+    frame.loc[frame["trial_id"] == "ga-1", "origin"] = edge_origin
+    frame.to_parquet(run_dir / "results.parquet")
+    warnings, note = boundary_warnings(RunDir(run_dir))
+    run = load_run(run_dir)
+    a = analyze(run)
+    paragraph = answer(run, a, {}, boundary(run, a)).paragraphs["ga"]
+    if edge_origin == "design":
+        assert not [w for w in warnings if w.startswith("ga:")]
+        assert note is not None and note.startswith("ga: every trial came from the initial design")
+        assert "too few to judge its search ranges" in paragraph
+    else:
+        assert "ga: lr at its lower bound (1e-05) in 2 of 2 front points: widen the range" in warnings
+        assert note is None and "too few to judge" not in paragraph
+    assert "npo: lr at its lower bound (1e-05) in 3 of 4 front points: widen the range" in warnings
+
+
 def test_experiment_yaml_as_the_sweep_dumps_it(tmp_path):
     from lume_ray.config import experiment_from_dict
 

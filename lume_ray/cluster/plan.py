@@ -1,8 +1,11 @@
 """ZeRO memory plan: which DeepSpeed ZeRO stage (and offload) fits a model on N GPUs.
 
-Input:  ``lume-ray plan --model 1b|7b|DIR --gpus N [--gpus-per-node 8] [--gpu-mem 80] [--lora] [--json]``.
+Input:  ``lume-ray plan --model 1b|7b|DIR --gpus N [--gpus-per-node 8] [--gpu-mem 80] [--lora] [--json]``, or
+        ``lume-ray plan EXPERIMENT [--model ...] [--gpus N]``.
 Output: a per-GPU memory table of every ZeRO option and the cheapest one that fits (:func:`plan`, as a dict
-        by :func:`plan_dict`, as the lines the command prints by :func:`plan_lines`; exit 1 when none fits).
+        by :func:`plan_dict`, as the lines the command prints by :func:`plan_lines`; exit 1 when none fits);
+        for an experiment, the disk its run directory holds at peak under each ``sweep.keep_models``
+        (:func:`disk_plan`, :func:`disk_lines`).
 
 DeepSpeed's own estimators (ZeRO-2 and ZeRO-3 model states) on parameter counts taken from a model built on
 the meta device, plus the frozen bf16 reference model the reference-based losses need. Pure arithmetic: no
@@ -61,8 +64,7 @@ def _lora_params(model: Any, model_type: str, rank: int) -> int:
 
 def model_size(model: str, lora_rank: int = LORA_RANK) -> ModelSize:
     """Parameter counts of ``1b``, ``7b`` or a model directory / config.json, from a meta-device build."""
-    import torch  # heavy: as in _lora_params
-    import transformers
+    import transformers  # heavy: as in _lora_params
 
     key = model.lower()
     if key in OLMO_PRESETS:
@@ -80,11 +82,19 @@ def model_size(model: str, lora_rank: int = LORA_RANK) -> ModelSize:
             raise ClusterError(f"--model {model!r}: {cfg_dir / 'config.json'}: cannot read the model config "
                                f"({first_line(e)})") from None
         name = str(cfg_dir)
+    return config_size(config, name, lora_rank, what=f"--model {model!r}")
+
+
+def config_size(config: Any, name: str, lora_rank: int = LORA_RANK, what: str = "the model") -> ModelSize:
+    """Parameter counts of a transformers config, from a meta-device build."""
+    import torch  # heavy: as in _lora_params
+    import transformers
+
     try:
         with torch.device("meta"):  # shapes only: a 7B model costs no memory and under a second
             net = transformers.AutoModelForCausalLM.from_config(config)
     except ValueError as e:
-        raise ClusterError(f"--model {model!r}: transformers cannot build a causal LM from this config "
+        raise ClusterError(f"{what}: transformers cannot build a causal LM from this config "
                            f"({first_line(e)})") from None
     total, largest = _count(net)
     return ModelSize(name, total, largest, _lora_params(net, config.model_type, lora_rank))
@@ -233,4 +243,161 @@ def plan_lines(p: Plan) -> list[str]:
     ]
 
 
-__all__ = ["ModelSize", "Plan", "PlanOption", "estimate_option", "model_size", "plan", "plan_dict", "plan_lines"]
+# ---------------------------------------------------------------------------------------------
+# Disk: what a sweep's run directory holds at its peak, per sweep.keep_models.
+
+# The LUME challenge's published targets (hub ids) and the OLMo shapes they have.
+KNOWN_TARGETS = {
+    "llmunlearningsemeval2025organization/olmo-finetuned-semeval25-unlearning": "7b",
+    "llmunlearningsemeval2025organization/olmo-1B-model-semeval25-unlearning": "1b",
+}
+# Assumed share of an algorithm's points on its front: with three objectives most points of one trajectory are
+# mutually non-dominated (benchmarks/bench_disk.py: 13 of 16 in a 4-trial sweep); more trials dominate more of them.
+# `lume-ray status RUN_DIR` shows the real count.
+FRONT_SHARE = 0.5
+ADAM_BYTES = 12  # per trained parameter in a DeepSpeed checkpoint: fp32 master copy + Adam's two moments
+
+
+@dataclass(frozen=True)
+class DiskPlan:
+    """The peak bytes of a sweep's run directory under each ``keep_models`` mode (:func:`disk_plan`)."""
+
+    experiment: str
+    size: ModelSize
+    source: str  # where the model's shape came from
+    model_key: str | None  # what model_size takes for it (the ZeRO table); None: an embedded target not built yet
+    dtype: str
+    model_bytes: int  # one point's model directory: parameters x dtype bytes
+    trials: dict[str, int]  # algorithm -> trials
+    points_per_trial: dict[str, int]  # algorithm -> evaluation points of one trial
+    concurrency: int
+    concurrency_source: str
+    checkpoint_bytes: int  # one trial's DeepSpeed checkpoint
+    held: dict[str, tuple[int, str]] = field(default_factory=dict)  # mode -> (models held at peak, how)
+
+    @property
+    def all_points(self) -> int:
+        return sum(self.trials[a] * self.points_per_trial[a] for a in self.trials)
+
+    @property
+    def checkpoints_peak(self) -> int:
+        """One checkpoint per running trial, two while the next one is written (Ray Train keeps 1)."""
+        return 2 * self.concurrency * self.checkpoint_bytes
+
+    def peak(self, mode: str) -> int:
+        return self.held[mode][0] * self.model_bytes + self.checkpoints_peak
+
+
+def experiment_model(exp: Any, model: str | None = None) -> tuple[ModelSize, str, str | None]:
+    """The size of an experiment's target, where it came from, and what :func:`model_size` takes for it (None: an
+    embedded target not built yet): ``model`` (1b, 7b, a directory), else target.model when it is a directory, a
+    known LUME target, or an embedded target still to be built (its preset's shape)."""
+    import transformers  # heavy: as in _lora_params
+
+    if model:
+        return model_size(model), f"--model {model}", model
+    target = exp.path(exp.target.model)
+    if (Path(target) / "config.json").is_file():
+        return model_size(target), f"target.model {target}", target
+    if target in KNOWN_TARGETS:
+        key = KNOWN_TARGETS[target]
+        return model_size(key), f"target.model {target} (OLMo-{key.upper()})", key
+    if exp.target.build is not None:
+        from lume_ray.target.presets import get_preset
+
+        p = get_preset(exp.target.build.preset)
+        config = transformers.OlmoConfig(vocab_size=p.vocab_size, hidden_size=p.hidden_size,
+                                         num_hidden_layers=p.num_hidden_layers,
+                                         num_attention_heads=p.num_attention_heads,
+                                         intermediate_size=p.intermediate_size,
+                                         max_position_embeddings=p.max_position_embeddings, tie_word_embeddings=False,
+                                         pad_token_id=0, eos_token_id=p.vocab_size - 1)
+        return (config_size(config, f"embedded target ({exp.target.build.preset} preset)"),
+                f"target.build preset {exp.target.build.preset} (not built yet: {target})", None)
+    raise ClusterError(f"target.model {exp.target.model!r}: not a model directory here, nor a known LUME target "
+                       f"({', '.join(KNOWN_TARGETS)}): give its shape with --model 1b|7b|DIR")
+
+
+def disk_plan(exp: Any, model: str | None = None, gpus: int | None = None) -> DiskPlan:
+    """Peak bytes of ``exp``'s run directory: model bytes (parameters x dtype bytes) x the points whose model is
+    held at once, plus the running trials' DeepSpeed checkpoints. Held at peak: all, every point of every trial;
+    front, the fronts' points plus those being scored; none, those being scored. A running trial has at most
+    its evaluation points unscored at once (when scoring lags training), typically one."""
+    size, source, key = experiment_model(exp, model)
+    precision = exp.train.resolved_precision
+    dtype_bytes = 4 if precision == "fp32" else 2
+    lora = exp.train.lora is not None
+    trained = size.lora_params if lora else size.total_params
+    # DeepSpeed's checkpoint: the module's weights (the frozen base too, under LoRA) + the optimizer's state.
+    optimizer = (8 if precision == "fp32" and not lora else ADAM_BYTES) * trained  # fp32: the weights are the master
+    checkpoint = dtype_bytes * size.total_params + optimizer
+    algos = exp.selected_algorithms()
+    trials = {a: _trials(exp, a) for a in algos}
+    per_trial = {a: len(exp.eval_steps(a)) for a in algos}
+    if exp.sweep.max_concurrent:
+        concurrency, how = exp.sweep.max_concurrent, "sweep.max_concurrent"
+    elif gpus and exp.train.use_gpu:
+        concurrency = max(1, gpus // (exp.train.workers * max(1, exp.train.gpus_per_worker)))
+        how = f"--gpus {gpus} / {exp.train.workers * max(1, exp.train.gpus_per_worker)} GPUs per trial"
+    else:
+        concurrency, how = 1, "assumed (set sweep.max_concurrent, or give --gpus)"
+    concurrency = min(concurrency, sum(trials.values()))
+    flight = concurrency * max(per_trial.values())
+    front = sum(min(trials[a] * per_trial[a], max(1, round(FRONT_SHARE * trials[a] * per_trial[a]))) for a in algos)
+    every = sum(trials[a] * per_trial[a] for a in algos)
+    held = {
+        "all": (every, "every point of every trial"),
+        "front": (min(every, front + flight), f"the fronts (~{front}: {FRONT_SHARE:.0%} of each algorithm's points, "
+                  f"assumed) + up to {flight} being scored"),
+        "none": (min(every, flight), f"being scored: up to {flight} ({concurrency} running trial(s) x "
+                 f"{max(per_trial.values())} points), typically {concurrency}"),
+    }
+    return DiskPlan(str(exp.name), size, source, key, precision, dtype_bytes * size.total_params, trials, per_trial,
+                    concurrency, how, checkpoint, held)
+
+
+def _trials(exp: Any, algorithm: str) -> int:
+    """Trials of one algorithm, as the sweep plans them: its full grid (the grid sampler), sweep.num_samples, or
+    one when nothing is searched."""
+    from lume_ray.search import space as sp
+
+    space = exp.algorithms[algorithm]
+    if exp.sweep.sampler == "grid":
+        return sp.grid_size(space)
+    return int(exp.sweep.num_samples) if sp.searchable(space) else 1
+
+
+def disk_dict(p: DiskPlan) -> dict[str, Any]:
+    return {"experiment": p.experiment, "model": p.size.name, "model_source": p.source,
+            "total_params": p.size.total_params, "dtype": p.dtype, "model_bytes": p.model_bytes,
+            "trials": p.trials, "points_per_trial": p.points_per_trial, "points": p.all_points,
+            "concurrency": p.concurrency, "checkpoint_bytes": p.checkpoint_bytes,
+            "checkpoints_peak_bytes": p.checkpoints_peak,
+            "keep_models": {m: {"models_held": n, "how": how, "peak_bytes": p.peak(m)} for m, (n, how) in p.held.items()}}
+
+
+def disk_lines(p: DiskPlan) -> list[str]:
+    """The lines of ``lume-ray plan EXPERIMENT``: the arithmetic, then one line per keep_models mode."""
+    def gib(n: float) -> str:
+        return f"{n / GIB:.1f} GiB" if n >= GIB / 10 else f"{n / 2**20:.1f} MiB"
+
+    n_trials = sum(p.trials.values())
+    per = sorted(set(p.points_per_trial.values()))
+    return [
+        f"{p.experiment}: {p.size.name}, {p.size.total_params / 1e6:,.1f}M parameters ({p.source})",
+        f"a point's model: {p.size.total_params / 1e6:,.1f}M x {p.model_bytes // p.size.total_params} bytes "
+        f"({p.dtype}) = {gib(p.model_bytes)}",
+        f"points: {n_trials} trials ({', '.join(f'{a} {n}' for a, n in p.trials.items())}) x "
+        f"{'/'.join(map(str, per))} evaluation points = {p.all_points}; {p.concurrency} trial(s) at once "
+        f"({p.concurrency_source})",
+        f"checkpoints: {gib(p.checkpoint_bytes)} per running trial (weights + fp32 master and Adam moments), x2 while "
+        f"the next is written: {gib(p.checkpoints_peak)}; removed when a trial ends",
+        f"{'keep_models':<12} {'models held':>11} {'models':>10} {'+ checkpoints':>14} {'= peak':>10}  held",
+        *(f"{m:<12} {n:>11} {gib(n * p.model_bytes):>10} {gib(p.checkpoints_peak):>14} {gib(p.peak(m)):>10}  {how}"
+          for m, (n, how) in p.held.items()),
+        "(the run directory also holds each point's scored rows and the logs: small beside the models)",
+    ]
+
+
+__all__ = ["KNOWN_TARGETS", "DiskPlan", "ModelSize", "Plan", "PlanOption", "config_size", "disk_dict", "disk_lines",
+           "disk_plan", "estimate_option", "experiment_model", "model_size", "plan", "plan_dict", "plan_lines"]

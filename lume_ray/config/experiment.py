@@ -25,6 +25,7 @@ from lume_ray.config.space import AlgorithmSpace, _algorithm_space
 from lume_ray.evaluate.metrics import direction
 from lume_ray.search.samplers import SAMPLERS
 
+KEEP_MODELS = ("front", "none", "all")  # sweep.keep_models (lume_ray.search.keep)
 MAX_RUNGS = 16  # an ASHA ladder longer than this is a typo (a factor near 1), not a plan
 # An experiment's name is a directory name (runs/<name>) and part of ids: one path component, no leading dot.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
@@ -135,9 +136,21 @@ class SweepConfig(Section):
         "middle half")
     max_failures: int = Field(1, ge=0, description="retries of a failed trial (resumed from its checkpoint)")
     algorithms: tuple[str, ...] | None = Field(None, description="subset of the experiment's algorithms to run")
-    keep_models: bool = Field(False, description="keep every evaluation point's model directory")
+    keep_models: Literal["front", "none", "all"] = Field(
+        "front", description="which evaluation points keep their model directory: front (those on their "
+        "algorithm's current Pareto front; a point is deleted once scored off the front, or once a later point "
+        "dominates it), none (deleted once scored), all; true / false mean all / none")
     early_stop: EarlyStopConfig | None = None
     report: bool = Field(True, description="write RUN_DIR/report at the end")
+
+    @field_validator("keep_models", mode="before")
+    @classmethod
+    def _keep_models(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # the older form: keep_models: true / false
+            return "all" if value else "none"
+        if value not in KEEP_MODELS:
+            raise ValueError(f"expected one of {', '.join(KEEP_MODELS)} (or true = all, false = none), got {value!r}")
+        return value
 
     @field_validator("sampler")
     @classmethod

@@ -4,7 +4,8 @@ Input:  :class:`~lume_ray.report.run.Run`, its :class:`~lume_ray.report.analysis
         :class:`~lume_ray.report.budget.Budget` per algorithm and the boundary warnings (:func:`boundary`).
 Output: :class:`Answer`: the overall sentence, a paragraph per algorithm written from the numbers (its best
         trade-off, what it costs against the model before unlearning, the floor, the compute spent), and the
-        warnings (searched parameters whose front sits on an edge of the search box).
+        warnings (searched parameters whose front sits on an edge of the search box, once the search ran trials
+        beyond its initial design; before that, a note that the budget is too small to judge the ranges).
 """
 
 from __future__ import annotations
@@ -32,12 +33,36 @@ def front_hyperparameters(a: Analysis, algorithm: str) -> list[dict[str, Any]]:
     return out
 
 
+def design_only(a: Analysis) -> list[str]:
+    """The algorithms all of whose trials came from the initial design (origin "design"): the box's corners and
+    centre that the sweep was told to try, so a corner on the front says only that the corner was tried."""
+    df = a.table
+    if "origin" not in df.columns:
+        return []
+    origin = df["origin"].astype(str)
+    return [alg for alg in a.algorithms if (df["algorithm"] == alg).any()
+            and bool((origin[df["algorithm"] == alg] == "design").all())]
+
+
 def boundary(run: Run, a: Analysis) -> dict[str, list[str]]:
-    """Per algorithm, the searched parameters whose front points sit on an edge of the search box."""
+    """Per algorithm, the searched parameters whose front points sit on an edge of the search box; only where
+    the search has had the budget to tell, i.e. it ran trials beyond the initial design (:func:`design_only`
+    algorithms get none: :func:`budget_note` says so)."""
     from lume_ray.search.space import boundary_warnings
 
-    return {alg: boundary_warnings(run.spaces[alg], front_hyperparameters(a, alg), alg)
+    unjudged = set(design_only(a))
+    return {alg: [] if alg in unjudged else boundary_warnings(run.spaces[alg], front_hyperparameters(a, alg), alg)
             for alg in a.algorithms if alg in run.spaces}
+
+
+def budget_note(a: Analysis) -> str | None:
+    """One line for the algorithms whose ranges the budget could not judge (:func:`design_only`); None if none."""
+    algs = design_only(a)
+    if not algs:
+        return None
+    return (f"{', '.join(algs)}: every trial came from the initial design (the box's corners and centre): too few "
+            "to judge whether the search ranges are wide enough, so no boundary warning; raise sweep.num_samples "
+            "for trials the sampler proposes")
 
 
 @dataclass
@@ -67,6 +92,7 @@ def answer(run: Run, a: Analysis, budget: Mapping[str, Budget], warnings: Mappin
     quoted = [m for m in dict.fromkeys([*QUOTED, *a.objectives]) if has_values(df, m)]
     floor_text = "; ".join(a.floors.describe(run.base_metrics))
     paragraphs: dict[str, str] = {}
+    unjudged = set(design_only(a))
     for alg in a.algorithms:
         mine = df[df["algorithm"] == alg]
         n_trials, n_ok = mine["trial_id"].nunique(), int((mine["status"] == "ok").sum())
@@ -92,6 +118,8 @@ def answer(run: Run, a: Analysis, budget: Mapping[str, Budget], warnings: Mappin
             if costs:
                 parts.append("Against the model before unlearning it " + " and ".join(costs) + ".")
             parts.append(f"It passes the floor ({floor_text})." if floor_text else "No floor applied.")
+        if alg in unjudged:
+            parts.append("Every trial came from the initial design: too few to judge its search ranges.")
         b = budget.get(alg)
         front_n = int(mine["on_front_algorithm"].sum())
         design = f", {b.design_trials} from the initial design" if b is not None and b.design_trials else ""

@@ -4,7 +4,7 @@ Input:  :class:`~lume_ray.report.run.Run` (base/rows.parquet) and its
         :class:`~lume_ray.report.analysis.Analysis`; the best points' rows.parquet, read here.
 Output: :class:`Sample` rows (the same row ids before and after, text cleaned by the caller's redaction), the
         task scores of the base model and of each best point re-derived from their rows (noted in the run's
-        read log), and the provenance table.
+        read log), and the provenance table (with the points whose model is on disk and the run directory's size).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pandas as pd
 from lume_ray.data import SPLITS
 from lume_ray.report.analysis import Analysis
 from lume_ray.report.run import Run, check_rows, read_rows
+from lume_ray.run_dir import disk_bytes, fmt_bytes
 
 
 @dataclass
@@ -113,5 +114,7 @@ def provenance(run: Run, a: Analysis, redacted: bool) -> list[tuple[str, str]]:
         ("trials", f"{df['trial_id'].nunique()} ({', '.join(f'{v} {k}' for k, v in status.value_counts().items())})"),
         ("points (trial × step)", f"{len(df)}; feasible {int(df['feasible'].sum())}; on the overall front "
                                   f"{int(df['on_front_overall'].sum())}"),
+        ("models on disk", f"{run.rd.models_text()} (trial@step; keep_models: {run.rd.keep_models() or 'unknown'})"),
+        ("run directory size", f"{fmt_bytes(disk_bytes(run.rd.root))} on disk"),
         ("sample text", "PII redacted (emails, phones, SSNs)" if redacted else "NOT redacted (--no-redact)"),
     ]

@@ -2,7 +2,8 @@
 
 Input:  an :class:`~lume_ray.config.Experiment` whose data and target exist; a Ray cluster (local or ``address``).
 Output: RUN_DIR (:mod:`lume_ray.run_dir`): study.json, the base model's evaluation, one directory per trial,
-        ``results.parquet`` (one row per trial and evaluated step, with hyperparameters, metrics, provenance).
+        ``results.parquet`` (one row per trial and evaluated step, with hyperparameters, metrics, provenance); the
+        points' models that ``sweep.keep_models`` keeps (:mod:`lume_ray.search.keep`, in this driver).
 
 One Tune run holds every algorithm's trials: :class:`~lume_ray.search.searcher.StudySearcher` hands them out
 across the algorithms' Optuna studies, so the cluster never idles at the tail of one algorithm's search.
@@ -31,9 +32,10 @@ from lume_ray.evaluate.pool import evaluation_pool
 from lume_ray.local_ray import ray_session
 from lume_ray.preflight import check_jobs, check_resources
 from lume_ray.report.analysis import analyze
-from lume_ray.report.answer import boundary
+from lume_ray.report.answer import boundary, budget_note
 from lume_ray.report.run import load_run
 from lume_ray.run_dir import RunDir, git_commit, versions
+from lume_ray.search.keep import ModelKeeper
 from lume_ray.search.scheduler import ParetoSuccessiveHalving
 from lume_ray.search.searcher import StudySearcher
 from lume_ray.search.trial import TrialContext, run_trial
@@ -104,16 +106,19 @@ def run_sweep(exp: Experiment, *, resume: bool = False, address: str | None = No
     data, model = data or exp.path(exp.data.path), model or exp.path(exp.target.model)
     rd, trackers = open_run_dir(exp, resume, data, model)
     t0 = time.time()
-    with start_ray(exp, address), start_evaluation_pool(exp, data, model, log) as pool:
-        base = score_base_model(rd, pool, model, log)
-        trainable, resources = trial_trainable(exp, rd, pool, base)
-        searcher, budget = plan_trials(exp, rd, resume, warm_start, log)
-        # The console's live view and the trackers hear Tune's events through a relay (search.view.Relay: a
-        # restored Tuner brings back its pickled callbacks, so those must not hold the view itself).
-        with relay([SweepView(exp, rd, budget, log), *trackers]) as hooks:
-            tuner = build_tuner(exp, rd, trainable, resources, searcher, hooks, log)
-            fit(tuner, trackers)
-        check_finished(rd, budget, trackers)
+    with start_ray(exp, address):
+        with start_evaluation_pool(exp, data, model, log) as pool:
+            base = score_base_model(rd, pool, model, log)
+            trainable, resources = trial_trainable(exp, rd, pool, base)
+            searcher, budget = plan_trials(exp, rd, resume, warm_start, log)
+            keeper = ModelKeeper(exp, rd, base.get("utility"), log)  # sweep.keep_models, in this driver
+            # The console's live view, the model keeper and the trackers hear Tune's events through a relay
+            # (search.view.Relay: a restored Tuner brings back its pickled callbacks, so those must not hold them).
+            with relay([SweepView(exp, rd, budget, log), keeper, *trackers]) as hooks:
+                tuner = build_tuner(exp, rd, trainable, resources, searcher, hooks, log)
+                fit(tuner, trackers)
+            check_finished(rd, budget, trackers)
+        keeper.reconcile()  # the trials and the pool are gone: what a stopped trial left in its last moment
     return collect_results(exp, rd, t0, trackers, log)
 
 
@@ -243,25 +248,32 @@ def check_finished(rd: RunDir, budget: Mapping[str, int], trackers: list[MlflowT
 
 def collect_results(exp: Experiment, rd: RunDir, t0: float, trackers: list[MlflowTracker],
                     log: Callable[[str], None]) -> RunDir:
-    """Every trial's points -> RUN_DIR/results.parquet (with provenance), the boundary warnings, the trackers'
-    sweep ended as FINISHED."""
+    """Every trial's points -> RUN_DIR/results.parquet (with provenance), the boundary warnings (or the line that
+    says the budget is too small to judge the ranges), the trackers' sweep ended as FINISHED."""
+
     frame = rd.collect_results({"seed": exp.seed, "workers": exp.train.workers, "zero": exp.train.zero,
                                 "git_commit": git_commit(), "sampler": exp.sweep.sampler})
     rd.write_results(frame)
     n_ok = int((frame["status"] == "ok").sum()) if not frame.empty else 0
     log(f"[sweep] {len(frame)} result rows ({n_ok} evaluated points) in {rd.results_path} after "
         f"{time.time() - t0:.0f} s")
-    for warning in boundary_warnings(rd) if n_ok else []:
+    warnings, note = boundary_warnings(rd) if n_ok else ([], None)
+    for warning in warnings:
         log(f"[sweep] warning: {warning}")
+    if note:
+        log(f"[sweep] {note}")
     tracking.end_sweep(trackers, "FINISHED")
     return rd
 
 
-def boundary_warnings(rd: RunDir) -> list[str]:
+def boundary_warnings(rd: RunDir) -> tuple[list[str], str | None]:
     """Per algorithm, the searched parameters whose front points (those that pass the floor) sit on an edge of
-    the box: the report's own analysis, so the sweep and the report warn alike."""
+    the box, where the search ran trials beyond its initial design; and one line naming the algorithms whose
+    budget was too small to tell (None: none). The report's own analysis, so the sweep and the report agree."""
+
     run = load_run(rd.root)
-    return [w for warnings in boundary(run, analyze(run)).values() for w in warnings]
+    a = analyze(run)
+    return [w for warnings in boundary(run, a).values() for w in warnings], budget_note(a)
 
 
 def read_warm_start(run_dir: str | Path) -> list[dict[str, Any]]:

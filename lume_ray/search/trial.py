@@ -3,8 +3,9 @@
 Input:  ``{"algorithm", "lr", <algorithm parameters>}`` (Tune's trial config) and a :class:`TrialContext`
         (the experiment, RUN_DIR, the evaluation pool, the base utility), passed with ``tune.with_parameters``.
 Output: ``RUN_DIR/trials/<trial_id>/``: ``trial.json`` (always ends in a terminal state with its reason),
-        ``train/`` (the job), ``step_XXXXXX/`` (each point's metrics.json and rows.parquet); one
-        ``tune.report`` per evaluated point (the searcher tells its study each one).
+        ``train/`` (the job; its points' models under ``train/points/``, which the sweep's driver keeps or removes:
+        :mod:`lume_ray.search.keep`), ``ray/`` (the job's checkpoint), ``step_XXXXXX/`` (each point's metrics.json
+        and rows.parquet); one ``tune.report`` per evaluated point (the searcher tells its study each one).
 
 The job trains in a thread while this function watches its evaluation points appear (rank 0 writes
 ``points.jsonl`` after each model directory) and sends each to the sweep's evaluation pool at once: point k
@@ -19,7 +20,6 @@ checkpoint and evaluates only what is missing.
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -65,14 +65,13 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     trial_id = tune.get_context().get_trial_id()
     algorithm = str(config["algorithm"])
     hp = {k: v for k, v in config.items() if k not in ("algorithm", "origin")}
-    trial_dir = rd.trial(trial_id)
     earlier = rd.read_trial(trial_id) or {}
     info: dict[str, Any] = {"trial_id": trial_id, "algorithm": algorithm, "hp": hp, "status": "running", "error": "",
                             "started_at": earlier.get("started_at", t0), "attempts": earlier.get("attempts", 0) + 1,
                             "origin": config.get("origin", earlier.get("origin", ""))}
     # One job to the trajectory's end; its points are evaluated while it trains on (pipelined, GPU jobs by
     # default), or it waits at each rung until the scheduler has judged the trial there (CPU jobs by default).
-    job = exp.unlearn_job(algorithm, hp, trial_dir / "train")
+    job = exp.unlearn_job(algorithm, hp, rd.job(trial_id))
     rd.write_trial(trial_id, info)
     try:
         result = _train_and_evaluate(job, ctx, rd, trial_id, t0)
@@ -83,9 +82,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     if result.status == "failed":  # e.g. a worker died: Tune retries the trial, which resumes its checkpoint
         _end(rd, info, "failed", result.reason or "the unlearning job failed", t0)
         raise TrialFailed(result.reason or "the unlearning job failed")
-    if not exp.sweep.keep_models:
-        for point in result.points:
-            shutil.rmtree(point.model_dir, ignore_errors=True)
+    # The points' models and the job's checkpoint are the driver's to remove (search/keep.py: sweep.keep_models).
     _end(rd, info, result.status, result.reason or "", t0)
     if result.status != "completed":  # the last word Tune hears: this setting diverged
         tune.report({**dict.fromkeys(exp.sweep.objectives, float("nan")), "step": result.steps_done,
@@ -105,7 +102,7 @@ def _train_and_evaluate(job: UnlearnJob, ctx: TrialContext, rd: RunDir, trial_id
 
     def train() -> None:
         try:
-            box["result"] = run_unlearning(job, storage_path=str(rd.trial(trial_id) / "ray"),
+            box["result"] = run_unlearning(job, storage_path=str(rd.checkpoints(trial_id)),
                                            run_name=f"train-{trial_id}")
         except BaseException as e:  # noqa: BLE001  (re-raised in the trial's thread below)
             box["error"] = e
