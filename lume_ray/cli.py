@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lume_ray import cli_options as opt
+from lume_ray import console
 from lume_ray.redact import redact_secrets
 from lume_ray.search.samplers import SAMPLERS
 
@@ -114,7 +115,6 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 def _quiet(args: argparse.Namespace, out: str | Path, command: str) -> Any:
     """The command's quiet console: Ray's, DeepSpeed's (...) output in OUT/logs/, its own progress on the terminal
     (on stderr when stdout carries the command's data: --json)."""
-    from lume_ray import console
 
     return console.quiet(Path(out) / "logs", verbose=args.verbose, passthrough=getattr(console, command),
                          to_stderr=bool(getattr(args, "json", False)))
@@ -252,7 +252,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """`lume-ray export RUN_DIR (--point TRIAL_ID@STEP | --best ALGORITHM [--by M] [--floor ...]) --out DIR`."""
-    from lume_ray import console
     from lume_ray.config import ConfigError
     from lume_ray.export import RerunFailed, export_point
     from lume_ray.report import parse_floors
@@ -559,6 +558,7 @@ def _log_hint(error: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    console.new_command()  # in-process callers (tests, notebooks) run several commands: each its own log hint
     if (args.func in (cmd_sweep, cmd_quickstart, cmd_eval, cmd_unlearn) and not getattr(args, "address", None)
             and not os.environ.get("RAY_ADDRESS")):  # may start a local Ray head: token auth, set before Ray's import
         from lume_ray.local_ray import prepare_auth

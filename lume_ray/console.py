@@ -69,6 +69,12 @@ def say(message: str) -> None:
         print(redact_secrets(message), flush=True)
 
 
+def new_command() -> None:
+    """Forget the logs of earlier commands in this process: an error's hint names only this command's log."""
+    _LAST_LOG.clear()
+    _LOGGED.clear()
+
+
 def error_hint(error: BaseException | None = None) -> str:
     """" (details: OUT/logs/lume-ray.log)" after a command that wrote a log, else ""; ``error``'s traceback is
     appended to that log unless it passed through the console already."""
