@@ -17,5 +17,6 @@ lint-imports  # .importlinter: imports point one way, from the command line down
 if [ "$fast" = 1 ]; then
   python -m pytest -q -n 2 -m "not slow and not ray" --durations=10 "$@"
 else
-  python -m pytest -q -n 2 --dist worksteal --durations=15 "$@"
+  bash scripts/check_bad_inputs.sh  # every bad input in one process, with the count that met the promise
+  python -m pytest -q -n 2 --dist worksteal --durations=15 --ignore=tests/test_bad_inputs.py "$@"
 fi

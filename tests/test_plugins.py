@@ -324,7 +324,7 @@ def test_submission_ships_the_plugins(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "'plugins=[ship_losses, plugins/inner_losses.py]'" in sub.entrypoint
     # a single file outside the working dir cannot travel (the Jobs API ships py_modules directories only)
     write(tmp_path / "outside", "loose.py", INNER.replace('"inner"', '"loose"'))
-    assert cli.main(["submit", str(exp), "--address", "http://127.0.0.1:9", "--set",
+    assert cli.main(["submit", str(exp), "--working-dir", str(proj), "--address", "http://127.0.0.1:9", "--set",
                      f"plugins=[{tmp_path / 'outside' / 'loose.py'}]"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"lume-ray: error: plugin {tmp_path / 'outside' / 'loose.py'}: outside the working "
