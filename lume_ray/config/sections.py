@@ -137,10 +137,18 @@ class EvalConfig(Section):
         if value is None:
             return Floor(relative=None, absolute=None)
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return Floor(relative=float(value))
+            return _utility_floor(Floor(relative=float(value)))
         if isinstance(value, Mapping):
             unknown = sorted(set(value) - {"relative", "absolute"})
             if unknown:
                 raise ValueError(f"unknown key {unknown[0]!r} (valid: relative, absolute)")
-            return Floor(relative=value.get("relative"), absolute=value.get("absolute"))
+            return _utility_floor(Floor(relative=value.get("relative"), absolute=value.get("absolute")))
         return value
+
+
+def _utility_floor(floor: Floor) -> Floor:
+    """The utility floor's relative part is a fraction of the base model's utility: in (0, 1]."""
+    if floor.relative is not None and not 0 < floor.relative <= 1:
+        raise ValueError(f"relative={floor.relative!r}: a fraction of the base model's utility, in (0, 1] "
+                         "(for a utility value, give absolute)")
+    return floor

@@ -138,9 +138,6 @@ class Floor:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
                                       or not math.isfinite(value) or value < 0):
                 raise ValueError(f"{name}={value!r}: must be a number >= 0 (or null)")
-        if self.relative is not None and not 0 < self.relative <= 1:
-            raise ValueError(f"relative={self.relative!r}: a fraction of the base model's utility, in (0, 1] "
-                             "(for a utility value, give absolute)")
 
     def threshold(self, reference: float | None) -> float | None:
         """The utility a point needs; None when the floor is relative and no reference is known."""

@@ -114,6 +114,9 @@ def parse_floors(pairs: Sequence[tuple[str, str]] | None) -> Floors | None:
             relative[name] = _fraction(name, value)
     try:
         utility = Floor(relative=parts.get("relative"), absolute=parts.get("absolute")) if parts else None
+        if utility is not None and utility.relative is not None and not 0 < utility.relative <= 1:
+            raise ValueError(f"utility={utility.relative:g}: a fraction of the base model's utility, in (0, 1] (for a "
+                             "utility value, give utility.absolute)")
     except ValueError as e:
         raise ValueError(f"--floor: {e}") from None
     return Floors(utility, relative)
