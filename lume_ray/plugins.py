@@ -16,7 +16,7 @@ filesystem) a plugin file is imported from its path. Where the path does not exi
 imported by module name (the file's stem, the directory's name), which Ray's public
 ``runtime_env={"py_modules": [...]}`` makes importable: set when connecting to a cluster
 (:func:`lume_ray.local_ray.ray_session`, :func:`runtime_env`). A submitted job gets its plugins through its
-runtime environment too (the working directory, or ``py_modules``: :func:`lume_ray.cluster.jobs.ship_plugins`).
+runtime environment too (the working directory, or ``py_modules``: :func:`lume_ray.cluster.upload.ship_plugins`).
 """
 
 from __future__ import annotations

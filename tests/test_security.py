@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from lume_ray import cli, console
-from lume_ray.cluster import ClusterError, jobs
+from lume_ray.cluster import ClusterError, jobs, upload
 from lume_ray.cluster.auth import headers_for, is_loopback
 from lume_ray.config import ConfigError, experiment_from_dict, load_experiment
 from lume_ray.redact import redact_secrets
@@ -94,7 +94,7 @@ def test_an_upload_over_the_limit_is_refused_unless_the_directory_is_named(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     home = home_like(tmp_path)
     monkeypatch.chdir(home)
-    monkeypatch.setattr(jobs, "MAX_UPLOAD_BYTES", 64)
+    monkeypatch.setattr(upload, "MAX_UPLOAD_BYTES", 64)
     monkeypatch.delenv("LUME_RAY_DEBUG", raising=False)
     assert cli.main(["submit", "exp.yaml", "--address", "http://127.0.0.1:1"]) == 2
     err = capsys.readouterr().err.strip()
