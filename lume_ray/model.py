@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,34 @@ def check_compatible(model: Any, tokenizer: Any, name: str = "model") -> None:
             f"{name}: tokenizer has {len(tokenizer)} tokens but the model embeds only {n_embed}; "
             "model and tokenizer do not match"
         )
+
+
+def _rotary_in_input_dtype(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
+    """Forward hook of a rotary embedding ``(x, position_ids) -> (cos, sin)``: cos and sin cast to ``x``'s dtype."""
+    x = args[0] if args else kwargs.get("x")
+    if not isinstance(x, torch.Tensor) or not isinstance(output, tuple):
+        return None
+    return tuple(t.to(x.dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in output)
+
+
+@contextmanager
+def transformers4_arithmetic(model: Any) -> Iterator[None]:
+    """Within the block, ``model``'s forward passes round as transformers 4.45 (the challenge's pin) rounded them.
+
+    transformers 4.45 cast every rotary embedding's cos and sin to the activations' dtype before rotating the
+    queries and keys; transformers 5's OLMo keeps them in float32 and rounds the rotated queries and keys once
+    (measured in bfloat16, tiny OLMo: hidden states differ from the first layer on, 238 of 320 greedy generations
+    of an unlearned model changed). A forward hook (PyTorch's public API) on each ``*RotaryEmbedding`` module
+    casts them as 4.45 did; where transformers 5 already casts (Llama and most others) it changes nothing, and
+    nothing in float32. The hooks are removed on exit.
+    """
+    handles = [m.register_forward_hook(_rotary_in_input_dtype, with_kwargs=True)
+               for m in model.modules() if type(m).__name__.endswith("RotaryEmbedding")]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 # ---------------------------------------------------------------------------------------------
