@@ -5,15 +5,16 @@ Not a test module: ``tests/test_exact_bf16.py`` runs it as ``.cache/tf445/bin/py
 imports nothing from lume_ray, so that every number comes from transformers 4.45's own code:
 
 - generation: one prompt at a time, ``tokenizer(prompt)``, ``generate(do_sample=False, max_new_tokens=N,
-  pad_token_id=eos)``, the new tokens decoded with ``skip_special_tokens=True``;
+  pad_token_id=eos)``, the new tokens decoded with ``skip_special_tokens=True`` and tokenization spaces cleaned
+  up (``generation``; ``generation_own``: with the tokenizer's own ``clean_up_tokenization_spaces``);
 - loss: ``model(input_ids, labels=labels).loss`` of ``tokenizer(prompt + completion)`` with the prompt's tokens
   masked (a document: nothing masked), as the scorer's per-row NLL and membership attack took it;
 - MMLU (kind ``next``): open-instruct's ``get_next_word_predictions`` at batch size 1: softmax of the last
   position's logits, the last token of ``encode(" " + letter, add_special_tokens=False)`` for A..D, argmax.
 
 SPEC is JSON: ``{"models": [dir, ...], "dtype": "bfloat16", "max_new_tokens": N, "items": [{"key", "kind",
-"prompt", "completion"}, ...]}``. Output: ``{"version": ..., dir: [{"key", "generation", "new_ids", "nll",
-"pick"}, ...]}``, one record per item in order (NaN-free: absent fields are null).
+"prompt", "completion"}, ...]}``. Output: ``{"version": ..., dir: [{"key", "generation", "generation_own",
+"new_ids", "nll", "pick"}, ...]}``, one record per item in order (NaN-free: absent fields are null).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
 def score(model: Any, tok: Any, item: dict[str, Any], max_new_tokens: int, answer_ids: list[int]) -> dict[str, Any]:
-    rec: dict[str, Any] = {"key": item["key"], "generation": None, "new_ids": None, "nll": None, "pick": None}
+    rec: dict[str, Any] = {"key": item["key"], "generation": None, "generation_own": None, "new_ids": None,
+                           "nll": None, "pick": None}
     kind = item["kind"]
     if kind == "next":
         enc = tok(item["prompt"], return_tensors="pt")
@@ -38,10 +40,14 @@ def score(model: Any, tok: Any, item: dict[str, Any], max_new_tokens: int, answe
         return rec
     if kind in ("sc", "qa"):
         enc = tok(item["prompt"], return_tensors="pt")
-        out = model.generate(input_ids=enc.input_ids, attention_mask=enc.attention_mask, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tok.eos_token_id)
+        out = model.generate(input_ids=enc.input_ids, attention_mask=enc.attention_mask, do_sample=False,
+                             max_new_tokens=max_new_tokens, pad_token_id=tok.eos_token_id)
         new = out[0][enc.input_ids.shape[1]:]
         rec["new_ids"] = new.tolist()
-        rec["generation"] = tok.decode(new, skip_special_tokens=True)
+        # Tokenization spaces cleaned up as the challenge's scorer's tokenizer did (DESIGN: OLMo's); "own": as
+        # this tokenizer's config says (the embedded target's says false).
+        rec["generation"] = tok.decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=True)
+        rec["generation_own"] = tok.decode(new, skip_special_tokens=True)
     if kind == "doc":
         ids = tok(item["completion"], return_tensors="pt").input_ids
         labels = ids.clone()
