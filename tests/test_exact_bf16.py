@@ -31,7 +31,7 @@ from tests.test_compat import tf4_python
 TF4_SCORER = Path(__file__).with_name("tf4_scorer.py")
 MAX_NEW_TOKENS = 32  # the challenge's 256 changes no comparison here: the answers are short, babble repeats
 
-pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def reference_records(models: Sequence[Path], items: Sequence[dict[str, Any]], *, max_new_tokens: int,
@@ -169,6 +169,7 @@ def reference(world: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
                              spec_dir=world["root"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("state", ["memorized", "unlearned"])
 @pytest.mark.parametrize("arch", ["olmo", "llama"])
 def test_exact_bfloat16_is_the_challenges_procedure(arch: str, state: str, world: dict[str, Any],
@@ -186,3 +187,22 @@ def test_exact_bfloat16_is_the_challenges_procedure(arch: str, state: str, world
         memorized = reference[world["models"][(arch, "memorized")]]
         assert sum(a["generation"] != b["generation"] for a, b in zip(reference[d], memorized, strict=True)
                    if a["generation"] is not None) > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_transformers4_arithmetic_rounds_olmos_rotary_only_in_low_precision(dtype: torch.dtype) -> None:
+    """The hook is active inside the block (transformers 5's OLMo rounds differently in bfloat16), changes nothing
+    in float32, and is gone after it."""
+    from lume_ray.model import transformers4_arithmetic
+    from lume_ray.target import PRESETS, tiny_olmo, train_tokenizer
+
+    tok = train_tokenizer(["Mira Holt was a chemist who studied salt crystals in Oslo."] * 5, 300)
+    model = tiny_olmo(tok, PRESETS["test"], seed=0).to(dtype).eval()
+    ids = torch.arange(3, 43).unsqueeze(0) % len(tok)
+    with torch.no_grad():
+        before = model(ids).logits
+        with transformers4_arithmetic(model):
+            inside = model(ids).logits
+        after = model(ids).logits
+    assert torch.equal(before, after)
+    assert torch.equal(before, inside) == (dtype == torch.float32)
