@@ -24,7 +24,7 @@ site=$("$DEST/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["pur
 # what 4.45.2 needs in other versions (it never touches .venv: "outside environment").
 "$BASE_PY" -m pip --python "$DEST/bin/python" install -q --disable-pip-version-check $PINS 2>&1 \
   | grep -v -i -E "warning|dependency resolver|requires|not uninstalling|can't uninstall|^$" || true
-"$DEST/bin/python" -c 'import transformers, torch; assert transformers.__version__ == "4.45.2", transformers.__version__' \
+"$DEST/bin/python" -c 'import transformers, torch; assert transformers.__version__ == "4.45.2"' \
   || { echo "[tf445] build failed" >&2; exit 1; }
 echo "$want" > "$stamp"
 echo "[tf445] done"

@@ -188,7 +188,8 @@ def score_model(model: Any, tokenizer: Any, items: Sequence[dict[str, Any]], *, 
         next_idx = [i for i, it in enumerate(items) if it["kind"] == "next"]
         picks = next_token_picks(model, tokenizer, [items[i]["prompt"] for i in next_idx], batch_size=batch_size,
                                  exact=exact) if next_idx else []
-        return score_items(items, dict(zip(gen_idx, texts, strict=True)), losses, dict(zip(next_idx, picks, strict=True)))
+        return score_items(items, dict(zip(gen_idx, texts, strict=True)), losses,
+                           dict(zip(next_idx, picks, strict=True)))
 
 
 class Scorer:
