@@ -102,6 +102,11 @@ def check_compatible(model: Any, tokenizer: Any, name: str = "model") -> None:
         )
 
 
+# Model types whose transformers-5 rotary embedding returns float32 cos/sin where transformers 4.45 cast them to the
+# activations' dtype (read from both versions' modeling files; 4.45's other architectures match 5.x here).
+TRANSFORMERS4_ROTARY_CAST = frozenset({"olmo"})
+
+
 def _rotary_in_input_dtype(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
     """Forward hook of a rotary embedding ``(x, position_ids) -> (cos, sin)``: cos and sin cast to ``x``'s dtype."""
     x = args[0] if args else kwargs.get("x")
@@ -117,12 +122,16 @@ def transformers4_arithmetic(model: Any) -> Iterator[None]:
     transformers 4.45 cast every rotary embedding's cos and sin to the activations' dtype before rotating the
     queries and keys; transformers 5's OLMo keeps them in float32 and rounds the rotated queries and keys once
     (measured in bfloat16 on the embedded tiny OLMo: hidden states differ from the first layer on, losses by up to
-    6%, greedy generations of an unlearned model change). A forward hook (PyTorch's public API) on each
-    ``*RotaryEmbedding`` module casts them as 4.45 did; where transformers 5 already casts (Llama and most others)
-    it changes nothing, and nothing in float32. The hooks are removed on exit.
+    6%, greedy generations of an unlearned model change). For the architectures 4.45 had and 5.x rounds
+    differently (:data:`TRANSFORMERS4_ROTARY_CAST`), a forward hook (PyTorch's public API) on each
+    ``*RotaryEmbedding`` module casts them as 4.45 did: nothing changes in float32. Llama's and most others'
+    rotary embeddings still cast in 5.x (measured on Llama: bit-identical to 4.45.2 as it is); architectures 4.45
+    lacked (OLMo 2, OLMo 3) keep transformers 5's arithmetic. The hooks are removed on exit.
     """
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
     handles = [m.register_forward_hook(_rotary_in_input_dtype, with_kwargs=True)
-               for m in model.modules() if type(m).__name__.endswith("RotaryEmbedding")]
+               for m in model.modules()
+               if model_type in TRANSFORMERS4_ROTARY_CAST and type(m).__name__.endswith("RotaryEmbedding")]
     try:
         yield
     finally:
