@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,43 @@ def check_compatible(model: Any, tokenizer: Any, name: str = "model") -> None:
             f"{name}: tokenizer has {len(tokenizer)} tokens but the model embeds only {n_embed}; "
             "model and tokenizer do not match"
         )
+
+
+# Model types whose transformers-5 rotary embedding returns float32 cos/sin where transformers 4.45 cast them to the
+# activations' dtype (read from both versions' modeling files; 4.45's other architectures match 5.x here).
+TRANSFORMERS4_ROTARY_CAST = frozenset({"olmo"})
+
+
+def _rotary_in_input_dtype(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
+    """Forward hook of a rotary embedding ``(x, position_ids) -> (cos, sin)``: cos and sin cast to ``x``'s dtype."""
+    x = args[0] if args else kwargs.get("x")
+    if not isinstance(x, torch.Tensor) or not isinstance(output, tuple):
+        return None
+    return tuple(t.to(x.dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in output)
+
+
+@contextmanager
+def transformers4_arithmetic(model: Any) -> Iterator[None]:
+    """Within the block, ``model``'s forward passes round as transformers 4.45 (the challenge's pin) rounded them.
+
+    transformers 4.45 cast every rotary embedding's cos and sin to the activations' dtype before rotating the
+    queries and keys; transformers 5's OLMo keeps them in float32 and rounds the rotated queries and keys once
+    (measured in bfloat16 on the embedded tiny OLMo: hidden states differ from the first layer on, losses by up to
+    6%, greedy generations of an unlearned model change). For the architectures 4.45 had and 5.x rounds
+    differently (:data:`TRANSFORMERS4_ROTARY_CAST`), a forward hook (PyTorch's public API) on each
+    ``*RotaryEmbedding`` module casts them as 4.45 did: nothing changes in float32. Llama's and most others'
+    rotary embeddings still cast in 5.x (measured on Llama: bit-identical to 4.45.2 as it is); architectures 4.45
+    lacked (OLMo 2, OLMo 3) keep transformers 5's arithmetic. The hooks are removed on exit.
+    """
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    handles = [m.register_forward_hook(_rotary_in_input_dtype, with_kwargs=True)
+               for m in model.modules()
+               if model_type in TRANSFORMERS4_ROTARY_CAST and type(m).__name__.endswith("RotaryEmbedding")]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 fast=0
 if [ "${1:-}" = "--fast" ]; then fast=1; shift; fi
 bash scripts/setup.sh
+bash scripts/tf445.sh || echo "[test] warning: no transformers 4.45 environment; its comparisons skip (fail under CI)" >&2
 . .venv/bin/activate
 export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 DS_ACCELERATOR=cpu
 export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions}"

@@ -7,11 +7,9 @@ models are saved with :func:`lume_ray.model.save_model` + :func:`lume_ray.model.
 - reloaded here (transformers 5): the same token ids and text as the tokenizer that was saved;
 - resolved the way transformers 4.45 resolves them (``tokenizer_class`` -> a class 4.45 has; a
   ``PreTrainedTokenizerFast`` is the raw ``tokenizers`` pipeline of tokenizer.json), config keys 4.45 reads;
-- loaded by a real transformers 4.45.2 when an environment with it exists (``LUME_TF4_PYTHON``, default
-  ``/tmp/tf445/bin/python``; skipped otherwise). To make one (torch comes from this venv)::
-
-      python -m venv /tmp/tf445 && /tmp/tf445/bin/pip install transformers==4.45.2
-      python -c "import site; print(site.getsitepackages()[0])" > /tmp/tf445/lib/python3.11/site-packages/lume.pth
+- loaded by a real transformers 4.45.2: the environment ``bash scripts/tf445.sh`` builds in ``.cache/tf445``
+  (scripts/test.sh builds it; torch comes from .venv) or ``LUME_TF4_PYTHON``. Without one the test skips, except
+  under CI (``CI`` set), where it fails: a skip there would check nothing.
 """
 
 from __future__ import annotations
@@ -32,9 +30,19 @@ TEXTS = ["Mira Holt was a chemist who studied salt crystals in Oslo. She won the
          "What is Tomas Reyes's email address? tomas.reyes@example.com",
          "Hello , world . It 's fine ! Isn't it?"]
 KINDS = ("olmo", "llama", "llama_family")
-TF4_PYTHON = Path(os.environ.get("LUME_TF4_PYTHON", "/tmp/tf445/bin/python"))
+TF4_PYTHON = Path(os.environ.get("LUME_TF4_PYTHON", Path(__file__).resolve().parents[1] / ".cache/tf445/bin/python"))
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def tf4_python() -> Path:
+    """The transformers 4.45 interpreter; a skip where none is built, a failure under CI (scripts/test.sh builds it)."""
+    if not TF4_PYTHON.is_file():
+        message = f"no transformers 4.45 environment at {TF4_PYTHON} (bash scripts/tf445.sh; or set LUME_TF4_PYTHON)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return TF4_PYTHON
 
 
 def _build(kind: str) -> tuple[Any, Any]:
@@ -129,15 +137,12 @@ print(json.dumps(out))
 
 
 def test_loads_in_transformers_4_45(saved: dict[str, tuple[Path, dict[str, Any]]]) -> None:
-    if not TF4_PYTHON.is_file():
-        pytest.skip(f"no transformers 4.45 environment at {TF4_PYTHON} (set LUME_TF4_PYTHON; see this file's docstring)")
     dirs = [str(saved[k][0]) for k in KINDS]
-    proc = subprocess.run([str(TF4_PYTHON), "-c", _TF4_SCRIPT, json.dumps(TEXTS), *dirs], capture_output=True,
+    proc = subprocess.run([str(tf4_python()), "-c", _TF4_SCRIPT, json.dumps(TEXTS), *dirs], capture_output=True,
                           text=True, timeout=300, env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    if not got["version"].startswith("4.45"):
-        pytest.skip(f"{TF4_PYTHON} has transformers {got['version']}, not 4.45")
+    assert got["version"] == "4.45.2", f"{TF4_PYTHON} has transformers {got['version']}, not 4.45.2"
     for kind, d in zip(KINDS, dirs, strict=True):
         original = saved[kind][1]
         assert got[d]["ids"] == original["ids"], kind

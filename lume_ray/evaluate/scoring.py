@@ -13,6 +13,7 @@ questions (``kind == "next"``) are answered as open-instruct's ``eval/mmlu/run_e
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import inspect
 import itertools
@@ -34,6 +35,7 @@ from lume_ray.model import (
     load_model,
     sequence_nll,
     stop_token_ids,
+    transformers4_arithmetic,
 )
 
 
@@ -173,21 +175,23 @@ def score_model(model: Any, tokenizer: Any, items: Sequence[dict[str, Any]], *, 
                 batch_size: int, mia_k: float, exact: bool) -> list[dict[str, Any]]:
     """Items of one loaded model -> result records (generation + score for rows, loss features for all).
 
-    ``exact``: generation, losses and MMLU answers one item at a time, unpadded (the challenge's procedure, bit
-    for bit in any dtype); otherwise batched with left-padded generation (identical in float32, see the runner's
-    notes).
+    ``exact``: generation, losses and MMLU answers one item at a time, unpadded, with transformers 4.45's
+    rounding (:func:`lume_ray.model.transformers4_arithmetic`): the challenge's procedure, bit for bit in any
+    dtype; otherwise batched with left-padded generation (identical in float32, see the runner's notes).
     """
-    gen_idx = [i for i, it in enumerate(items) if it["kind"] in KINDS]
-    prompts = [items[i]["prompt"] for i in gen_idx]
-    if exact:
-        texts = generate_exact(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
-    else:
-        texts = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    losses = item_losses(model, tokenizer, items, batch_size=1 if exact else batch_size, mia_k=mia_k)
-    next_idx = [i for i, it in enumerate(items) if it["kind"] == "next"]
-    picks = next_token_picks(model, tokenizer, [items[i]["prompt"] for i in next_idx], batch_size=batch_size,
-                             exact=exact) if next_idx else []
-    return score_items(items, dict(zip(gen_idx, texts, strict=True)), losses, dict(zip(next_idx, picks, strict=True)))
+    with transformers4_arithmetic(model) if exact else contextlib.nullcontext():
+        gen_idx = [i for i, it in enumerate(items) if it["kind"] in KINDS]
+        prompts = [items[i]["prompt"] for i in gen_idx]
+        if exact:
+            texts = generate_exact(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
+        else:
+            texts = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        losses = item_losses(model, tokenizer, items, batch_size=1 if exact else batch_size, mia_k=mia_k)
+        next_idx = [i for i, it in enumerate(items) if it["kind"] == "next"]
+        picks = next_token_picks(model, tokenizer, [items[i]["prompt"] for i in next_idx], batch_size=batch_size,
+                                 exact=exact) if next_idx else []
+        return score_items(items, dict(zip(gen_idx, texts, strict=True)), losses,
+                           dict(zip(next_idx, picks, strict=True)))
 
 
 class Scorer:
