@@ -5,6 +5,7 @@ Fixtures built from them are in conftest.py."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import statistics
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pytest
 import yaml
 
 from lume_ray import testing
@@ -289,3 +291,18 @@ NOISE_PATTERNS = re.compile(r"\bINFO\b|\bWARNING\b|worker\.py|[Oo]ptuna|A new st
                             r"TensorBoard|PYTHON worker processes|\(raylet\)|\(pid=|Ray Data|Started a local Ray|"
                             r"[Dd]eep[Ss]peed|Traceback|╭|│")
 OUR_LINE = re.compile(r"^(logs: |\[(sweep|search \w+|ga|npo|gd|unlearn|tracking)\] |\[3/4\]|lume-ray: )")
+
+
+# The challenge's environment: transformers 4.45.2 (scripts/tf445.sh builds it).
+
+TF4_PYTHON = Path(os.environ.get("LUME_TF4_PYTHON", Path(__file__).resolve().parents[1] / ".cache/tf445/bin/python"))
+
+
+def tf4_python() -> Path:
+    """The transformers 4.45 interpreter; a skip where none is built, a failure under CI (scripts/test.sh builds it)."""
+    if not TF4_PYTHON.is_file():
+        message = f"no transformers 4.45 environment at {TF4_PYTHON} (bash scripts/tf445.sh; or set LUME_TF4_PYTHON)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return TF4_PYTHON

@@ -24,25 +24,14 @@ import pytest
 import torch
 
 from lume_ray.model import save_model, save_tokenizer
-from tests.helpers import tiny_olmo_on
+from tests.helpers import TF4_PYTHON, tf4_python, tiny_olmo_on
 
 TEXTS = ["Mira Holt was a chemist who studied salt crystals in Oslo. She won the national prize in 1954.",
          "What is Tomas Reyes's email address? tomas.reyes@example.com",
          "Hello , world . It 's fine ! Isn't it?"]
 KINDS = ("olmo", "llama", "llama_family")
-TF4_PYTHON = Path(os.environ.get("LUME_TF4_PYTHON", Path(__file__).resolve().parents[1] / ".cache/tf445/bin/python"))
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def tf4_python() -> Path:
-    """The transformers 4.45 interpreter; a skip where none is built, a failure under CI (scripts/test.sh builds it)."""
-    if not TF4_PYTHON.is_file():
-        message = f"no transformers 4.45 environment at {TF4_PYTHON} (bash scripts/tf445.sh; or set LUME_TF4_PYTHON)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return TF4_PYTHON
 
 
 def _build(kind: str) -> tuple[Any, Any]:

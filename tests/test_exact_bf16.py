@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.test_compat import tf4_python
+from tests.helpers import tf4_python
 
 TF4_SCORER = Path(__file__).with_name("tf4_scorer.py")
 MAX_NEW_TOKENS = 32  # the challenge's 256 changes no comparison here: the answers are short, babble repeats
@@ -65,7 +65,7 @@ def compare(rows: Sequence[Any], items: Sequence[dict[str, Any]], ours: Sequence
             ref: Sequence[dict[str, Any]], answers: Sequence[int]) -> dict[str, Any]:
     """How lume-ray's records differ from the 4.45 procedure's: generations and MMLU answers that differ (of
     how many), the largest difference of a task number and of the utility, the largest relative loss difference."""
-    from lume_ray.evaluate.metrics import score_row, task_scores
+    from lume_ray.evaluate.protocol import score_row, task_scores
 
     meta = {f"{r.split}:{r.id}": r for r in rows}
     gen_keys, task_rows = [], {"ours": [], "ref": []}
@@ -138,7 +138,8 @@ def build_world(root: Path) -> dict[str, Any]:
     from lume_ray.evaluate.inputs import resolve_inputs
     from lume_ray.model import save_model, save_tokenizer
     from lume_ray.synth import write_dataset
-    from lume_ray.target import PRESETS, memorize, tiny_olmo, train_tokenizer
+    from lume_ray.target import PRESETS, tiny_olmo, train_tokenizer
+    from lume_ray.target.memorize import memorize
 
     data_dir = write_dataset(root / "data", docs_per_task=2, seed=0)
     lume = load_lume(data_dir)

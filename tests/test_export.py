@@ -18,10 +18,11 @@ import pytest
 import yaml
 
 from lume_ray.cli import main
-from lume_ray.evaluate.metrics import METRICS, TASK_SCORE_NAMES
+from lume_ray.evaluate.metrics import METRICS
+from lume_ray.evaluate.protocol import TASK_SCORE_NAMES
 from lume_ray.export import Exported, export_point, select
 from lume_ray.run_dir import STEP_DIR
-from tests.test_compat import TF4_PYTHON
+from tests.helpers import TF4_PYTHON
 
 
 def _points(run: Path) -> pd.DataFrame:

@@ -178,7 +178,7 @@ def test_status_and_report_say_which_models_are_on_disk(tmp_path: Path) -> None:
     from lume_ray.report.run import load_run
     from lume_ray.report.samples import provenance
     from lume_ray.status import run_status, status_lines
-    from tests.test_report import make_run_dir
+    from tests.helpers import make_run_dir
 
     rd = RunDir(make_run_dir(tmp_path))
     for tid, step in (("gd-1", 30), ("npo-2", 20)):

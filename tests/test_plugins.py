@@ -254,7 +254,7 @@ def test_a_plugin_algorithm_is_searched_in_a_sweep(tmp_path: Path, tiny_lume: Pa
     """One built-in + the plugin's algorithm in one Tune run: the trial processes, the Train workers and the
     evaluation pool's actors import the plugin (a file outside the repository, on nobody's sys.path)."""
     from lume_ray.search.sweep import run_sweep
-    from tests.test_sweep import small_experiment
+    from tests.helpers import small_experiment
 
     write(tmp_path / "plugins", "sweep_losses.py", GOOD)
     raw = small_experiment(tmp_path, tiny_lume, tiny_model, num_samples=1, max_concurrent=2)
